@@ -1,0 +1,462 @@
+"""Model introspection: build a transformers model on the meta device (no weights, no network) and read off
+exact shapes: every parameter, every Linear with its name and features, embeddings, norms, tied weights, layers,
+heads, and the per-layer structure the activation terms need.
+
+Remote code never runs: a config whose `model_type` is not built into transformers is refused by name.
+Results are cached by a hash of the config, so a repeated estimate does not rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from memplan import catalog
+from memplan.terms.shapes import LayerShape, LinearShape
+
+
+class ArchitectureError(ValueError):
+    """A config that cannot be introspected (unknown model_type, needs remote code, malformed)."""
+
+    def __init__(self, message: str, field: str = "model"):
+        self.field = field
+        super().__init__(message)
+
+
+HEADS = ("causal_lm", "seq2seq_lm", "masked_lm", "sequence_classification", "token_classification")
+# config.json fields that are bookkeeping, not architecture: ignored when hashing and building
+_BOOKKEEPING = {"_name_or_path", "transformers_version", "auto_map", "task_specific_params", "use_cache"}
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    module: str  # owning module's name
+    kind: str  # linear | embedding | norm | expert | other
+    bias: bool  # a bias vector (stays in high precision under quantization)
+    quantizable: bool  # bitsandbytes / GPTQ would store it quantized
+    stack: str | None  # "decoder" / "encoder" for params inside a transformer block, None outside
+    layer: int | None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What memplan knows about one model: exact shapes, no weights."""
+
+    model_id: str
+    model_type: str
+    head: str  # the resolved head (causal_lm, seq2seq_lm, sequence_classification, ...)
+    model_class: str
+    config_hash: str
+    checkpoint_dtype: str | None
+    params: tuple[ParamInfo, ...]
+    total_params: int
+    tied_embeddings: bool
+    hidden_size: int
+    num_layers: int  # decoder layers (encoder layers for encoder-only models)
+    num_encoder_layers: int  # 0 for decoder-only
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    max_positions: int | None
+    num_experts: int  # 0 for dense models
+    experts_per_token: int
+    largest_module_params: int  # the largest single module's own parameters (DeepSpeed ZeRO-3's largest layer)
+    output_modules: tuple[str, ...]  # lm_head / classifier module names
+    supports_sdpa: bool
+    supports_flash_attention: bool
+    layers: tuple[LayerShape, ...]  # one per transformer block, encoder blocks first
+    sliding_window: int | None = None
+    sliding_window_layers: int = 0  # how many layers use the sliding window
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.num_encoder_layers > 0 and self.head == "seq2seq_lm"
+
+    @property
+    def linears(self) -> tuple[ParamInfo, ...]:
+        return tuple(p for p in self.params if p.kind == "linear" and not p.bias)
+
+    @property
+    def active_params(self) -> int:
+        """Parameters used per token: all but the unrouted experts' share."""
+        if not self.num_experts:
+            return self.total_params
+        expert = sum(p.numel for p in self.params if p.kind == "expert")
+        return self.total_params - expert * (self.num_experts - self.experts_per_token) // self.num_experts
+
+
+# ---------------------------------------------------------------- config loading
+
+
+def load_config(model: str | None, inline: dict[str, Any] | None, allow_path: bool = True) -> tuple[str, dict]:
+    """Return (model id, config dict) from a catalog id, a config.json path (CLI only) or an inline dict."""
+    if inline is not None:
+        if not isinstance(inline, dict) or "model_type" not in inline:
+            raise ArchitectureError("model_config must be a config.json object with a 'model_type'", "model_config")
+        return str(inline.get("_name_or_path") or "inline config"), inline
+    assert model is not None
+    if allow_path and (model.endswith(".json") or Path(model).is_file()):
+        path = Path(model)
+        if not path.is_file():
+            raise ArchitectureError(f"config file not found: {model}")
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArchitectureError(f"cannot read config.json {model}: {exc}") from None
+        if isinstance(raw, dict) and "config" in raw and "model_type" not in raw:
+            raw = raw["config"]  # a memplan catalog file
+        if not isinstance(raw, dict) or "model_type" not in raw:
+            raise ArchitectureError(f"{model} is not a config.json (no 'model_type')")
+        return str(path), raw
+    try:
+        entry = catalog.get_model(model)
+    except catalog.CatalogError as exc:
+        raise ArchitectureError(str(exc)) from None
+    return entry.id, entry.config
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    clean = {k: v for k, v in config.items() if k not in _BOOKKEEPING}
+    return hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def introspect(model: str | None = None, inline: dict | None = None, head: str = "auto", num_labels: int = 2,
+               allow_path: bool = True) -> ModelInfo:
+    model_id, config = load_config(model, inline, allow_path)
+    key = json.dumps({k: v for k, v in config.items() if k not in _BOOKKEEPING}, sort_keys=True, default=str)
+    return _introspect_cached(model_id, key, head, num_labels)
+
+
+@lru_cache(maxsize=256)
+def _introspect_cached(model_id: str, config_json: str, head: str, num_labels: int) -> ModelInfo:
+    return _build(model_id, json.loads(config_json), head, num_labels)
+
+
+# ---------------------------------------------------------------- building on meta
+
+
+def _resolve_head(config: Any, raw: dict, head: str) -> str:
+    if head != "auto":
+        return head
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq_lm"
+    archs = raw.get("architectures") or []
+    arch = archs[0] if archs else ""
+    if arch.endswith(("ForCausalLM", "LMHeadModel")) and not arch.startswith(("Bert", "Roberta")):
+        return "causal_lm"
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as causal
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as masked
+
+    if config.model_type in masked or arch.endswith(("ForMaskedLM", "ForPreTraining", "Model")):
+        return "sequence_classification"
+    if config.model_type in causal:
+        return "causal_lm"
+    raise ArchitectureError(f"cannot tell which head model_type '{config.model_type}' uses; set 'head'", "head")
+
+
+def _make_config(raw: dict) -> Any:
+    from transformers import CONFIG_MAPPING
+
+    if raw.get("auto_map") or raw.get("trust_remote_code"):
+        raise ArchitectureError(
+            f"this config needs remote code (auto_map: {sorted((raw.get('auto_map') or {}).keys())}); "
+            "memplan never executes code from a model repository"
+        )
+    model_type = raw.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        import transformers
+
+        raise ArchitectureError(
+            f"unknown model_type '{model_type}': transformers {transformers.__version__} has no built-in "
+            "implementation (a model that needs remote code is refused; memplan never executes it)"
+        )
+    kwargs = {k: v for k, v in raw.items() if k not in _BOOKKEEPING and k != "model_type"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return CONFIG_MAPPING[model_type](**kwargs)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for malformed configs
+        raise ArchitectureError(f"invalid config for model_type '{model_type}': {exc}") from None
+
+
+def _auto_class(head: str) -> Any:
+    import transformers as tf
+
+    return {
+        "causal_lm": tf.AutoModelForCausalLM,
+        "seq2seq_lm": tf.AutoModelForSeq2SeqLM,
+        "masked_lm": tf.AutoModelForMaskedLM,
+        "sequence_classification": tf.AutoModelForSequenceClassification,
+        "token_classification": tf.AutoModelForTokenClassification,
+    }[head]
+
+
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|block|blocks)\.(\d+)(?:\.|$)")
+
+
+def _stack_and_layer(name: str, encoder_decoder: bool) -> tuple[str | None, int | None]:
+    m = _LAYER_RE.search(name)
+    if not m:
+        return None, None
+    stack = "encoder" if (encoder_decoder and name.startswith(("encoder.", "model.encoder."))) else "decoder"
+    return stack, int(m.group(1))
+
+
+def _norm_kind(module: Any) -> str | None:
+    cls = type(module).__name__
+    if "RMSNorm" in cls or cls in ("T5LayerNorm", "MistralRMSNorm"):
+        return "rms"
+    if "LayerNorm" in cls or "GroupNorm" in cls:
+        return "layer"
+    return None
+
+
+def _linear_group(name: str) -> str:
+    """Which input a linear reads inside its block: attn_in (q/k/v), attn_out, cross_q, cross_kv, mlp_in, mlp_out.
+
+    Linears reading the same tensor share one saved copy of it when their weights are trained."""
+    parts = name.split(".")
+    leaf = parts[-1]
+    parent = ".".join(parts[:-1]).lower()
+    is_cross = "encdecattention" in parent or "crossattention" in parent or "encoder_attn" in parent
+    is_attn = is_cross or any(t in parent for t in ("attn", "attention"))
+    if is_attn:
+        if leaf in ("o", "o_proj", "out_proj", "c_proj", "dense", "wo", "out") or parent.endswith("output"):
+            return "attn_out"
+        if is_cross:
+            return "cross_q" if leaf in ("q", "q_proj", "query") else "cross_kv"
+        return "attn_in"
+    if leaf in ("down_proj", "fc2", "dense_4h_to_h", "fc_out", "wo", "w2") or (
+        leaf == "c_proj" and "mlp" in parent) or (leaf == "dense" and parent.endswith("output")):
+        return "mlp_out"
+    return "mlp_in"
+
+
+def _cfg(config: Any, *names: str, default: Any = None) -> Any:
+    for n in names:
+        v = getattr(config, n, None)
+        if v is not None:
+            return v
+    return default
+
+
+def _build(model_id: str, raw: dict, head: str, num_labels: int) -> ModelInfo:
+    import torch
+    import transformers  # noqa: F401 - imported for its side effects on torch before building
+    from transformers.pytorch_utils import Conv1D
+    from transformers.quantizers.base import get_keys_to_not_convert
+
+    config = _make_config(raw)
+    head = _resolve_head(config, raw, head)
+    if head in ("sequence_classification", "token_classification"):
+        config.num_labels = num_labels
+    if getattr(config, "pad_token_id", None) is None and head == "sequence_classification":
+        config.pad_token_id = 0  # only used for pooling at run time, not for shapes
+    auto_cls = _auto_class(head)
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            model = auto_cls.from_config(config, attn_implementation="eager")
+    except ValueError as exc:
+        raise ArchitectureError(f"model_type '{config.model_type}' has no {head} head in transformers: {exc}",
+                                "head") from None
+    model.tie_weights()
+    _follow_config_tying(model, raw)
+
+    enc_dec = bool(getattr(config, "is_encoder_decoder", False))
+    not_convert = set(get_keys_to_not_convert(model))
+    out_emb = model.get_output_embeddings()
+    in_emb = model.get_input_embeddings()
+    tied = out_emb is not None and in_emb is not None and out_emb.weight is in_emb.weight
+
+    module_of: dict[int, tuple[str, Any]] = {}
+    for mname, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            module_of.setdefault(id(p), (mname, module))
+
+    output_modules = []
+    if out_emb is not None:
+        output_modules += [n for n, m in model.named_modules() if m is out_emb]
+    for n in ("score", "classifier", "qa_outputs"):
+        if getattr(model, n, None) is not None:
+            output_modules.append(n)
+
+    def skip_quant(mname: str) -> bool:
+        return any(mname == k or mname.startswith(k + ".") for k in not_convert) or mname in output_modules
+
+    params: list[ParamInfo] = []
+    largest = 0
+    for mname, module in model.named_modules():
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        largest = max(largest, own)
+    for pname, p in model.named_parameters():  # de-duplicated by identity: tied weights appear once
+        mname, module = module_of[id(p)]
+        is_bias = pname.endswith("bias") and p.dim() == 1
+        if isinstance(module, (torch.nn.Linear, Conv1D)):
+            kind = "linear"
+        elif isinstance(module, torch.nn.Embedding):
+            kind = "embedding"
+        elif _norm_kind(module):
+            kind = "norm"
+        elif p.dim() == 3 and "expert" in pname:
+            kind = "expert"
+        else:
+            kind = "other"
+        stack, layer = _stack_and_layer(pname, enc_dec)
+        quantizable = (kind == "linear" and not is_bias and not skip_quant(mname)) or kind == "expert"
+        params.append(ParamInfo(pname, tuple(p.shape), p.numel(), mname, kind, is_bias, quantizable, stack, layer))
+
+    h = int(_cfg(config, "hidden_size", "d_model", "n_embd"))
+    n_q = int(_cfg(config, "num_attention_heads", "n_head", "num_heads"))
+    d_head = int(_cfg(config, "head_dim", default=h // n_q) or h // n_q)
+    n_kv = _cfg(config, "num_key_value_heads", "num_kv_heads")
+    if config.model_type == "falcon" and not getattr(config, "new_decoder_architecture", False):
+        n_kv = 1 if getattr(config, "multi_query", True) else n_q
+    if config.model_type == "gpt_bigcode":
+        n_kv = 1 if getattr(config, "multi_query", True) else n_q
+    n_kv = int(n_kv or n_q)
+
+    layers = _layer_shapes(model, config, enc_dec, h, n_q, n_kv, d_head)
+    dec_layers = [s for s in layers if s.stack == "decoder"]
+    enc_layers = [s for s in layers if s.stack == "encoder"]
+    intermediate = max((s.intermediate_size for s in layers), default=4 * h)
+
+    sliding = _cfg(config, "sliding_window")
+    layer_types = getattr(config, "layer_types", None)
+    if sliding and layer_types:
+        n_sliding = sum(1 for t in layer_types if t == "sliding_attention")
+    elif sliding and getattr(config, "use_sliding_window", True):
+        n_sliding = len(dec_layers)
+    else:
+        n_sliding = 0
+    if not n_sliding:
+        sliding = None
+
+    dtype = raw.get("torch_dtype") or raw.get("dtype")
+    return ModelInfo(
+        model_id=model_id,
+        model_type=config.model_type,
+        head=head,
+        model_class=type(model).__name__,
+        config_hash=config_hash(raw),
+        checkpoint_dtype=str(dtype) if dtype else None,
+        params=tuple(params),
+        total_params=sum(p.numel for p in params),
+        tied_embeddings=tied,
+        hidden_size=h,
+        num_layers=len(dec_layers) if dec_layers else len(enc_layers),
+        num_encoder_layers=len(enc_layers),
+        num_heads=n_q,
+        num_kv_heads=n_kv,
+        head_dim=d_head,
+        intermediate_size=intermediate,
+        vocab_size=int(_cfg(config, "vocab_size", default=0)),
+        max_positions=_cfg(config, "max_position_embeddings", "n_positions"),
+        num_experts=int(_cfg(config, "num_local_experts", "num_experts", default=0) or 0),
+        experts_per_token=int(_cfg(config, "num_experts_per_tok", default=0) or 0),
+        largest_module_params=largest,
+        output_modules=tuple(output_modules),
+        supports_sdpa=bool(getattr(model, "_supports_sdpa", False)),
+        supports_flash_attention=bool(getattr(model, "_supports_flash_attn", False)),
+        layers=tuple(enc_layers + dec_layers),
+        sliding_window=int(sliding) if sliding else None,
+        sliding_window_layers=n_sliding,
+    )
+
+
+def _follow_config_tying(model: Any, raw: dict) -> None:
+    """Untie the output layer when the config.json says `tie_word_embeddings: false`.
+
+    transformers 5 ties T5's lm_head to the shared embedding whatever the config says
+    (models/t5/configuration_t5.py forces tie_word_embeddings=True), but FLAN-T5, T0 and mT0 checkpoints ship a
+    separate lm_head that memory must hold: follow the checkpoint's own config (shared/reference D)."""
+    import torch
+
+    out_emb, in_emb = model.get_output_embeddings(), model.get_input_embeddings()
+    if raw.get("tie_word_embeddings") is False and out_emb is not None and in_emb is not None \
+            and out_emb.weight is in_emb.weight:
+        out_emb.weight = torch.nn.Parameter(torch.empty(out_emb.weight.shape, device="meta"))
+
+
+def _dropout_probs(config: Any) -> tuple[float, float]:
+    hidden = _cfg(config, "hidden_dropout_prob", "resid_pdrop", "hidden_dropout", "dropout_rate", "dropout",
+                  default=0.0)
+    attn = _cfg(config, "attention_probs_dropout_prob", "attn_pdrop", "attention_dropout", "dropout_rate",
+                default=0.0)
+    return float(hidden or 0.0), float(attn or 0.0)
+
+
+def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv: int, d_head: int
+                  ) -> list[LayerShape]:
+    """One LayerShape per transformer block, from the block's own modules."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    blocks: dict[tuple[str, int], dict[str, Any]] = {}
+    for mname, module in model.named_modules():
+        stack, layer = _stack_and_layer(mname + ".", enc_dec)
+        if layer is None:
+            continue
+        b = blocks.setdefault((stack, layer), {"linears": [], "norms": 0, "head_norms": 0, "norm_kind": "layer",
+                                               "experts": None})
+        if isinstance(module, (torch.nn.Linear, Conv1D)):
+            if isinstance(module, Conv1D):
+                d_in, d_out = module.weight.shape
+            else:
+                d_out, d_in = module.weight.shape
+            if d_out <= 1 and "router" not in mname:  # scalar gates are not matmuls worth a LoRA
+                pass
+            b["linears"].append(LinearShape(mname.split(".")[-1] if False else _relative(mname), _linear_group(mname),
+                                            int(d_in), int(d_out), module.bias is not None))
+        kind = _norm_kind(module)
+        if kind and getattr(module, "weight", None) is not None:
+            dim = module.weight.shape[-1]
+            if dim == h:
+                b["norms"] += 1
+                b["norm_kind"] = kind
+            else:
+                b["head_norms"] += 1  # per-head q/k norms (Qwen3, Gemma 3)
+        for pname, p in module.named_parameters(recurse=False):
+            if p.dim() == 3 and "expert" in f"{mname}.{pname}":
+                b["experts"] = p.shape[0]
+
+    hidden_drop, attn_drop = _dropout_probs(config)
+    act = str(_cfg(config, "hidden_act", "activation_function", "dense_act_fn", "feed_forward_proj", default="gelu"))
+    shapes = []
+    for (stack, layer), b in sorted(blocks.items(), key=lambda kv: (kv[0][0] != "encoder", kv[0][1])):
+        lins = tuple(b["linears"])
+        mlp_out = [lin for lin in lins if lin.group == "mlp_out"]
+        mlp_in = [lin for lin in lins if lin.group == "mlp_in" and "router" not in lin.name and "gate" != lin.name]
+        intermediate = mlp_out[0].d_in if mlp_out else 4 * h
+        gated = len([lin for lin in mlp_in if lin.d_in == h]) >= 2 or any(
+            lin.d_out == 2 * intermediate for lin in mlp_in)
+        if b["experts"]:
+            gated = True
+            intermediate = int(getattr(config, "intermediate_size", intermediate))
+        shapes.append(LayerShape(
+            stack=stack, index=layer, hidden=h, heads=n_q, kv_heads=n_kv, head_dim=d_head,
+            intermediate_size=intermediate, gated_mlp=gated, activation=act, norm_kind=b["norm_kind"],
+            norms=b["norms"], head_norms=b["head_norms"],
+            cross_attention=any(lin.group.startswith("cross") for lin in lins),
+            hidden_dropout=hidden_drop, attention_dropout=attn_drop, linears=lins,
+            experts=int(b["experts"] or 0), experts_per_token=int(_cfg(config, "num_experts_per_tok", default=0) or 0),
+        ))
+    return shapes
+
+
+def _relative(mname: str) -> str:
+    """A block-relative module name, e.g. 'model.layers.3.self_attn.q_proj' -> 'self_attn.q_proj'."""
+    m = _LAYER_RE.search(mname + ".")
+    return mname[m.end():] if m else mname

@@ -1,0 +1,127 @@
+"""The bundled catalog: model config.json snapshots and GPU specs, one JSON file per thing, shipped in the wheel.
+
+Models live at `models/<org>/<name>.json` (the Hugging Face repo id), GPUs at `gpus/<id>.json`.
+Lookups are case-insensitive and accept each file's aliases; an unknown id gets the closest ids as suggestions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+CATALOG_DIR = Path(__file__).parent
+MODELS_DIR = CATALOG_DIR / "models"
+GPUS_DIR = CATALOG_DIR / "gpus"
+
+GIB = 2**30
+
+
+class CatalogError(KeyError):
+    """An id that is not in the catalog; `suggestions` holds the closest known ids."""
+
+    def __init__(self, kind: str, key: str, suggestions: list[str]):
+        self.kind, self.key, self.suggestions = kind, key, suggestions
+        hint = f"; closest: {', '.join(suggestions)}" if suggestions else ""
+        super().__init__(f"unknown {kind} '{key}'{hint} (list them with `memplan {kind}s`)")
+
+    def __str__(self) -> str:  # KeyError would print the repr
+        return self.args[0]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    config: dict[str, Any]
+    source: str
+    aliases: tuple[str, ...] = ()
+    published_params: int | None = None
+    published_params_source: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuEntry:
+    id: str
+    name: str
+    vendor: str
+    memory_bytes: int
+    dense_tflops: dict[str, float | None] = field(default_factory=dict)
+    memory_bandwidth_gb_s: float | None = None
+    compute_capability: str | None = None
+    aliases: tuple[str, ...] = ()
+    source: str = ""
+    memory_source: str = ""
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_bytes / GIB
+
+
+def _lookup(kind: str, key: str, index: dict[str, Any]) -> Any:
+    hit = index.get(key.lower())
+    if hit is not None:
+        return hit
+    names = sorted({e.id for e in index.values()})
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+    if not close:  # substring matches help for ids like "llama-3.1-8b"
+        close = [n for n in names if key.lower() in n.lower()][:3]
+    raise CatalogError(kind, key, close)
+
+
+@cache
+def _models() -> dict[str, ModelEntry]:
+    index: dict[str, ModelEntry] = {}
+    for path in sorted(MODELS_DIR.glob("*/*.json")):
+        raw = json.loads(path.read_text())
+        entry = ModelEntry(
+            id=raw["id"],
+            config=raw["config"],
+            source=raw["source"],
+            aliases=tuple(raw.get("aliases", ())),
+            published_params=raw.get("published_params"),
+            published_params_source=raw.get("published_params_source"),
+        )
+        for key in (entry.id, *entry.aliases):
+            index[key.lower()] = entry
+    return index
+
+
+@cache
+def _gpus() -> dict[str, GpuEntry]:
+    index: dict[str, GpuEntry] = {}
+    for path in sorted(GPUS_DIR.glob("*.json")):
+        raw = json.loads(path.read_text())
+        entry = GpuEntry(
+            id=raw["id"],
+            name=raw["name"],
+            vendor=raw["vendor"],
+            memory_bytes=int(raw["memory_bytes"]),
+            dense_tflops=raw.get("dense_tflops", {}),
+            memory_bandwidth_gb_s=raw.get("memory_bandwidth_gb_s"),
+            compute_capability=raw.get("compute_capability"),
+            aliases=tuple(raw.get("aliases", ())),
+            source=raw.get("source", ""),
+            memory_source=raw.get("memory_source", ""),
+        )
+        for key in (entry.id, *entry.aliases):
+            index[key.lower()] = entry
+    return index
+
+
+def get_model(model_id: str) -> ModelEntry:
+    return _lookup("model", model_id, _models())
+
+
+def get_gpu(gpu_id: str) -> GpuEntry:
+    return _lookup("gpu", gpu_id, _gpus())
+
+
+def list_models() -> list[ModelEntry]:
+    return sorted({e.id: e for e in _models().values()}.values(), key=lambda e: e.id.lower())
+
+
+def list_gpus() -> list[GpuEntry]:
+    return sorted({e.id: e for e in _gpus().values()}.values(), key=lambda e: e.memory_bytes)

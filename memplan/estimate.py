@@ -1,0 +1,434 @@
+"""estimate(job) -> Estimate: walk the step through its phases, add the terms of each phase, take the peak.
+
+No I/O and no formulas here: every byte count comes from `memplan.terms`; this module only decides which terms
+are alive in which phase (load, forward, backward, optimizer step; prefill and decode for inference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from memplan import catalog
+from memplan.architecture import ArchitectureError, ModelInfo, introspect
+from memplan.methods import Trainables, float_dtype, kbit_prepared, trainables, unquantized_dtype
+from memplan.spec import GpuMemorySpec, JobSpec, SpecError, parse_spec
+from memplan.terms import activations as act
+from memplan.terms import kv_cache as kv
+from memplan.terms import logits as lg
+from memplan.terms import optimizer as opt
+from memplan.terms import overhead as ov
+from memplan.terms import sharding as sh
+from memplan.terms.dtypes import allocation_bytes, dtype_bytes
+from memplan.terms.gradients import gradient_bytes
+from memplan.terms.weights import autocast_weight_copies_bytes, model_weight_bytes
+
+GIB = 2**30
+#: relative uncertainty of the uncalibrated activation-side terms (activations, logits, transients), for `range`
+ACTIVATION_UNCERTAINTY = 0.15
+FRAGMENTATION_LOW, FRAGMENTATION_HIGH = 0.01, 0.08
+CONTEXT_LOW, CONTEXT_HIGH = 300 * 2**20, 700 * 2**20
+
+
+class GpuInfo(BaseModel):
+    id: str
+    memory_bytes: int = Field(description="total memory as the driver reports it (nvidia-smi)")
+    usable_bytes: int = Field(description="memory_bytes less what the driver keeps for itself")
+    name: str | None = None
+
+
+class ParamCounts(BaseModel):
+    total: int
+    trainable: int
+
+
+class ByteRange(BaseModel):
+    low_bytes: int
+    high_bytes: int
+
+
+class ModelSummary(BaseModel):
+    id: str
+    model_type: str
+    head: str
+
+
+class Estimate(BaseModel):
+    """The estimate's JSON (shared/DESIGN.md); keys are a contract, change only by adding."""
+
+    peak_allocated_bytes: int = Field(description="torch.cuda.max_memory_allocated() per GPU")
+    peak_reserved_bytes: int = Field(description="torch.cuda.max_memory_reserved() per GPU")
+    peak_bytes: int = Field(description="what nvidia-smi shows for the process: reserved + context + non-PyTorch")
+    components: dict[str, int] = Field(description="bytes by term at the peak; they add up to peak_bytes")
+    peak_phase: str
+    params: ParamCounts
+    gpu: GpuInfo
+    fits: bool
+    headroom_bytes: int
+    range: ByteRange
+    assumptions: list[str]
+    phases: dict[str, int] = Field(description="peak allocated bytes in each phase")
+    model: ModelSummary
+    engine: str = "formula"
+
+
+@dataclass
+class _Phase:
+    name: str
+    parts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+
+def _gpu(spec: JobSpec) -> tuple[GpuInfo, str | None]:
+    if isinstance(spec.gpu, GpuMemorySpec):
+        mem = int(spec.gpu.memory_gib * GIB)
+        return GpuInfo(id=f"custom-{spec.gpu.memory_gib:g}GiB", memory_bytes=mem,
+                       usable_bytes=ov.usable_memory_bytes(mem)), None
+    entry = catalog.get_gpu(spec.gpu)
+    return (GpuInfo(id=entry.id, memory_bytes=entry.memory_bytes, name=entry.name,
+                    usable_bytes=ov.usable_memory_bytes(entry.memory_bytes)), entry.compute_capability)
+
+
+def _attention(info: ModelInfo, spec: JobSpec, notes: list[str]) -> str:
+    impl = spec.attention
+    explicit = "attention" in spec.model_fields_set
+    if impl == "flash_attention_2":
+        if not info.supports_flash_attention:
+            raise SpecError([("attention", f"{info.model_type} has no flash_attention_2 implementation in "
+                                           "transformers; allowed: eager, sdpa" if info.supports_sdpa else
+                              f"{info.model_type} supports only eager attention")])
+        if spec.compute_dtype == "fp32":
+            raise SpecError([("attention", "flash_attention_2 runs in bf16/fp16 only; set mixed_precision bf16 "
+                                           "or fp16, or use sdpa / eager")])
+    if impl == "sdpa" and not info.supports_sdpa:
+        if explicit:
+            raise SpecError([("attention", f"{info.model_type} has no sdpa implementation in transformers; "
+                                           "allowed: eager")])
+        notes.append(f"{info.model_type} has no SDPA attention in transformers: estimated with eager attention")
+        return "eager"
+    return impl
+
+
+def _optimizer_impl(spec: JobSpec) -> str:
+    if spec.optimizer_impl != "auto":
+        return spec.optimizer_impl
+    if spec.optimizer == "adamw":
+        return "fused"  # HF Trainer's default optim is adamw_torch_fused (torch >= 2.8)
+    if spec.optimizer in ("lion", "adafactor"):
+        return "for_loop"
+    return "foreach"  # torch's default on CUDA for SGD
+
+
+def _state_bytes(t_numel: int, shape: tuple[int, ...], dtype: str, optimizer: str) -> int:
+    if optimizer == "adamw":
+        return opt.adamw_state_bytes(t_numel, dtype)
+    if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        return opt.adam_8bit_state_bytes(t_numel)
+    if optimizer == "paged_adamw_32bit":
+        return opt.adam_32bit_bnb_state_bytes(t_numel)
+    if optimizer in ("sgd_momentum", "lion"):
+        return opt.momentum_state_bytes(t_numel, dtype)
+    if optimizer == "adafactor":
+        return opt.adafactor_state_bytes(shape)
+    return 0  # sgd without momentum, none
+
+
+def _optimizer_states(tr: Trainables, optimizer: str) -> tuple[int, int]:
+    """(bytes inside PyTorch's allocator, bytes in paged / managed memory outside it)."""
+    inside = outside = 0
+    for t in tr.tensors:
+        b = _state_bytes(t.numel, t.shape, t.dtype, optimizer)
+        if optimizer.startswith("paged_") and t.numel >= opt.BNB_PAGED_MIN_SIZE:
+            outside += b
+        else:
+            inside += b
+    return inside, outside
+
+
+def _step_temp(tr: Trainables, optimizer: str, impl: str) -> int:
+    if not tr.tensors or optimizer in ("none", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"):
+        return 0
+    sizes = [allocation_bytes(t.numel * dtype_bytes(t.dtype)) for t in tr.tensors]
+    largest = max(sizes)
+    if optimizer == "adamw":
+        return opt.adamw_step_temp_bytes(impl, sum(sizes), largest)
+    if optimizer == "adafactor":
+        return opt.adafactor_step_temp_bytes(max(t.numel for t in tr.tensors))
+    if optimizer == "lion" or impl == "for_loop":
+        return opt.single_tensor_update_temp_bytes(largest)
+    return 0
+
+
+def estimate(job: dict[str, Any] | JobSpec, engine: str = "formula", allow_path: bool = False) -> Estimate:
+    """Estimate per-GPU memory of the job. Raises SpecError (bad field) or ArchitectureError (bad model)."""
+    if engine != "formula":
+        raise SpecError([("engine", f"unknown engine '{engine}'; allowed: formula")])
+    spec = parse_spec(job)
+    try:
+        info = introspect(spec.model, spec.inline_config, spec.head, spec.num_labels, allow_path=allow_path)
+    except ArchitectureError as exc:
+        raise SpecError([(exc.field if spec.inline_config is None else "model_config", str(exc))]) from None
+    gpu, cc = _gpu(spec)
+    notes: list[str] = []
+    attention = _attention(info, spec, notes)
+    if spec.task == "inference":
+        phases, tr = _inference_phases(info, spec, attention, notes), Trainables(tensors=())
+        handles, outside = 1, {}
+    else:
+        try:
+            tr = trainables(info, spec)
+        except ValueError as exc:
+            field = "lora.target_modules" if spec.method in ("lora", "qlora") else "method"
+            raise SpecError([(field, str(exc))]) from None
+        phases, outside = _training_phases(info, spec, tr, attention, notes)
+        handles = 2
+    workspace = ov.cublas_workspace_bytes(cc, handles)
+    for ph in phases:
+        if ph.name != "load":
+            ph.parts["cublas_workspace"] = workspace
+    peak = max(phases, key=lambda p: p.total)
+    allocated = peak.total
+    frag = ov.fragmentation_bytes(allocated)
+    context = ov.cuda_context_bytes()
+    components = {k: v for k, v in peak.parts.items()}
+    components["allocator_fragmentation"] = frag
+    components["cuda_context"] = context
+    components.update(outside)
+    reserved = allocated + frag
+    peak_bytes = reserved + context + sum(outside.values())
+    uncertain = sum(v for k, v in peak.parts.items() if k in ("activations", "logits", "temporaries"))
+    low = peak_bytes - int(ACTIVATION_UNCERTAINTY * uncertain) - (frag - int(FRAGMENTATION_LOW * allocated)) \
+        - (context - CONTEXT_LOW)
+    high = peak_bytes + int(ACTIVATION_UNCERTAINTY * uncertain) + (int(FRAGMENTATION_HIGH * allocated) - frag) \
+        + (CONTEXT_HIGH - context)
+    notes += _assumptions(spec, info, attention)
+    return Estimate(
+        peak_allocated_bytes=allocated,
+        peak_reserved_bytes=reserved,
+        peak_bytes=peak_bytes,
+        components=components,
+        peak_phase=peak.name,
+        params=ParamCounts(total=info.total_params, trainable=tr.count),
+        gpu=gpu,
+        fits=peak_bytes <= gpu.usable_bytes,
+        headroom_bytes=gpu.usable_bytes - peak_bytes,
+        range=ByteRange(low_bytes=low, high_bytes=high),
+        assumptions=notes,
+        phases={p.name: p.total for p in phases},
+        model=ModelSummary(id=info.model_id, model_type=info.model_type, head=info.head),
+    )
+
+
+# ---------------------------------------------------------------- training
+
+
+def _activation_context(info: ModelInfo, spec: JobSpec, tr: Trainables, attention: str) -> act.ActivationContext:
+    c = dtype_bytes(spec.compute_dtype)
+    resid = dtype_bytes(unquantized_dtype(spec))
+    autocast = spec.mixed_precision != "no"
+    if not autocast:
+        resid = c if spec.weight_dtype in ("bf16", "fp16", "fp32") else resid
+    seq = spec.seq_len + tr.virtual_tokens
+    return act.ActivationContext(
+        batch=spec.micro_batch_size, seq=seq, kv_seq=seq + tr.prefix_tokens, compute_bytes=c, resid_bytes=resid,
+        attention=attention, autocast=autocast, base_trainable=tr.base_linears_trainable,
+        norms_trainable=tr.norms_trainable, adapter_input_bytes=4, lora_r=spec.lora.r,
+        lora_dropout=spec.lora.dropout if spec.method in ("lora", "qlora") else 0.0)
+
+
+def _activations(info: ModelInfo, spec: JobSpec, tr: Trainables, ctx: act.ActivationContext) -> dict[str, int]:
+    """Saved activations of all blocks, the largest block, the checkpoints and the model-level extras."""
+    per_block = []
+    for layer in info.layers:
+        key = (layer.stack, layer.index)
+        per_block.append(act.block_activation_bytes(layer, ctx, tr.adapted.get(key, ()), tr.ia3.get(key, ()),
+                                                    tr.adapter_size))
+    T, h, c = ctx.tokens, info.hidden_size, ctx.compute_bytes
+    model_level = 0
+    if tr.grads_flow or tr.tensors:  # the final norm and the head's input feed the head's gradient
+        last = info.layers[-1]
+        model_level += act.norm_saved_bytes(T, h, last.norm_kind, ctx.resid_bytes, ctx.autocast,
+                                            ctx.norms_trainable)
+        model_level += act.linear_inputs_saved_bytes(T, h, 1, ctx.resid_bytes, c, ctx.autocast)
+    if tr.grads_flow:
+        if info.is_encoder_decoder:  # the encoder output, read by every decoder block's cross-attention k/v
+            model_level += ctx.resid_bytes * T * h
+        if ctx.attention == "eager" or (info.sliding_window and ctx.attention == "sdpa"):
+            model_level += (c if ctx.attention == "eager" else 1) * ctx.batch * ctx.seq * ctx.kv_seq
+        if ctx.dropout and info.layers[0].hidden_dropout > 0:
+            model_level += act.dropout_mask_bytes(T, h)
+    checkpoints = len(info.layers) * act.checkpoint_saved_bytes(T, h, ctx.resid_bytes)
+    transient = max(act.block_backward_transient_bytes(layer, ctx) for layer in info.layers)
+    return {"blocks": sum(per_block) if tr.grads_flow else 0, "largest_block": max(per_block),
+            "checkpoints": checkpoints, "model_level": model_level, "backward_transient": transient}
+
+
+def _loss_terms(info: ModelInfo, spec: JobSpec, tokens: int) -> tuple[int, int]:
+    """(forward peak, backward spike) of the logits and loss."""
+    if info.head == "sequence_classification":
+        return lg.cross_entropy_forward_peak_bytes(spec.micro_batch_size, spec.num_labels, 4), \
+            lg.cross_entropy_backward_spike_bytes(spec.micro_batch_size, spec.num_labels)
+    vocab = spec.num_labels if info.head == "token_classification" else info.vocab_size
+    per = 4 if kbit_prepared(spec) or spec.compute_dtype == "fp32" else dtype_bytes(spec.compute_dtype)
+    return lg.cross_entropy_forward_peak_bytes(tokens, vocab, per), lg.cross_entropy_backward_spike_bytes(tokens, vocab)
+
+
+def _training_phases(info: ModelInfo, spec: JobSpec, tr: Trainables, attention: str, notes: list[str]
+                     ) -> tuple[list[_Phase], dict[str, int]]:
+    zero, n_gpu = spec.zero_stage, spec.num_gpus
+    quantized = spec.weight_dtype in ("int8", "nf4", "fp4", "int4")
+    weights = model_weight_bytes(info.params, spec.weight_dtype, unquantized_dtype(spec), spec.double_quant)
+    if spec.method not in ("full", "freeze"):  # adapters (and PEFT's trainable head copies) are extra parameters
+        weights += sum(allocation_bytes(t.numel * dtype_bytes(t.dtype)) for t in tr.tensors)
+    impl = _optimizer_impl(spec)
+    outside: dict[str, int] = {}
+    if zero == 0:
+        grads = gradient_bytes((t.numel, t.dtype) for t in tr.tensors)
+        states, paged = _optimizer_states(tr, spec.optimizer)
+        if paged:
+            outside["paged_optimizer_states"] = paged
+        step_temp = _step_temp(tr, spec.optimizer, impl)
+        buckets = sh.ddp_bucket_bytes(grads, n_gpu)
+        live = 0
+    else:
+        k = dtype_bytes(spec.compute_dtype)
+        if quantized:
+            weights = weights if zero < 3 else -(-weights // n_gpu)
+        else:
+            weights = sh.zero_param_bytes(info.total_params, k, zero, n_gpu, spec.offload_params)
+            if spec.method not in ("full", "freeze"):
+                weights += sh.zero_param_bytes(tr.count, k, zero, n_gpu, spec.offload_params)
+        grads = sh.zero_grad_bytes(tr.count, k, zero, n_gpu, spec.offload_optimizer)
+        fp32_states = sum(_state_bytes(t.numel, t.shape, "fp32", spec.optimizer) for t in tr.tensors)
+        per_param = fp32_states / tr.count if tr.count else 0.0
+        states = sh.zero_optimizer_bytes(tr.count, per_param, k, zero, n_gpu, spec.offload_optimizer)
+        step_temp = 0  # DeepSpeed's fused optimizers update in place
+        buckets = sh.zero_bucket_bytes(info.hidden_size, zero, k)
+        live = sh.zero3_live_param_bytes(info.largest_module_params, k) if zero == 3 else 0
+        notes.append(f"DeepSpeed ZeRO-{zero}: 16-bit model, fp32 master weights and fp32 optimizer states "
+                     "partitioned as deepspeed's estimators count them; HF 'auto' bucket sizes (h^2)")
+    if n_gpu > 1:
+        outside["nccl_buffers"] = sh.nccl_buffer_bytes(n_gpu)
+
+    if spec.weight_dtype == "fp32" and spec.mixed_precision != "no":
+        mm = sum(p.numel for p in info.params if p.kind in ("linear", "expert") and not p.bias)
+        autocast_copies = autocast_weight_copies_bytes(mm, spec.mixed_precision)
+    else:
+        autocast_copies = 0
+
+    ctx = _activation_context(info, spec, tr, attention)
+    a = _activations(info, spec, tr, ctx)
+    checkpointing = spec.gradient_checkpointing and tr.grads_flow
+    saved = a["checkpoints"] if checkpointing else a["blocks"]
+    loss_tokens = spec.micro_batch_size * ctx.seq if info.head != "sequence_classification" else 0
+    loss_fwd, loss_spike = _loss_terms(info, spec, loss_tokens)
+    grads_accumulated = grads if spec.gradient_accumulation_steps > 1 else 0
+    states_fwd = states  # steady state: states exist from the first optimizer step on
+
+    base = {"weights": weights, "optimizer_states": states_fwd}
+    phases = [_Phase("load", {"weights": weights})]
+    # a checkpointed (or no-grad) block's intermediates exist only while it runs, not during the loss
+    fwd_block = a["largest_block"] if (checkpointing or not tr.grads_flow) else 0
+    phases.append(_Phase("forward", {**base, "gradients": grads_accumulated, "zero_buffers": live,
+                                     "activations": saved + a["model_level"] + autocast_copies,
+                                     "logits": loss_fwd if loss_fwd >= fwd_block else 0,
+                                     "temporaries": fwd_block if fwd_block > loss_fwd else 0}))
+    recompute = a["largest_block"] if checkpointing else 0
+    phases.append(_Phase("backward", {**base, "gradients": grads_accumulated, "zero_buffers": live,
+                                      "activations": saved + a["model_level"] + autocast_copies,
+                                      "logits": loss_spike, "temporaries": 0}))
+    phases.append(_Phase("backward_end", {**base, "gradients": grads, "zero_buffers": live + buckets,
+                                          "activations": a["largest_block"] + autocast_copies,
+                                          "logits": 0, "temporaries": a["backward_transient"]}))
+    if checkpointing:
+        phases.append(_Phase("backward_recompute", {**base, "gradients": grads_accumulated, "zero_buffers": live,
+                                                    "activations": saved + a["model_level"] + recompute
+                                                    + autocast_copies,
+                                                    "logits": 0, "temporaries": a["backward_transient"]}))
+    if spec.optimizer != "none" and tr.tensors:
+        phases.append(_Phase("optimizer_step", {"weights": weights, "gradients": grads, "optimizer_states": states,
+                                                "zero_buffers": buckets, "temporaries": step_temp}))
+    # report the backward sub-points under one phase name
+    for ph in phases:
+        if ph.name.startswith("backward"):
+            ph.name = "backward"
+    merged: dict[str, _Phase] = {}
+    for ph in phases:
+        if ph.name not in merged or ph.total > merged[ph.name].total:
+            merged[ph.name] = ph
+    return list(merged.values()), outside
+
+
+# ---------------------------------------------------------------- inference
+
+
+def _inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list[str]) -> list[_Phase]:
+    inf = spec.inference
+    weights = model_weight_bytes(info.params, spec.weight_dtype, float_dtype(spec), spec.double_quant)
+    c = dtype_bytes(spec.compute_dtype)
+    kvb = dtype_bytes(inf.kv_cache_dtype)
+    b, prompt, total = inf.batch_size, inf.prompt_len, inf.prompt_len + inf.max_new_tokens
+    dec = [s for s in info.layers if s.stack == "decoder"]
+    widest = max(info.layers, key=lambda s: s.intermediate_size)
+    logits_last = lg.logits_bytes(b, info.vocab_size, c + 4)  # last position, and generate()'s fp32 copy
+
+    def cache(tokens: int) -> int:
+        if info.head not in ("causal_lm", "seq2seq_lm"):
+            return 0
+        layers = len(dec)
+        if info.sliding_window and info.sliding_window_layers:
+            return kv.sliding_kv_cache_bytes(layers - info.sliding_window_layers, info.sliding_window_layers,
+                                             info.sliding_window, info.num_kv_heads, info.head_dim, b, tokens, kvb)
+        return kv.kv_cache_bytes(layers, info.num_kv_heads, info.head_dim, b, tokens, kvb)
+
+    prefill_tokens = b * prompt
+    transient = kv.prefill_transient_bytes(prefill_tokens, info.hidden_size, widest.intermediate_size,
+                                           widest.gated_mlp, c)
+    if attention == "eager":
+        transient += (4 + c) * b * info.num_heads * prompt * prompt
+    if info.is_encoder_decoder:
+        cross = kv.kv_cache_bytes(len(dec), info.num_kv_heads, info.head_dim, b, prompt, kvb)
+        prefill_kv, decode_kv = cross, cross + cache(inf.max_new_tokens)
+        notes.append("encoder-decoder: the prompt feeds the encoder; the decoder caches max_new_tokens "
+                     "self-attention positions and a static cross-attention cache of prompt_len positions")
+    else:
+        prefill_kv, decode_kv = cache(prompt), cache(total)
+    phases = [_Phase("load", {"weights": weights}),
+              _Phase("prefill", {"weights": weights, "kv_cache": prefill_kv,
+                                 "activations": transient, "logits": logits_last})]
+    if info.head in ("causal_lm", "seq2seq_lm") and inf.max_new_tokens > 0:
+        append = kv.kv_append_transient_bytes(info.num_kv_heads, info.head_dim, b, total, kvb)
+        step = kv.prefill_transient_bytes(b, info.hidden_size, widest.intermediate_size, widest.gated_mlp, c)
+        phases.append(_Phase("decode", {"weights": weights, "kv_cache": decode_kv, "activations": step,
+                                        "logits": logits_last, "temporaries": append}))
+    return phases
+
+
+def _assumptions(spec: JobSpec, info: ModelInfo, attention: str) -> list[str]:
+    out = [f"model {info.model_id}: {info.model_class}, {info.total_params:,} parameters "
+           f"(built on the meta device with transformers)"]
+    if spec.task == "train":
+        out.append("per GPU, steady state from the second optimizer step on (optimizer states are created "
+                   "lazily in the first step); HF Trainer-style step: forward with labels, backward, clip, step, "
+                   "zero_grad(set_to_none=True)")
+        out.append(f"attention '{attention}', no padding mask (packed or equal-length sequences); "
+                   f"micro-batch {spec.micro_batch_size} x {spec.seq_len} tokens")
+        if spec.method in ("lora", "qlora", "ia3", "prompt_tuning", "prefix_tuning"):
+            out.append("PEFT defaults: adapter weights upcast to fp32 (autocast_adapter_dtype=True)")
+        if kbit_prepared(spec):
+            out.append("QLoRA setup: peft.prepare_model_for_kbit_training casts embeddings, norms and lm_head "
+                       "to fp32; bitsandbytes blocksize 64" + (", double quant" if spec.double_quant else ""))
+        if spec.optimizer != "none":
+            out.append(f"optimizer {spec.optimizer} ({_optimizer_impl(spec)} implementation)")
+    else:
+        inf = spec.inference
+        out.append(f"generate(): batch {inf.batch_size}, prompt {inf.prompt_len} + {inf.max_new_tokens} new "
+                   f"tokens, {inf.kv_cache_dtype} DynamicCache, logits for the last position only")
+    out.append("CUDA context 512 MiB, allocator fragmentation 3% and driver reserve 512 MiB are priors, "
+               "not yet calibrated against measured runs")
+    return out

@@ -1,0 +1,202 @@
+"""Which tensors each fine-tuning method trains, in which dtype, as PEFT / the HF Trainer set them up.
+
+This is selection logic (which modules, which dtype), not byte formulas: counts come from `memplan.terms.trainable`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from memplan.architecture import ModelInfo
+from memplan.spec import JobSpec
+from memplan.terms import trainable as tt
+from memplan.terms.shapes import LinearShape
+
+# PEFT's default (IA)3 targets per model_type (peft/utils/constants.py TRANSFORMERS_MODELS_TO_IA3_*), the
+# feed-forward ones scale their input, the others their output.
+IA3_TARGETS = {
+    "llama": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
+    "mistral": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
+    "mixtral": (["k_proj", "v_proj", "w2"], ["w2"]),
+    "qwen2": (["q_proj", "v_proj", "down_proj"], ["down_proj"]),
+    "qwen3": (["q_proj", "v_proj", "down_proj"], ["down_proj"]),
+    "gemma2": (["q_proj", "v_proj", "down_proj"], ["down_proj"]),
+    "gemma3_text": (["q_proj", "v_proj", "down_proj"], ["down_proj"]),
+    "phi": (["q_proj", "v_proj", "fc2"], ["fc2"]),
+    "gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
+    "opt": (["q_proj", "k_proj", "fc2"], ["fc2"]),
+    "gpt_neox": (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
+    "falcon": (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
+    "bloom": (["query_key_value", "mlp.dense_4h_to_h"], ["mlp.dense_4h_to_h"]),
+    "gptj": (["q_proj", "v_proj", "fc_out"], ["fc_out"]),
+    "gpt_bigcode": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
+    "t5": (["k", "v", "wo"], ["wo"]),
+    "mt5": (["k", "v", "wi_1"], []),
+    "bert": (["key", "value", "output.dense"], ["output.dense"]),
+    "roberta": (["key", "value", "output.dense"], ["output.dense"]),
+}
+
+
+@dataclass(frozen=True)
+class TrainableTensor:
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Trainables:
+    """What a method trains and how it changes the forward pass."""
+
+    tensors: tuple[TrainableTensor, ...]
+    adapted: dict[tuple[str, int], tuple[LinearShape, ...]] = field(default_factory=dict)  # LoRA, per block
+    ia3: dict[tuple[str, int], tuple[tuple[LinearShape, bool], ...]] = field(default_factory=dict)  # (lin, is_ff)
+    base_linears_trainable: bool = False  # full fine-tuning: every base weight has a gradient
+    norms_trainable: bool = False
+    grads_flow: bool = True  # does the backward pass run through the transformer blocks?
+    virtual_tokens: int = 0  # prompt tuning: extra positions in every layer
+    prefix_tokens: int = 0  # prefix tuning: extra key/value positions
+    adapter_size: int = 0  # bottleneck adapters per block
+    adapter_dtype: str = "fp32"
+
+    @property
+    def count(self) -> int:
+        return sum(t.numel for t in self.tensors)
+
+
+def _matches(module_name: str, targets: list[str]) -> bool:
+    """PEFT's check_target_module_exists for a list: the full name or a '.'-suffix matches."""
+    return any(module_name == t or module_name.endswith("." + t) for t in targets)
+
+
+def float_dtype(spec: JobSpec) -> str:
+    """Dtype of the unquantized modules as loaded: the float weight dtype, else the compute dtype (bnb's
+    bnb_4bit_compute_dtype and the Trainer's dtype= for the rest of the model)."""
+    if spec.weight_dtype in ("fp32", "bf16", "fp16"):
+        return spec.weight_dtype
+    return spec.mixed_precision if spec.mixed_precision != "no" else "fp32"
+
+
+def kbit_prepared(spec: JobSpec) -> bool:
+    """QLoRA training runs peft.prepare_model_for_kbit_training, which casts every non-quantized fp16/bf16
+    parameter (embeddings, lm_head, norms) to fp32 (peft/utils/other.py)."""
+    return spec.task == "train" and spec.weight_dtype in ("nf4", "fp4", "int8")
+
+
+def unquantized_dtype(spec: JobSpec) -> str:
+    return "fp32" if kbit_prepared(spec) else float_dtype(spec)
+
+
+def lora_targets(info: ModelInfo, targets: str | list[str]) -> list[str]:
+    """Module names LoRA adapts: 'all-linear' is every Linear/Conv1D but the output layer (PEFT's
+    _maybe_include_all_linear_layers); a list matches names or '.'-suffixes."""
+    linears = sorted({p.module for p in info.params if p.kind == "linear" and not p.bias})
+    if targets == "all-linear":
+        return [m for m in linears if m not in info.output_modules]
+    return [m for m in linears if _matches(m, list(targets))]
+
+
+def _block_of(module: str) -> tuple[str, int] | None:
+    from memplan.architecture import _stack_and_layer
+
+    stack, layer = _stack_and_layer(module + ".", False)
+    if layer is None:
+        return None
+    if module.startswith(("encoder.", "model.encoder.")):
+        stack = "encoder"
+    return stack or "decoder", layer
+
+
+def _linear_shape(info: ModelInfo, module: str) -> LinearShape | None:
+    block = _block_of(module)
+    if block is None:
+        return None
+    layer = next((s for s in info.layers if (s.stack, s.index) == block), None)
+    if layer is None:
+        return None
+    rel = module.split(f".{block[1]}.", 1)[-1]
+    return next((lin for lin in layer.linears if lin.name == rel), None)
+
+
+def _weight(info: ModelInfo, module: str):
+    return next(p for p in info.params if p.module == module and p.kind == "linear" and not p.bias)
+
+
+def _head_tensors(info: ModelInfo, dtype: str) -> list[TrainableTensor]:
+    return [TrainableTensor(p.name, p.shape, p.numel, dtype) for p in info.params
+            if any(p.module == m or p.module.startswith(m + ".") for m in info.output_modules)]
+
+
+def trainables(info: ModelInfo, spec: JobSpec) -> Trainables:
+    """The trainable tensors for spec.method on this model, with the dtype PEFT / the Trainer give them."""
+    if spec.task == "inference":
+        return Trainables(tensors=(), grads_flow=False)
+    base = float_dtype(spec)
+    head_dtype = unquantized_dtype(spec)
+    classifier = info.head in ("sequence_classification", "token_classification")
+    # PEFT keeps the classification head trainable (modules_to_save) for SEQ_CLS / TOKEN_CLS tasks
+    cls_head = _head_tensors(info, head_dtype) if classifier else []
+    method = spec.method
+    if method == "full":
+        return Trainables(
+            tensors=tuple(TrainableTensor(p.name, p.shape, p.numel, base) for p in info.params),
+            base_linears_trainable=True, norms_trainable=True)
+    if method == "freeze":
+        return Trainables(tensors=tuple(_head_tensors(info, base)), grads_flow=False)
+    if method in ("lora", "qlora"):
+        tensors, adapted = list(cls_head), {}
+        r = spec.lora.r
+        for module in lora_targets(info, spec.lora.target_modules):
+            w = _weight(info, module)
+            d_out, d_in = w.shape  # nn.Linear layout; blocks' Conv1D layers are read from their LinearShape
+            lin = _linear_shape(info, module)
+            if lin is not None:
+                d_in, d_out = lin.d_in, lin.d_out
+                adapted.setdefault(_block_of(module), []).append(lin)
+            tensors.append(TrainableTensor(module + ".lora_A", (r, d_in), r * d_in, "fp32"))
+            tensors.append(TrainableTensor(module + ".lora_B", (d_out, r), r * d_out, "fp32"))
+            assert tensors[-1].numel + tensors[-2].numel == tt.lora_params(d_in, d_out, r)
+        if len(tensors) == len(cls_head):
+            raise ValueError(f"lora.target_modules {spec.lora.target_modules!r} match no linear layer of "
+                             f"{info.model_id}; its linear layers include "
+                             f"{sorted({lin.name.split('.')[-1] for s in info.layers for lin in s.linears})}")
+        return Trainables(tensors=tuple(tensors), adapted={k: tuple(v) for k, v in adapted.items()})
+    submodules = 2 if info.is_encoder_decoder else 1
+    if method == "prompt_tuning":
+        n = tt.prompt_tuning_params(spec.num_virtual_tokens, info.hidden_size, submodules)
+        return Trainables(tensors=(TrainableTensor("prompt_encoder", (n // info.hidden_size, info.hidden_size), n,
+                                                   "fp32"), *cls_head), virtual_tokens=spec.num_virtual_tokens)
+    if method == "prefix_tuning":
+        kv_width = info.num_kv_heads * info.head_dim
+        layers = info.num_layers if not info.is_encoder_decoder else info.num_encoder_layers
+        n = tt.prefix_tuning_params(spec.num_virtual_tokens, layers, kv_width, submodules)
+        return Trainables(tensors=(TrainableTensor("prefix_encoder", (n,), n, "fp32"), *cls_head),
+                          prefix_tokens=spec.num_virtual_tokens)
+    if method == "ia3":
+        targets, ff = IA3_TARGETS.get(info.model_type, (None, None))
+        if targets is None:
+            raise ValueError(f"(IA)3 has no default target modules for model_type '{info.model_type}' in PEFT; "
+                             f"supported: {', '.join(sorted(IA3_TARGETS))}")
+        tensors, scaled = list(cls_head), {}
+        linears = sorted({p.module for p in info.params if p.kind == "linear" and not p.bias})
+        for module in linears:
+            if module in info.output_modules or not _matches(module, targets):
+                continue
+            is_ff = _matches(module, ff)
+            w = _weight(info, module)
+            lin = _linear_shape(info, module)
+            d_in, d_out = (lin.d_in, lin.d_out) if lin else (w.shape[-1], w.shape[0])
+            n = tt.ia3_params(0, d_in) if is_ff else tt.ia3_params(d_out, 0)
+            tensors.append(TrainableTensor(module + ".ia3_l", (n,), n, "fp32"))
+            if lin is not None:
+                scaled.setdefault(_block_of(module), []).append((lin, is_ff))
+        return Trainables(tensors=tuple(tensors), ia3={k: tuple(v) for k, v in scaled.items()})
+    if method == "adapter":
+        layers = len(info.layers)
+        n = tt.bottleneck_adapter_params(info.hidden_size, spec.adapter_size, layers)
+        per = n // layers // 2
+        tensors = [TrainableTensor(f"adapter.{i}.{j}", (per,), per, "fp32") for i in range(layers) for j in range(2)]
+        return Trainables(tensors=tuple(tensors + cls_head), adapter_size=spec.adapter_size)
+    raise ValueError(f"unknown method {method!r}")
+

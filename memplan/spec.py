@@ -1,0 +1,185 @@
+"""The job spec: what the user plans to run. One pydantic model for the library, the CLI and the API.
+
+The fields and their defaults are the public contract of `shared/DESIGN.md`; this module only adds fields
+(`optimizer_impl`, `lora.dropout`...) and never renames one. Unknown fields are rejected with their name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Task = Literal["train", "inference"]
+Head = Literal["auto", "causal_lm", "seq2seq_lm", "masked_lm", "sequence_classification", "token_classification"]
+Method = Literal["full", "lora", "qlora", "freeze", "prompt_tuning", "prefix_tuning", "ia3", "adapter"]
+WeightDtype = Literal["fp32", "bf16", "fp16", "int8", "nf4", "fp4", "int4"]
+MixedPrecision = Literal["no", "bf16", "fp16"]
+Optimizer = Literal[
+    "adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "sgd_momentum", "adafactor", "lion", "none"
+]
+OptimizerImpl = Literal["auto", "fused", "foreach", "for_loop"]
+Attention = Literal["eager", "sdpa", "flash_attention_2"]
+KvCacheDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8"]
+
+QUANTIZED_DTYPES = ("int8", "nf4", "fp4", "int4")
+
+
+class SpecError(ValueError):
+    """Bad input: carries a list of (field path, message) pairs, each naming the field and what is allowed."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class LoraSpec(_Strict):
+    r: int = Field(16, ge=1, le=4096, description="LoRA rank")
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        "all-linear", description="'all-linear' (PEFT's shorthand) or module name suffixes, e.g. [q_proj, v_proj]"
+    )
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> "LoraSpec":
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("target_modules must not be empty (use 'all-linear' or a list of module names)")
+        return self
+
+
+class InferenceSpec(_Strict):
+    batch_size: int = Field(1, ge=1, le=1_000_000)
+    prompt_len: int = Field(1024, ge=1, le=10_000_000)
+    max_new_tokens: int = Field(256, ge=0, le=10_000_000)
+    kv_cache_dtype: KvCacheDtype = "bf16"
+
+
+class GpuMemorySpec(_Strict):
+    memory_gib: float = Field(gt=0, le=100_000)
+
+
+class JobSpec(_Strict):
+    """A planned training or inference job. Every field but `model` (or `model_config`) has a default."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    model: str | None = Field(None, description="catalog id (Hugging Face repo id) or, in the CLI, a config.json path")
+    inline_config: dict[str, Any] | None = Field(None, alias="model_config", description="an inline config.json")
+    task: Task = "train"
+    head: Head = "auto"
+    num_labels: int = Field(2, ge=1, le=1_000_000)
+    method: Method = "lora"
+    weight_dtype: WeightDtype = "bf16"
+    mixed_precision: MixedPrecision = "bf16"
+    double_quant: bool = True
+    optimizer: Optimizer = "adamw"
+    optimizer_impl: OptimizerImpl = Field(
+        "auto", description="torch optimizer implementation; auto = fused AdamW as the HF Trainer picks, else foreach"
+    )
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    num_virtual_tokens: int = Field(20, ge=1, le=100_000)
+    adapter_size: int = Field(64, ge=1, le=100_000)
+    micro_batch_size: int = Field(1, ge=1, le=1_000_000)
+    seq_len: int = Field(2048, ge=1, le=10_000_000)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1_000_000)
+    gradient_checkpointing: bool = False
+    attention: Attention = "sdpa"
+    num_gpus: int = Field(1, ge=1, le=100_000)
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    inference: InferenceSpec = Field(default_factory=InferenceSpec)
+    gpu: str | GpuMemorySpec = "H100-SXM-80GB"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _qlora_defaults_to_nf4(cls, data: Any) -> Any:
+        # QLoRA means 4-bit base weights: a spec that says `method: qlora` and leaves weight_dtype out gets nf4
+        # (the QLoRA paper's choice) instead of the bf16 default; an explicit non-4-bit dtype is an error below.
+        if isinstance(data, dict) and data.get("method") == "qlora" and "weight_dtype" not in data:
+            data = {**data, "weight_dtype": "nf4"}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "JobSpec":
+        if (self.model is None) == (self.inline_config is None):
+            raise ValueError("give exactly one of 'model' (a catalog id or config path) or 'model_config' (inline)")
+        if self.method == "qlora" and self.weight_dtype not in ("nf4", "fp4"):
+            raise ValueError(f"method 'qlora' needs weight_dtype 'nf4' or 'fp4', not '{self.weight_dtype}'")
+        if self.task == "train" and self.weight_dtype in QUANTIZED_DTYPES and self.method in ("full", "freeze"):
+            raise ValueError(
+                f"method '{self.method}' cannot train {self.weight_dtype} weights: quantized weights are frozen; "
+                "use method 'qlora' (nf4/fp4) or 'lora', or a float weight_dtype"
+            )
+        if self.task == "train" and self.weight_dtype == "int4":
+            raise ValueError("weight_dtype 'int4' (GPTQ/AWQ) is modelled for serving only: use task 'inference'")
+        if self.mixed_precision == "no" and self.weight_dtype in ("nf4", "fp4", "int8"):
+            pass  # bitsandbytes then computes in the dtype of the unquantized modules; allowed
+        if self.zero_stage and self.num_gpus == 1 and self.zero_stage == 3 and self.offload_params is False:
+            pass  # ZeRO on one GPU is legal (DeepSpeed allows it), just unusual
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage 3 (DeepSpeed offloads parameters only under ZeRO-3)")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3 (a DeepSpeed ZeRO feature)")
+        if self.zero_stage and self.task == "inference":
+            raise ValueError("zero_stage applies to training; use task 'train' or zero_stage 0")
+        return self
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype matmuls run in: the autocast dtype, else the weights' own float dtype."""
+        if self.mixed_precision != "no":
+            return self.mixed_precision
+        return self.weight_dtype if self.weight_dtype in ("fp32", "bf16", "fp16") else "fp32"
+
+
+def _field_names(model_cls: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model_cls.model_fields.items()]
+
+
+_SUBMODELS = {"lora": LoraSpec, "inference": InferenceSpec, "gpu": GpuMemorySpec}
+
+
+def _format_error(err: dict) -> tuple[str, str]:
+    loc_parts = [str(p) for p in err.get("loc", ()) if not str(p).startswith(("function-", "literal["))]
+    # pydantic adds the union member name ("str", "GpuMemorySpec", "list[str]") to the path: drop those
+    loc_parts = [p for p in loc_parts if p not in ("str", "GpuMemorySpec", "list[str]", "literal['all-linear']")]
+    loc = ".".join(loc_parts)
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        parent = loc_parts[0] if len(loc_parts) > 1 else None
+        model_cls = _SUBMODELS.get(parent, JobSpec) if parent else JobSpec
+        allowed = _field_names(model_cls)
+        name = loc_parts[-1] if loc_parts else "?"
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return loc, f"unknown field '{name}'{hint}; allowed fields: {', '.join(allowed)}"
+    msg = err.get("msg", "invalid value")
+    if kind == "literal_error":
+        msg = f"{msg}, got {err.get('input')!r}"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return loc, msg
+
+
+def parse_spec(data: dict[str, Any] | JobSpec) -> JobSpec:
+    """Validate a job spec dict; raise SpecError naming each bad field and what it allows."""
+    if isinstance(data, JobSpec):
+        return data
+    if not isinstance(data, dict):
+        raise SpecError([("", f"a job spec must be a mapping of fields, got {type(data).__name__}")])
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        seen: list[tuple[str, str]] = []
+        for err in exc.errors():
+            item = _format_error(err)
+            if item not in seen:
+                seen.append(item)
+        raise SpecError(seen) from None

@@ -1,0 +1,246 @@
+"""Activations: the tensors autograd saves for backward, per transformer block, for each piece of the block.
+
+Notation: T = b*s tokens, h hidden, h_kv = n_kv*d_head, I MLP width, n_q query heads, c bytes of the compute dtype
+(2 for bf16/fp16), r bytes of the residual stream (2, or 4 when norms/embeddings are fp32: AMP over fp32
+weights, or QLoRA after prepare_model_for_kbit_training).
+
+Source for the accounting: shared/reference/memory-mechanics.md A1 (saved tensors of transformers 5.23
+LlamaDecoderLayer listed with saved-tensor hooks); Korthikanti et al. 2022 (arXiv:2205.05198) section 4.1 for the
+GPT-layer baseline sbh(34 + 5as/h), which this refines: fp32 norm upcasts, SwiGLU, no dropout, no s^2 term with
+SDPA/flash. Worked example for a whole block (repeated in tests): Llama-3.1-8B, bf16, sdpa, full fine-tuning,
+T = 4096 (b=1, s=4096): block_activation_bytes = 822,607,872 B = 49.03 * T * h.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memplan.terms.shapes import LayerShape, LinearShape
+
+#: activations whose saved-tensor count differs from one tensor of the input's size
+ACTIVATION_SAVED_TENSORS = {
+    "gelu_new": 4,  # python tanh GELU (transformers NewGELUActivation): input, 0.5*x, tanh out, 1 + tanh
+    "gelu_fast": 4,
+    "gelu_python": 4,
+    "quick_gelu": 2,  # x * sigmoid(1.702 x): x and the sigmoid output
+}
+
+
+def activation_saved_tensors(activation: str) -> int:
+    """How many [T, I] tensors an MLP activation saves: 1 for the fused kernels (silu, gelu, relu, GELU-tanh via
+    F.gelu), 4 for transformers' python GELU (gelu_new), 2 for quick_gelu.
+
+    Example: activation_saved_tensors("silu") == 1; activation_saved_tensors("gelu_new") == 4.
+    """
+    return ACTIVATION_SAVED_TENSORS.get(activation, 1)
+
+
+@dataclass(frozen=True)
+class ActivationContext:
+    """The run's settings that the saved tensors depend on."""
+
+    batch: int  # b
+    seq: int  # s: query positions (virtual tokens of prompt tuning included)
+    kv_seq: int  # s_k: key positions (prefix tokens included)
+    compute_bytes: int  # c
+    resid_bytes: int  # r
+    attention: str  # eager | sdpa | flash_attention_2
+    autocast: bool  # torch.autocast on: each trained linear saves its own cast copy when r != c
+    base_trainable: bool  # base linear weights have gradients (full fine-tuning)
+    norms_trainable: bool
+    adapter_input_bytes: int = 4  # dtype of the input copy a LoRA adapter saves (fp32 adapters, no autocast: 4)
+    lora_r: int = 0
+    lora_dropout: float = 0.0
+    dropout: bool = True  # training mode: dropout layers with p > 0 save a mask
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+
+def norm_saved_bytes(tokens: int, width: int, kind: str, resid_bytes: int, autocast: bool,
+                     weight_trainable: bool) -> int:
+    """One normalization layer over `width` features.
+
+    - RMSNorm (Llama family, T5LayerNorm): `x.to(float32).pow(2)` saves an fp32 copy, 4*T*w; `weight * x_norm`
+      saves x_norm (r*T*w) only when the weight is trained (frozen weight: its grad is not needed).
+    - LayerNorm (native_layer_norm): saves its input (r*T*w, fp32 4*T*w under autocast, which runs layer_norm in
+      fp32) and fp32 mean and rstd, 8*T.
+    Source: transformers models/llama/modeling_llama.py LlamaRMSNorm; aten native_layer_norm_backward inputs.
+    Example: Llama-3.1-8B, T=4096, w=4096, bf16, trained weight: 4*T*w + 2*T*w = 100,663,296 B.
+    """
+    if kind == "rms":
+        return 4 * tokens * width + (resid_bytes * tokens * width if weight_trainable else 0)
+    return (4 if autocast else resid_bytes) * tokens * width + 8 * tokens
+
+
+def linear_inputs_saved_bytes(tokens: int, d_in: int, trained_linears: int, input_bytes: int, compute_bytes: int,
+                              autocast: bool) -> int:
+    """The input of a group of linears reading one tensor (q/k/v, or gate/up), saved for their weight gradients.
+
+    Formula: 0 if no weight in the group is trained; under autocast with r != c every trained linear saves its own
+    c-byte cast copy (autocast caches casts of leaf weights only), so n*c*T*d_in; else one shared r*T*d_in.
+    Source: aten linear/addmm backward (grad_weight = grad_out^T @ input); torch autocast cached_cast.
+    Example: Llama-3.1-8B q,k,v trained in pure bf16, T=4096: 2 * 4096 * 4096 = 33,554,432 B.
+    """
+    if trained_linears == 0:
+        return 0
+    if autocast and input_bytes != compute_bytes:
+        return trained_linears * compute_bytes * tokens * d_in
+    return input_bytes * tokens * d_in
+
+
+def attention_saved_bytes(batch: int, seq: int, kv_seq: int, heads: int, kv_heads: int, head_dim: int,
+                          compute_bytes: int, attention: str, dropout: bool = False) -> int:
+    """The attention core (scores, softmax, weighted sum) of one block.
+
+    - sdpa / flash_attention_2: q (c*b*s*n_q*d), k and v at their own n_kv heads (HF passes enable_gqa, or flash
+      takes GQA natively), the output (c*b*s*n_q*d, shared with o_proj's input) and the fp32 logsumexp
+      (4*b*n_q*s). No s^2 term.
+    - eager: q, and k, v repeated to n_q heads by repeat_kv (3 * c*b*s*n_q*d); the fp32 softmax output
+      (4*b*n_q*s*s_k) and its cast to c saved by the matmul with v (c*b*n_q*s*s_k); with attention dropout a
+      1-byte mask more.
+    Source: transformers integrations/sdpa_attention.py, modeling_llama.py eager_attention_forward;
+    flash-attn mha_fwd saves (q, k, v, out, softmax_lse).
+    Example: Llama-3.1-8B block, b=1, s=4096, bf16, sdpa: 2*4096*4096*2 + 2*2*4096*1024 + 4*32*4096
+      = 67,108,864 + 16,777,216 + 524,288 = 84,410,368 B.
+    """
+    q_bytes = compute_bytes * batch * seq * heads * head_dim
+    if attention == "eager":
+        kv_bytes = 2 * compute_bytes * batch * kv_seq * heads * head_dim
+        scores = batch * heads * seq * kv_seq
+        return q_bytes + kv_bytes + (4 + compute_bytes + (1 if dropout else 0)) * scores
+    kv_bytes = 2 * compute_bytes * batch * kv_seq * kv_heads * head_dim
+    return 2 * q_bytes + kv_bytes + 4 * batch * heads * seq
+
+
+def mlp_saved_bytes(tokens: int, intermediate: int, compute_bytes: int, gated: bool, activation: str) -> int:
+    """The MLP's internal tensors (its input and the down projection's input are linear inputs, counted there).
+
+    - gated (SwiGLU/GeGLU, act(gate) * up): the activation's input (the gate output, times the activation's
+      saved-tensor count) plus both factors of the product, act(gate) and up: c*T*I*(k + 2).
+    - plain (fc1 -> act -> fc2): the activation's saved tensors, c*T*I*k.
+    Source: modeling_llama.py LlamaMLP (down_proj(act_fn(gate_proj(x)) * up_proj(x))); activations.py.
+    Example: Llama-3.1-8B, T=4096, I=14336, bf16, silu: 2*4096*14336*3 = 352,321,536 B.
+    """
+    k = activation_saved_tensors(activation)
+    return compute_bytes * tokens * intermediate * (k + 2 if gated else k)
+
+
+def dropout_mask_bytes(tokens: int, width: int) -> int:
+    """A dropout layer in training saves its boolean mask: 1 byte per element (aten native_dropout).
+
+    Example: GPT-2 residual dropout, T=1024, h=768: 786,432 B.
+    """
+    return tokens * width
+
+
+def lora_saved_bytes(tokens: int, d_in: int, r: int, input_bytes: int, dropout: bool) -> int:
+    """One LoRA adapter (PEFT lora.Linear): lora_A saves its input, a copy of x cast to the adapter dtype
+    (PEFT autocasts adapters to fp32 and casts x to lora_A.weight.dtype; under torch.autocast the saved copy is the
+    c-byte cast instead); with lora_dropout > 0, dropout's 1-byte mask too; lora_B saves lora_A's output (T*r).
+    Formula: input_bytes*T*d_in + (T*d_in if dropout) + input_bytes*T*r.
+    Source: peft/tuners/lora/layer.py Linear.forward; memory-mechanics.md A1 (8B, 7 targets, r=16: 72.1*T*h/layer).
+    Example: q_proj of Llama-3.1-8B, T=4096, r=16, fp32 copy, no dropout: 4*4096*4096 + 4*4096*16 = 67,371,008 B.
+    """
+    return input_bytes * tokens * d_in + (tokens * d_in if dropout else 0) + input_bytes * tokens * r
+
+
+def ia3_saved_bytes(tokens: int, width: int, compute_bytes: int) -> int:
+    """(IA)^3 scales a tensor by a learned vector; the product saves the scaled tensor for the vector's gradient:
+    c*T*w (w = d_out for key/value targets, d_in for feed-forward targets).
+    Source: peft/tuners/ia3/layer.py Linear.forward. Example: v_proj of Llama-3.1-8B, T=4096: 2*4096*1024 = 8,388,608 B.
+    """
+    return compute_bytes * tokens * width
+
+
+def bottleneck_adapter_saved_bytes(tokens: int, hidden: int, adapter_size: int, compute_bytes: int) -> int:
+    """One Houlsby adapter (down h->m, nonlinearity, up m->h): saves the down projection's input (c*T*h), the
+    nonlinearity's input and the up projection's input (2*c*T*m).
+    Source: Houlsby et al. 2019 (arXiv:1902.00751) Fig. 2. Example: h=4096, m=64, T=4096, bf16: 34,603,008 B.
+    """
+    return compute_bytes * tokens * (hidden + 2 * adapter_size)
+
+
+def checkpoint_saved_bytes(tokens: int, hidden: int, resid_bytes: int) -> int:
+    """Gradient checkpointing keeps only each block's input, r*T*h (transformers GradientCheckpointingLayer,
+    torch.utils.checkpoint non-reentrant); the block's activations are recomputed in backward.
+    Source: Chen et al. 2016 (arXiv:1604.06174). Example: Llama-3.1-8B, T=4096, bf16: 33,554,432 B.
+    """
+    return resid_bytes * tokens * hidden
+
+
+def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tuple[LinearShape, ...] = (),
+                           ia3: tuple[tuple[LinearShape, bool], ...] = (), adapter_size: int = 0) -> int:
+    """All tensors one block saves for backward: norms + trained linears' inputs + attention + MLP + dropout
+    masks + adapters. The sum of the functions above (see the module docstring for the worked example)."""
+    T, c, r = ctx.tokens, ctx.compute_bytes, ctx.resid_bytes
+    h = layer.hidden
+    total = layer.norms * norm_saved_bytes(T, h, layer.norm_kind, r, ctx.autocast, ctx.norms_trainable)
+    if layer.head_norms:  # per-head q/k RMSNorms (Qwen3, Gemma 3) over the q and k projections
+        total += norm_saved_bytes(T, layer.q_width, "rms", c, ctx.autocast, ctx.norms_trainable)
+        total += norm_saved_bytes(T, layer.kv_width, "rms", c, ctx.autocast, ctx.norms_trainable)
+    norm_out_bytes = 4 if (layer.norm_kind == "layer" and ctx.autocast) else r
+    groups: dict[str, list[LinearShape]] = {}
+    for lin in layer.linears:
+        groups.setdefault(lin.group, []).append(lin)
+    moe_factor = layer.experts_per_token if layer.experts else 1
+    if ctx.base_trainable:
+        for group, lins in groups.items():
+            if group == "cross_kv":
+                continue  # reads the encoder output, saved once per model (model_activation_bytes)
+            if group == "attn_out" and ctx.attention != "eager" and not any(
+                    lin.name.endswith(("EncDecAttention.o", "crossattention.output.dense")) for lin in lins):
+                continue  # o_proj's input is the SDPA output, already saved by the attention
+            in_bytes = norm_out_bytes if group in ("attn_in", "mlp_in", "cross_q") else c
+            total += sum(linear_inputs_saved_bytes(T, d_in, len([x for x in lins if x.d_in == d_in]), in_bytes, c,
+                                                   ctx.autocast)
+                         for d_in in {x.d_in for x in lins})
+        if layer.experts:  # routed experts: each token's hidden state is gathered k times and read by the experts
+            total += c * T * moe_factor * h * 2 + c * T * moe_factor * layer.intermediate_size
+    total += attention_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, layer.heads, layer.kv_heads, layer.head_dim, c,
+                                   ctx.attention, ctx.dropout and layer.attention_dropout > 0)
+    if layer.cross_attention:
+        total += attention_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, layer.heads, layer.heads, layer.head_dim, c,
+                                       ctx.attention, ctx.dropout and layer.attention_dropout > 0)
+    total += mlp_saved_bytes(T * moe_factor, layer.intermediate_size, c, layer.gated_mlp, layer.activation)
+    if ctx.dropout and layer.hidden_dropout > 0:
+        sublayers = 3 if layer.cross_attention else 2
+        total += sublayers * dropout_mask_bytes(T, h)
+    shared_groups: set[str] = set()
+    for lin in lora:
+        in_bytes = c if ctx.autocast else ctx.adapter_input_bytes
+        source_bytes = norm_out_bytes if lin.group in ("attn_in", "mlp_in", "cross_q") else c
+        if not ctx.autocast and source_bytes == in_bytes and ctx.lora_dropout == 0:
+            # x already has the adapter dtype: every adapter of the group saves the same storage
+            if lin.group in shared_groups:
+                total += in_bytes * T * ctx.lora_r
+                continue
+            shared_groups.add(lin.group)
+        total += lora_saved_bytes(T, lin.d_in, ctx.lora_r, in_bytes, ctx.lora_dropout > 0)
+    for lin, is_ff in ia3:
+        total += ia3_saved_bytes(T, lin.d_in if is_ff else lin.d_out, c)
+    if adapter_size:
+        total += 2 * bottleneck_adapter_saved_bytes(T, h, adapter_size, c)
+    return total
+
+
+def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext) -> int:
+    """Gradient buffers alive while one block runs backward, beyond what it saved: the gradients flowing through
+    the block (c*T*(2h + 2I): hidden-state and MLP gradients in flight) plus the attention backward's workspace:
+    flash/sdpa allocate an fp32 dq accumulator (4*T*n_q*d), fp32 softmax_d (4*b*n_q*s) and, with GQA, dk/dv
+    expanded to n_q heads (2*c*T*n_q*d); eager materializes the fp32 gradient of the probabilities and its cast
+    ((4 + c)*b*n_q*s*s_k).
+    Source: flash-attention csrc flash_api.cpp mha_bwd; memory-mechanics.md A5. Not yet calibrated on a GPU.
+    Example: Llama-3.1-8B, T=4096, bf16, sdpa: 2*4096*(8192 + 28672) + 4*4096*4096 + 4*32*4096 + 2*2*4096*4096
+      = 302,514,176 + 67,108,864 + 524,288 + 67,108,864 = 437,256,192 B.
+    """
+    T, c = ctx.tokens, ctx.compute_bytes
+    inter = layer.intermediate_size * (layer.experts_per_token if layer.experts else 1)
+    flowing = c * T * (2 * layer.hidden + 2 * inter)
+    if ctx.attention == "eager":
+        return flowing + (4 + c) * ctx.batch * layer.heads * ctx.seq * ctx.kv_seq
+    workspace = 4 * T * layer.q_width + 4 * ctx.batch * layer.heads * ctx.seq
+    if layer.kv_heads < layer.heads:
+        workspace += 2 * c * T * layer.q_width
+    return flowing + workspace

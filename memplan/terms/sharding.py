@@ -1,0 +1,96 @@
+"""DeepSpeed ZeRO 1/2/3 (and FSDP, mapped onto them) partitioning of model states across N GPUs, and buffers.
+
+Notation: P all parameters, P_t trainable ones, N data-parallel GPUs, k bytes of the 16-bit (or fp32) params.
+Mixed-precision DeepSpeed keeps fp32 master weights (4), fp32 gradient partitions (4) and the optimizer's fp32
+states beside the 16-bit model: for Adam the "K = 12" of the ZeRO paper plus 4 for the fp32 gradient partition,
+which is what deepspeed's own estimators count (2 grads16 + 4 grads32 + 4 params32 + 8 optim = 18 per param).
+"""
+
+from __future__ import annotations
+
+
+def zero_param_bytes(total_params: int, param_bytes: int, stage: int, num_gpus: int, offload_params: bool) -> int:
+    """16-bit parameters on each GPU: replicated below ZeRO-3, P*k/N under ZeRO-3, none with parameter offload.
+
+    Source: Rajbhandari et al. 2019 (arXiv:1910.02054) Fig. 1, P_os+g+p; deepspeed/runtime/zero/stage3.py.
+    Example: 8,030,261,248 params, bf16, ZeRO-3 on 8 GPUs: 2,007,565,312 B.
+    """
+    if stage == 3:
+        return 0 if offload_params else -(-total_params * param_bytes // num_gpus)
+    return total_params * param_bytes
+
+
+def zero_grad_bytes(trainable_params: int, grad_bytes: int, stage: int, num_gpus: int, offload_optimizer: bool
+                    ) -> int:
+    """16-bit gradients on each GPU: full below ZeRO-2, reduce-scattered to P_t*k/N from ZeRO-2 on, none left on
+    the GPU when the optimizer is offloaded (stage 2/3 copy each partition to pinned CPU memory).
+
+    Source: ZeRO paper P_os+g; deepspeed stage_1_and_2.py estimate_zero2_model_states_mem_needs (offload: 2P).
+    Example: 8,030,261,248 trainable, bf16, ZeRO-2, 8 GPUs: 2,007,565,312 B.
+    """
+    if offload_optimizer and stage >= 2:
+        return 0
+    if stage >= 2:
+        return -(-trainable_params * grad_bytes // num_gpus)
+    return trainable_params * grad_bytes
+
+
+def zero_optimizer_bytes(trainable_params: int, state_bytes_per_param: float, param_bytes: int, stage: int,
+                         num_gpus: int, offload_optimizer: bool) -> int:
+    """Optimizer states plus, when the model is 16-bit, fp32 master weights and fp32 gradient partitions
+    (4 + 4 bytes): all divided by N from ZeRO-1 on, none on the GPU when offloaded.
+
+    Formula: P_t * (s + (8 if k < 4 else 0)) / N. With Adam (s = 8) and bf16: 16 P_t / N.
+    Source: ZeRO paper P_os; deepspeed stage_1_and_2.py (single_partition_of_fp32_groups, fp32 grad partition).
+    Example: 8,030,261,248 params, Adam, bf16, ZeRO-2, 8 GPUs: 16 * P / 8 = 16,060,522,496 B.
+    """
+    if offload_optimizer and stage >= 1:
+        return 0
+    per_param = state_bytes_per_param + (8 if param_bytes < 4 else 0)
+    total = int(trainable_params * per_param)
+    return -(-total // num_gpus) if stage >= 1 else total
+
+
+def zero3_live_param_bytes(largest_layer_params: int, param_bytes: int) -> int:
+    """ZeRO-3 gathers a module's full parameters for its forward/backward and holds its gradient before
+    reduce-scatter: the largest single module (the embedding or lm_head for LLMs) at 2 * k bytes per parameter.
+
+    Source: deepspeed stage3.py estimate_zero3_model_states_mem_needs (largest_layer_memory = 4 * LL).
+    Example: Llama-3.1-8B embedding, 525,336,576 params, bf16: 2,101,346,304 B.
+    """
+    return 2 * largest_layer_params * param_bytes
+
+
+def zero_bucket_bytes(hidden: int, stage: int, grad_bytes: int) -> int:
+    """Communication buckets with the HF Trainer's "auto" DeepSpeed values (transformers/integrations/
+    deepspeed.py: reduce_bucket_size = h^2, stage3_prefetch_bucket_size = 0.9 h^2):
+    ZeRO-1/2 keep two reduce buckets (overlap_comm double-buffers the IPG bucket), ZeRO-3 one reduce bucket and
+    one prefetch bucket.
+
+    Example: h = 4096, bf16, ZeRO-2: 2 * 4096^2 * 2 = 67,108,864 B; ZeRO-3: (1 + 0.9) * 4096^2 * 2 = 63,753,421 B.
+    """
+    if stage == 0:
+        return 0
+    if stage == 3:
+        return int(1.9 * hidden * hidden * grad_bytes)
+    return 2 * hidden * hidden * grad_bytes
+
+
+def ddp_bucket_bytes(grad_bytes_total: int, num_gpus: int) -> int:
+    """Plain DistributedDataParallel (no ZeRO) on N > 1 GPUs keeps its own flat gradient buckets beside
+    param.grad (gradient_as_bucket_view=False, the default): one more copy of all gradients.
+
+    Source: torch/nn/parallel/distributed.py, reducer.cpp (bucket contents are separate tensors).
+    Example: 16,060,522,496 B of bf16 gradients on 2 GPUs -> 16,060,522,496 B; on 1 GPU -> 0.
+    """
+    return grad_bytes_total if num_gpus > 1 else 0
+
+
+def nccl_buffer_bytes(num_gpus: int) -> int:
+    """NCCL's communicator buffers, outside PyTorch's allocator (visible in nvidia-smi only): a prior of
+    512 MiB for any multi-GPU job (NCCL_BUFFSIZE 4 MiB per channel per peer, plus proxy buffers), 0 on one GPU.
+    Not yet calibrated on a measured run.
+
+    Example: nccl_buffer_bytes(8) = 536,870,912; nccl_buffer_bytes(1) = 0.
+    """
+    return 512 * 2**20 if num_gpus > 1 else 0
