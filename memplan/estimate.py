@@ -173,7 +173,10 @@ def estimate(job: dict[str, Any] | JobSpec, engine: str = "formula", allow_path:
         info = introspect(spec.model, spec.inline_config, spec.head, spec.num_labels, allow_path=allow_path)
     except ArchitectureError as exc:
         raise SpecError([(exc.field if spec.inline_config is None else "model_config", str(exc))]) from None
-    gpu, cc = _gpu(spec)
+    try:
+        gpu, cc = _gpu(spec)
+    except catalog.CatalogError as exc:
+        raise SpecError([("gpu", f"{exc} or give {{memory_gib: N}}")]) from None
     notes: list[str] = []
     attention = _attention(info, spec, notes)
     if spec.task == "inference":
@@ -423,8 +426,10 @@ def _assumptions(spec: JobSpec, info: ModelInfo, attention: str) -> list[str]:
         if kbit_prepared(spec):
             out.append("QLoRA setup: peft.prepare_model_for_kbit_training casts embeddings, norms and lm_head "
                        "to fp32; bitsandbytes blocksize 64" + (", double quant" if spec.double_quant else ""))
-        if spec.optimizer != "none":
-            out.append(f"optimizer {spec.optimizer} ({_optimizer_impl(spec)} implementation)")
+        if spec.zero_stage == 0 and spec.optimizer in ("adamw", "sgd", "sgd_momentum"):
+            out.append(f"optimizer torch {spec.optimizer} ({_optimizer_impl(spec)} implementation)")
+        elif spec.optimizer != "none":
+            out.append(f"optimizer {spec.optimizer}")
     else:
         inf = spec.inference
         out.append(f"generate(): batch {inf.batch_size}, prompt {inf.prompt_len} + {inf.max_new_tokens} new "

@@ -233,7 +233,7 @@ def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext) ->
     ((4 + c)*b*n_q*s*s_k).
     Source: flash-attention csrc flash_api.cpp mha_bwd; memory-mechanics.md A5. Not yet calibrated on a GPU.
     Example: Llama-3.1-8B, T=4096, bf16, sdpa: 2*4096*(8192 + 28672) + 4*4096*4096 + 4*32*4096 + 2*2*4096*4096
-      = 302,514,176 + 67,108,864 + 524,288 + 67,108,864 = 437,256,192 B.
+      = 301,989,888 + 67,108,864 + 524,288 + 67,108,864 = 436,731,904 B.
     """
     T, c = ctx.tokens, ctx.compute_bytes
     inter = layer.intermediate_size * (layer.experts_per_token if layer.experts else 1)

@@ -39,7 +39,7 @@ def adam_32bit_bnb_state_bytes(numel: int) -> int:
     """bitsandbytes 32-bit (paged) AdamW: two fp32 states whatever the parameter dtype: 8 * n.
 
     Source: bitsandbytes/optim/optimizer.py Optimizer2State.init_state (dtype=torch.float32 when optim_bits=32).
-    Example: 1,000,000 bf16 params: 8,000,000 B.
+    Example: 1,048,576 bf16 params: 8,388,608 B.
     """
     return 2 * allocation_bytes(4 * numel)
 
@@ -48,7 +48,7 @@ def momentum_state_bytes(numel: int, dtype: str) -> int:
     """One buffer like the parameter: SGD's momentum_buffer (torch/optim/sgd.py, clone of the first grad) and
     Lion's exp_avg (Chen et al. 2023, arXiv:2302.06675, Algorithm 2).
 
-    Example: 1,000,000 bf16 params: 2,000,000 B.
+    Example: 1,048,576 bf16 params: 2,097,152 B.
     """
     return allocation_bytes(numel * dtype_bytes(dtype))
 

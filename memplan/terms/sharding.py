@@ -67,12 +67,12 @@ def zero_bucket_bytes(hidden: int, stage: int, grad_bytes: int) -> int:
     ZeRO-1/2 keep two reduce buckets (overlap_comm double-buffers the IPG bucket), ZeRO-3 one reduce bucket and
     one prefetch bucket.
 
-    Example: h = 4096, bf16, ZeRO-2: 2 * 4096^2 * 2 = 67,108,864 B; ZeRO-3: (1 + 0.9) * 4096^2 * 2 = 63,753,421 B.
+    Example: h = 4096, bf16, ZeRO-2: 2 * 4096^2 * 2 = 67,108,864 B; ZeRO-3: (1 + 0.9) * 4096^2 * 2 = 63,753,420 B.
     """
     if stage == 0:
         return 0
     if stage == 3:
-        return int(1.9 * hidden * hidden * grad_bytes)
+        return 19 * hidden * hidden * grad_bytes // 10
     return 2 * hidden * hidden * grad_bytes
 
 

@@ -1,0 +1,59 @@
+"""Worked examples of memplan.terms.activations: Llama-3.1-8B shapes, b=1, s=4096, bf16."""
+
+from memplan.terms import activations as a
+from memplan.terms.shapes import LayerShape, LinearShape
+
+T, H, HKV, I, NQ = 4096, 4096, 1024, 14336, 32
+
+LLAMA8B_BLOCK = LayerShape(
+    stack="decoder", index=0, hidden=H, heads=NQ, kv_heads=8, head_dim=128, intermediate_size=I, gated_mlp=True,
+    activation="silu", norm_kind="rms", norms=2,
+    linears=(LinearShape("self_attn.q_proj", "attn_in", H, H), LinearShape("self_attn.k_proj", "attn_in", H, HKV),
+             LinearShape("self_attn.v_proj", "attn_in", H, HKV), LinearShape("self_attn.o_proj", "attn_out", H, H),
+             LinearShape("mlp.gate_proj", "mlp_in", H, I), LinearShape("mlp.up_proj", "mlp_in", H, I),
+             LinearShape("mlp.down_proj", "mlp_out", I, H)))
+
+
+def ctx(**kw):
+    base = dict(batch=1, seq=T, kv_seq=T, compute_bytes=2, resid_bytes=2, attention="sdpa", autocast=False,
+                base_trainable=True, norms_trainable=True)
+    base.update(kw)
+    return a.ActivationContext(**base)
+
+
+def test_pieces():
+    assert a.norm_saved_bytes(T, H, "rms", 2, False, True) == 100_663_296
+    assert a.linear_inputs_saved_bytes(T, H, 3, 2, 2, False) == 33_554_432
+    assert a.linear_inputs_saved_bytes(T, H, 3, 4, 2, True) == 3 * 33_554_432  # autocast: one cast per linear
+    assert a.attention_saved_bytes(1, T, T, NQ, 8, 128, 2, "sdpa") == 84_410_368
+    assert a.mlp_saved_bytes(T, I, 2, True, "silu") == 352_321_536
+    assert a.dropout_mask_bytes(1024, 768) == 786_432
+    assert a.lora_saved_bytes(T, H, 16, 4, False) == 67_371_008
+    assert a.ia3_saved_bytes(T, 1024, 2) == 8_388_608
+    assert a.bottleneck_adapter_saved_bytes(T, H, 64, 2) == 34_603_008
+    assert a.checkpoint_saved_bytes(T, H, 2) == 33_554_432
+    assert a.activation_saved_tensors("gelu_new") == 4 and a.activation_saved_tensors("silu") == 1
+
+
+def test_full_block_is_49_T_h():
+    """memory-mechanics A1: T(20h + 4h_kv + 8I) + 4*T*n_q = 49.03*T*h for Llama-3-8B."""
+    b = a.block_activation_bytes(LLAMA8B_BLOCK, ctx())
+    assert b == T * (20 * H + 4 * HKV + 8 * I) + 4 * T * NQ == 822_607_872
+    assert round(b / (T * H), 2) == 49.03
+
+
+def test_lora_block_is_72_T_h():
+    """memory-mechanics A1: LoRA r=16 on all 7 projections, fp32 adapters, no autocast: 72.1*T*h per layer."""
+    c = ctx(base_trainable=False, norms_trainable=False, lora_r=16)
+    b = a.block_activation_bytes(LLAMA8B_BLOCK, c, lora=LLAMA8B_BLOCK.linears)
+    assert round(b / (T * H), 1) == 72.1
+
+
+def test_eager_adds_s_squared():
+    """Eager: T(24h + 8I) + 6*b*n_q*s^2 for the full block (memory-mechanics A1)."""
+    b = a.block_activation_bytes(LLAMA8B_BLOCK, ctx(attention="eager"))
+    assert b == T * (24 * H + 8 * I) + 6 * NQ * T * T
+
+
+def test_backward_transient_example():
+    assert a.block_backward_transient_bytes(LLAMA8B_BLOCK, ctx()) == 436_731_904

@@ -1,0 +1,34 @@
+from memplan.terms import overhead as ov
+from memplan.terms import sharding as sh
+
+P = 8_030_261_248
+
+
+def test_zero_partitions():
+    assert sh.zero_param_bytes(P, 2, 3, 8, False) == 2_007_565_312
+    assert sh.zero_param_bytes(P, 2, 2, 8, False) == 2 * P
+    assert sh.zero_param_bytes(P, 2, 3, 8, True) == 0
+    assert sh.zero_grad_bytes(P, 2, 2, 8, False) == 2_007_565_312
+    assert sh.zero_grad_bytes(P, 2, 1, 8, False) == 2 * P
+    assert sh.zero_grad_bytes(P, 2, 2, 8, True) == 0
+    assert sh.zero_optimizer_bytes(P, 8, 2, 2, 8, False) == 16_060_522_496
+    assert sh.zero_optimizer_bytes(P, 8, 2, 2, 8, True) == 0
+    assert sh.zero3_live_param_bytes(525_336_576, 2) == 2_101_346_304
+
+
+def test_buffers():
+    assert sh.zero_bucket_bytes(4096, 2, 2) == 67_108_864
+    assert sh.zero_bucket_bytes(4096, 3, 2) == 63_753_420
+    assert sh.zero_bucket_bytes(4096, 0, 2) == 0
+    assert sh.ddp_bucket_bytes(16_060_522_496, 2) == 16_060_522_496
+    assert sh.ddp_bucket_bytes(16_060_522_496, 1) == 0
+    assert sh.nccl_buffer_bytes(8) == 536_870_912 and sh.nccl_buffer_bytes(1) == 0
+
+
+def test_overheads():
+    assert ov.cuda_context_bytes() == 536_870_912
+    assert ov.cuda_context_bytes(400 * 2**20) == 400 * 2**20
+    assert ov.cublas_workspace_bytes("9.0", 2) == 67_108_864
+    assert ov.cublas_workspace_bytes("8.0", 1) == 8_519_680
+    assert ov.fragmentation_bytes(50 * 2**30) == 1_610_612_736
+    assert ov.usable_memory_bytes(81_559 * 2**20) == 84_983_939_072

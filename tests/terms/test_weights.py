@@ -1,0 +1,62 @@
+"""The worked examples of memplan.terms.weights, derived by hand in each docstring."""
+
+from memplan.terms.dtypes import allocation_bytes, dtype_bytes
+from memplan.terms.weights import (
+    autocast_weight_copies_bytes,
+    bits_per_param,
+    dense_weight_bytes,
+    int4_gptq_weight_bytes,
+    int8_weight_bytes,
+    model_weight_bytes,
+    nf4_weight_bytes,
+    quantized_tensor_bytes,
+)
+from memplan.architecture import ParamInfo
+
+
+def test_dtype_and_rounding():
+    assert dtype_bytes("bf16") == 2 and dtype_bytes("fp32") == 4 and dtype_bytes("fp8") == 1
+    assert allocation_bytes(8192) == 8192
+    assert allocation_bytes(100) == 512
+    assert allocation_bytes(0) == 0
+
+
+def test_dense_embedding_8b():
+    assert dense_weight_bytes(128256 * 4096, "bf16") == 1_050_673_152
+
+
+def test_nf4_double_quant_4127_bits():
+    # 8,388,608 packed + 262,144 uint8 absmax + 4,096 fp32 nested absmax + 512 offset + 512 code table
+    n = 4096 * 4096
+    b = nf4_weight_bytes(n, double_quant=True)
+    assert b == 8_655_872
+    assert round(bits_per_param(b, n), 3) == 4.127
+
+
+def test_nf4_plain_45_bits():
+    n = 4096 * 4096
+    b = nf4_weight_bytes(n, double_quant=False)
+    assert b == n // 2 + 4 * n // 64 + 512  # packed + fp32 absmax per 64 + code table
+    assert abs(bits_per_param(b, n) - 4.5) < 0.001
+
+
+def test_int8_and_gptq():
+    assert int8_weight_bytes(4096, 4096) == 16_793_600
+    assert int4_gptq_weight_bytes(4096, 4096) == 8_732_672
+
+
+def test_quantized_tensor_dispatch_and_experts():
+    assert quantized_tensor_bytes((4096, 4096), "nf4", True) == 8_655_872
+    assert quantized_tensor_bytes((8, 4096, 4096), "nf4", True) == 8 * 8_655_872
+    assert quantized_tensor_bytes((4096, 4096), "bf16", True) == 33_554_432
+
+
+def test_model_weight_bytes_keeps_norms_in_float():
+    lin = ParamInfo("l.weight", (4096, 4096), 4096 * 4096, "l", "linear", False, True, "decoder", 0)
+    norm = ParamInfo("n.weight", (4096,), 4096, "n", "norm", False, False, "decoder", 0)
+    assert model_weight_bytes([lin, norm], "nf4", "bf16", True) == 8_664_064
+    assert model_weight_bytes([lin, norm], "bf16", "bf16", True) == 33_554_432 + 8192
+
+
+def test_autocast_copies_8b():
+    assert autocast_weight_copies_bytes(7_504_658_432, "bf16") == 15_009_316_864

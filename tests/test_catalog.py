@@ -1,0 +1,99 @@
+"""Schema of the bundled catalog, and exact parameter counts against published figures."""
+
+import json
+import re
+
+import pytest
+
+from memplan import catalog
+from memplan.architecture import introspect
+
+MODEL_FILES = sorted(catalog.MODELS_DIR.glob("*/*.json"))
+GPU_FILES = sorted(catalog.GPUS_DIR.glob("*.json"))
+REQUIRED_MODELS = [
+    "meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-70b-chat-hf", "huggyllama/llama-65b", "meta-llama/Llama-3.1-8B",
+    "meta-llama/Llama-3.1-405B", "meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.3-70B-Instruct",
+    "mistralai/Mistral-7B-v0.3", "mistralai/Mixtral-8x7B-v0.1", "Qwen/Qwen2.5-72B-Instruct", "Qwen/Qwen3-32B",
+    "google/gemma-2-27b", "google/gemma-3-1b-pt", "microsoft/phi-2", "microsoft/Phi-3.5-mini-instruct",
+    "openai-community/gpt2-xl", "facebook/opt-6.7b", "EleutherAI/pythia-6.9b", "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+    "HuggingFaceTB/SmolLM2-1.7B", "tiiuae/falcon-7b", "bigscience/bloomz-7b1", "EleutherAI/gpt-j-6b",
+    "bigcode/starcoder", "01-ai/Yi-34B", "google/flan-t5-xxl", "bigscience/T0_3B", "bigscience/mt0-xxl",
+    "google-bert/bert-large-uncased", "FacebookAI/roberta-large",
+]
+BOOKKEEPING = {"_name_or_path", "transformers_version", "auto_map", "task_specific_params"}
+
+
+def test_catalog_size():
+    assert len(MODEL_FILES) >= 45
+    assert len(GPU_FILES) >= 24
+    for model_id in REQUIRED_MODELS:
+        assert catalog.get_model(model_id).id == model_id
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_model_file_schema(path):
+    raw = json.loads(path.read_text())
+    assert set(raw) <= {"id", "aliases", "source", "published_params", "published_params_source", "config"}
+    assert raw["id"] == f"{path.parent.name}/{path.stem}", "file must be named after its repo id"
+    assert raw["source"].strip()
+    assert isinstance(raw["config"], dict) and raw["config"].get("model_type")
+    assert not BOOKKEEPING & set(raw["config"])
+    if "published_params" in raw:
+        assert isinstance(raw["published_params"], int) and raw["published_params_source"].strip()
+
+
+@pytest.mark.parametrize("path", GPU_FILES, ids=lambda p: p.stem)
+def test_gpu_file_schema(path):
+    raw = json.loads(path.read_text())
+    assert raw["id"] == path.stem
+    assert re.fullmatch(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*-\d+GB", raw["id"])
+    assert isinstance(raw["memory_bytes"], int) and raw["memory_bytes"] > 8 * 2**30
+    if raw["vendor"] == "nvidia":
+        assert raw["memory_bytes"] % 2**20 == 0, "nvidia-smi reports whole MiB"
+    assert set(raw["dense_tflops"]) >= {"bf16", "fp16", "fp32"}
+    assert raw["compute_capability"] and raw["source"] and raw["memory_source"]
+
+
+def test_gpu_aliases_unique_and_h100_driver_memory():
+    seen = {}
+    for g in catalog.list_gpus():
+        for key in (g.id, *g.aliases):
+            assert seen.get(key.lower(), g.id) == g.id, f"{key} in {g.id} and {seen[key.lower()]}"
+            seen[key.lower()] = g.id
+    assert catalog.get_gpu("H100-SXM-80GB").memory_bytes == 81_559 * 2**20
+    assert catalog.get_gpu("h100").id == "H100-SXM-80GB"
+
+
+PUBLISHED = [(p, json.loads(p.read_text())) for p in MODEL_FILES]
+PUBLISHED = [(raw["id"], raw["published_params"]) for _, raw in PUBLISHED if "published_params" in raw]
+
+
+def test_at_least_12_published_counts():
+    assert len(PUBLISHED) >= 12
+
+
+@pytest.mark.parametrize("model_id,published", PUBLISHED, ids=[m for m, _ in PUBLISHED])
+def test_exact_parameter_count(model_id, published):
+    info = introspect(model_id)
+    head = sum(p.numel for p in info.params if p.module in info.output_modules)
+    # encoder checkpoints publish the bare encoder (BertModel with pooler): the classifier head is memplan's
+    assert (info.total_params - head if info.head == "sequence_classification" else info.total_params) == published
+
+
+@pytest.mark.parametrize("model_id,expected", [
+    ("meta-llama/Llama-3.1-8B", 8_030_261_248),  # the issue's anchor
+    ("meta-llama/Llama-3.2-3B", 3_212_749_824),  # tied: 3.61B if counted untied
+    ("google/flan-t5-base", 247_577_856),  # separate lm_head although transformers 5 forces T5 to tie
+    ("google-t5/t5-base", 222_903_552),  # original T5 ties
+])
+def test_tying_follows_the_checkpoint(model_id, expected):
+    assert introspect(model_id).total_params == expected
+
+
+def test_unknown_ids_suggest():
+    with pytest.raises(catalog.CatalogError) as err:
+        catalog.get_model("meta-llama/Llama-3.1-8")
+    assert "meta-llama/Llama-3.1-8B" in err.value.suggestions
+    with pytest.raises(catalog.CatalogError) as err:
+        catalog.get_gpu("H100-SXM-81GB")
+    assert "H100-SXM-80GB" in err.value.suggestions
