@@ -73,6 +73,7 @@ class ModelInfo:
     experts_per_token: int
     largest_module_params: int  # the largest single module's own parameters (DeepSpeed ZeRO-3's largest layer)
     output_modules: tuple[str, ...]  # lm_head / classifier module names
+    head_params: tuple[str, ...]  # parameter names of the output modules (the embedding's, when tied)
     supports_sdpa: bool
     supports_flash_attention: bool
     layers: tuple[LayerShape, ...]  # one per transformer block, encoder blocks first
@@ -252,11 +253,11 @@ def _cfg(config: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
-def _build(model_id: str, raw: dict, head: str, num_labels: int) -> ModelInfo:
+def build_meta_model(raw: dict, head: str = "auto", num_labels: int = 2) -> tuple[Any, Any, str]:
+    """(model on the meta device, its config, the resolved head) from a config.json dict: no weights, no network,
+    tied weights tied as the checkpoint ties them."""
     import torch
-    import transformers  # noqa: F401 - imported for its side effects on torch before building
-    from transformers.pytorch_utils import Conv1D
-    from transformers.quantizers.base import get_keys_to_not_convert
+    import transformers  # noqa: F401 - imported before building so its torch patches apply
 
     config = _make_config(raw)
     head = _resolve_head(config, raw, head)
@@ -274,6 +275,15 @@ def _build(model_id: str, raw: dict, head: str, num_labels: int) -> ModelInfo:
                                 "head") from None
     model.tie_weights()
     _follow_config_tying(model, raw)
+    return model, config, head
+
+
+def _build(model_id: str, raw: dict, head: str, num_labels: int) -> ModelInfo:
+    import torch
+    from transformers.pytorch_utils import Conv1D
+    from transformers.quantizers.base import get_keys_to_not_convert
+
+    model, config, head = build_meta_model(raw, head, num_labels)
 
     enc_dec = bool(getattr(config, "is_encoder_decoder", False))
     not_convert = set(get_keys_to_not_convert(model))
@@ -296,6 +306,8 @@ def _build(model_id: str, raw: dict, head: str, num_labels: int) -> ModelInfo:
     def skip_quant(mname: str) -> bool:
         return any(mname == k or mname.startswith(k + ".") for k in not_convert) or mname in output_modules
 
+    head_ids = {id(p) for n, m in model.named_modules() if n in output_modules for p in m.parameters()}
+    head_params = tuple(n for n, p in model.named_parameters() if id(p) in head_ids)
     params: list[ParamInfo] = []
     largest = 0
     for mname, module in model.named_modules():
@@ -368,6 +380,7 @@ def _build(model_id: str, raw: dict, head: str, num_labels: int) -> ModelInfo:
         experts_per_token=int(_cfg(config, "num_experts_per_tok", default=0) or 0),
         largest_module_params=largest,
         output_modules=tuple(output_modules),
+        head_params=head_params,
         supports_sdpa=bool(getattr(model, "_supports_sdpa", False)),
         supports_flash_attention=bool(getattr(model, "_supports_flash_attn", False)),
         layers=tuple(enc_layers + dec_layers),

@@ -124,8 +124,7 @@ def _weight(info: ModelInfo, module: str):
 
 
 def _head_tensors(info: ModelInfo, dtype: str) -> list[TrainableTensor]:
-    return [TrainableTensor(p.name, p.shape, p.numel, dtype) for p in info.params
-            if any(p.module == m or p.module.startswith(m + ".") for m in info.output_modules)]
+    return [TrainableTensor(p.name, p.shape, p.numel, dtype) for p in info.params if p.name in info.head_params]
 
 
 def trainables(info: ModelInfo, spec: JobSpec) -> Trainables:

@@ -37,17 +37,21 @@ def zero_grad_bytes(trainable_params: int, grad_bytes: int, stage: int, num_gpus
 
 def zero_optimizer_bytes(trainable_params: int, state_bytes_per_param: float, param_bytes: int, stage: int,
                          num_gpus: int, offload_optimizer: bool) -> int:
-    """Optimizer states plus, when the model is 16-bit, fp32 master weights and fp32 gradient partitions
-    (4 + 4 bytes): all divided by N from ZeRO-1 on, none on the GPU when offloaded.
+    """Optimizer states plus, when the model is 16-bit, fp32 master weights (4 B/param) and fp32 gradients:
+    ZeRO-1/2 hold the whole fp32 gradient partition during the step (4 B/param), ZeRO-3 upcasts one sub-group
+    at a time, which deepspeed's estimator budgets at 2 B/param. All divided by N from ZeRO-1 on; none on the GPU
+    when the optimizer is offloaded.
 
-    Formula: P_t * (s + (8 if k < 4 else 0)) / N. With Adam (s = 8) and bf16: 16 P_t / N.
-    Source: ZeRO paper P_os; deepspeed stage_1_and_2.py (single_partition_of_fp32_groups, fp32 grad partition).
+    Formula: P_t * (s + 4 + (4 if stage < 3 else 2)) / N for 16-bit models, P_t * s / N for fp32 ones.
+    With Adam (s = 8), bf16: ZeRO-2 16 P_t/N (deepspeed: 2P + 18P/N in all), ZeRO-3 14 P_t/N (4LL + 18P/N).
+    Source: ZeRO paper P_os; deepspeed stage_1_and_2.py single_partition_of_fp32_groups,
+    stage3.py _prepare_fp32_grad_for_sub_group, estimate_zero{2,3}_model_states_mem_needs.
     Example: 8,030,261,248 params, Adam, bf16, ZeRO-2, 8 GPUs: 16 * P / 8 = 16,060,522,496 B.
     """
     if offload_optimizer and stage >= 1:
         return 0
-    per_param = state_bytes_per_param + (8 if param_bytes < 4 else 0)
-    total = int(trainable_params * per_param)
+    extra = 0 if param_bytes >= 4 else 4 + (4 if stage < 3 else 2)
+    total = int(trainable_params * (state_bytes_per_param + extra))
     return -(-total // num_gpus) if stage >= 1 else total
 
 
