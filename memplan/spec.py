@@ -157,7 +157,7 @@ def _format_error(err: dict) -> tuple[str, str]:
         model_cls = _SUBMODELS.get(parent, JobSpec) if parent else JobSpec
         allowed = _field_names(model_cls)
         name = loc_parts[-1] if loc_parts else "?"
-        close = difflib.get_close_matches(name, allowed, n=1)
+        close = difflib.get_close_matches(name, allowed, n=1) or [a for a in allowed if name.startswith(a)][:1]
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return loc, f"unknown field '{name}'{hint}; allowed fields: {', '.join(allowed)}"
     msg = err.get("msg", "invalid value")
