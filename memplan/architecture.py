@@ -13,7 +13,7 @@ import json
 import re
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,26 @@ class ModelInfo:
     @property
     def linears(self) -> tuple[ParamInfo, ...]:
         return tuple(p for p in self.params if p.kind == "linear" and not p.bias)
+
+    @cached_property
+    def linear_weights(self) -> dict[str, ParamInfo]:
+        """Module name -> its weight, for every Linear / Conv1D, in model order."""
+        return {p.module: p for p in self.params if p.kind == "linear" and not p.bias}
+
+    @cached_property
+    def block_linears(self) -> dict[str, tuple[tuple[str, int], LinearShape]]:
+        """Module name -> ((stack, block index), LinearShape) for the linears inside transformer blocks."""
+        out = {}
+        for module in self.linear_weights:
+            stack, layer = _stack_and_layer(module + ".", self.num_encoder_layers > 0)
+            if layer is None:
+                continue
+            rel = _relative(module)
+            shape = next((lin for s in self.layers if (s.stack, s.index) == (stack, layer) for lin in s.linears
+                          if lin.name == rel), None)
+            if shape is not None:
+                out[module] = ((stack, layer), shape)
+        return out
 
     @property
     def active_params(self) -> int:

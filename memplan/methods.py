@@ -91,36 +91,20 @@ def unquantized_dtype(spec: JobSpec) -> str:
 def lora_targets(info: ModelInfo, targets: str | list[str]) -> list[str]:
     """Module names LoRA adapts: 'all-linear' is every Linear/Conv1D but the output layer (PEFT's
     _maybe_include_all_linear_layers); a list matches names or '.'-suffixes."""
-    linears = sorted({p.module for p in info.params if p.kind == "linear" and not p.bias})
+    linears = sorted(info.linear_weights)
     if targets == "all-linear":
         return [m for m in linears if m not in info.output_modules]
     return [m for m in linears if _matches(m, list(targets))]
 
 
-def _block_of(module: str) -> tuple[str, int] | None:
-    from memplan.architecture import _stack_and_layer
-
-    stack, layer = _stack_and_layer(module + ".", False)
-    if layer is None:
-        return None
-    if module.startswith(("encoder.", "model.encoder.")):
-        stack = "encoder"
-    return stack or "decoder", layer
-
-
-def _linear_shape(info: ModelInfo, module: str) -> LinearShape | None:
-    block = _block_of(module)
-    if block is None:
-        return None
-    layer = next((s for s in info.layers if (s.stack, s.index) == block), None)
-    if layer is None:
-        return None
-    rel = module.split(f".{block[1]}.", 1)[-1]
-    return next((lin for lin in layer.linears if lin.name == rel), None)
-
-
-def _weight(info: ModelInfo, module: str):
-    return next(p for p in info.params if p.module == module and p.kind == "linear" and not p.bias)
+def _shape(info: ModelInfo, module: str) -> tuple[tuple[str, int] | None, int, int, LinearShape | None]:
+    """(block, d_in, d_out, LinearShape) of a linear; modules outside blocks use the nn.Linear weight layout."""
+    hit = info.block_linears.get(module)
+    if hit is not None:
+        block, lin = hit
+        return block, lin.d_in, lin.d_out, lin
+    d_out, d_in = info.linear_weights[module].shape
+    return None, d_in, d_out, None
 
 
 def _head_tensors(info: ModelInfo, dtype: str) -> list[TrainableTensor]:
@@ -147,12 +131,9 @@ def trainables(info: ModelInfo, spec: JobSpec) -> Trainables:
         tensors, adapted = list(cls_head), {}
         r = spec.lora.r
         for module in lora_targets(info, spec.lora.target_modules):
-            w = _weight(info, module)
-            d_out, d_in = w.shape  # nn.Linear layout; blocks' Conv1D layers are read from their LinearShape
-            lin = _linear_shape(info, module)
+            block, d_in, d_out, lin = _shape(info, module)
             if lin is not None:
-                d_in, d_out = lin.d_in, lin.d_out
-                adapted.setdefault(_block_of(module), []).append(lin)
+                adapted.setdefault(block, []).append(lin)
             tensors.append(TrainableTensor(module + ".lora_A", (r, d_in), r * d_in, "fp32"))
             tensors.append(TrainableTensor(module + ".lora_B", (d_out, r), r * d_out, "fp32"))
             assert tensors[-1].numel + tensors[-2].numel == tt.lora_params(d_in, d_out, r)
@@ -178,18 +159,15 @@ def trainables(info: ModelInfo, spec: JobSpec) -> Trainables:
             raise ValueError(f"(IA)3 has no default target modules for model_type '{info.model_type}' in PEFT; "
                              f"supported: {', '.join(sorted(IA3_TARGETS))}")
         tensors, scaled = list(cls_head), {}
-        linears = sorted({p.module for p in info.params if p.kind == "linear" and not p.bias})
-        for module in linears:
+        for module in sorted(info.linear_weights):
             if module in info.output_modules or not _matches(module, targets):
                 continue
             is_ff = _matches(module, ff)
-            w = _weight(info, module)
-            lin = _linear_shape(info, module)
-            d_in, d_out = (lin.d_in, lin.d_out) if lin else (w.shape[-1], w.shape[0])
+            block, d_in, d_out, lin = _shape(info, module)
             n = tt.ia3_params(0, d_in) if is_ff else tt.ia3_params(d_out, 0)
             tensors.append(TrainableTensor(module + ".ia3_l", (n,), n, "fp32"))
             if lin is not None:
-                scaled.setdefault(_block_of(module), []).append((lin, is_ff))
+                scaled.setdefault(block, []).append((lin, is_ff))
         return Trainables(tensors=tuple(tensors), ia3={k: tuple(v) for k, v in scaled.items()})
     if method == "adapter":
         layers = len(info.layers)
