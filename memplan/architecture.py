@@ -449,10 +449,8 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
                 d_in, d_out = module.weight.shape
             else:
                 d_out, d_in = module.weight.shape
-            if d_out <= 1 and "router" not in mname:  # scalar gates are not matmuls worth a LoRA
-                pass
-            b["linears"].append(LinearShape(mname.split(".")[-1] if False else _relative(mname), _linear_group(mname),
-                                            int(d_in), int(d_out), module.bias is not None))
+            b["linears"].append(LinearShape(_relative(mname), _linear_group(mname), int(d_in), int(d_out),
+                                            module.bias is not None))
         kind = _norm_kind(module)
         if kind and getattr(module, "weight", None) is not None:
             dim = module.weight.shape[-1]

@@ -119,10 +119,6 @@ class JobSpec(_Strict):
             )
         if self.task == "train" and self.weight_dtype == "int4":
             raise ValueError("weight_dtype 'int4' (GPTQ/AWQ) is modelled for serving only: use task 'inference'")
-        if self.mixed_precision == "no" and self.weight_dtype in ("nf4", "fp4", "int8"):
-            pass  # bitsandbytes then computes in the dtype of the unquantized modules; allowed
-        if self.zero_stage and self.num_gpus == 1 and self.zero_stage == 3 and self.offload_params is False:
-            pass  # ZeRO on one GPU is legal (DeepSpeed allows it), just unusual
         if self.offload_params and self.zero_stage != 3:
             raise ValueError("offload_params needs zero_stage 3 (DeepSpeed offloads parameters only under ZeRO-3)")
         if self.offload_optimizer and self.zero_stage == 0:
