@@ -85,10 +85,6 @@ class ModelInfo:
     def is_encoder_decoder(self) -> bool:
         return self.num_encoder_layers > 0 and self.head == "seq2seq_lm"
 
-    @property
-    def linears(self) -> tuple[ParamInfo, ...]:
-        return tuple(p for p in self.params if p.kind == "linear" and not p.bias)
-
     @cached_property
     def linear_weights(self) -> dict[str, ParamInfo]:
         """Module name -> its weight, for every Linear / Conv1D, in model order."""

@@ -331,9 +331,8 @@ def _training_phases(info: ModelInfo, spec: JobSpec, tr: Trainables, attention: 
     loss_tokens = spec.micro_batch_size * ctx.seq if info.head != "sequence_classification" else 0
     loss_fwd, loss_spike = _loss_terms(info, spec, loss_tokens)
     grads_accumulated = grads if spec.gradient_accumulation_steps > 1 else 0
-    states_fwd = states  # steady state: states exist from the first optimizer step on
-
-    base = {"weights": weights, "optimizer_states": states_fwd}
+    # steady state: optimizer states exist in every phase from the first optimizer step on
+    base = {"weights": weights, "optimizer_states": states}
     phases = [_Phase("load", {"weights": weights})]
     # a checkpointed (or no-grad) block's intermediates exist only while it runs, not during the loss
     fwd_block = a["largest_block"] if (checkpointing or not tr.grads_flow) else 0
@@ -341,30 +340,24 @@ def _training_phases(info: ModelInfo, spec: JobSpec, tr: Trainables, attention: 
                                      "activations": saved + a["model_level"] + autocast_copies,
                                      "logits": loss_fwd if loss_fwd >= fwd_block else 0,
                                      "temporaries": fwd_block if fwd_block > loss_fwd else 0}))
-    recompute = a["largest_block"] if checkpointing else 0
-    phases.append(_Phase("backward", {**base, "gradients": grads_accumulated, "zero_buffers": live,
-                                      "activations": saved + a["model_level"] + autocast_copies,
-                                      "logits": loss_spike, "temporaries": 0}))
-    phases.append(_Phase("backward_end", {**base, "gradients": grads, "zero_buffers": live + buckets,
-                                          "activations": a["largest_block"] + autocast_copies,
-                                          "logits": 0, "temporaries": a["backward_transient"]}))
+    # backward peaks at its start (the loss spike), at its end (all gradients, the first block's activations),
+    # or, with checkpointing, while the top block is recomputed: report the largest of these points
+    backward_points = [
+        {**base, "gradients": grads_accumulated, "zero_buffers": live,
+         "activations": saved + a["model_level"] + autocast_copies, "logits": loss_spike, "temporaries": 0},
+        {**base, "gradients": grads, "zero_buffers": live + buckets,
+         "activations": a["largest_block"] + autocast_copies, "logits": 0, "temporaries": a["backward_transient"]},
+    ]
     if checkpointing:
-        phases.append(_Phase("backward_recompute", {**base, "gradients": grads_accumulated, "zero_buffers": live,
-                                                    "activations": saved + a["model_level"] + recompute
-                                                    + autocast_copies,
-                                                    "logits": 0, "temporaries": a["backward_transient"]}))
+        backward_points.append(
+            {**base, "gradients": grads_accumulated, "zero_buffers": live,
+             "activations": saved + a["model_level"] + a["largest_block"] + autocast_copies,
+             "logits": 0, "temporaries": a["backward_transient"]})
+    phases.append(max((_Phase("backward", p) for p in backward_points), key=lambda p: p.total))
     if spec.optimizer != "none" and tr.tensors:
         phases.append(_Phase("optimizer_step", {"weights": weights, "gradients": grads, "optimizer_states": states,
                                                 "zero_buffers": buckets, "temporaries": step_temp}))
-    # report the backward sub-points under one phase name
-    for ph in phases:
-        if ph.name.startswith("backward"):
-            ph.name = "backward"
-    merged: dict[str, _Phase] = {}
-    for ph in phases:
-        if ph.name not in merged or ph.total > merged[ph.name].total:
-            merged[ph.name] = ph
-    return list(merged.values()), outside
+    return phases, outside
 
 
 # ---------------------------------------------------------------- inference

@@ -71,44 +71,30 @@ def _lookup(kind: str, key: str, index: dict[str, Any]) -> Any:
     raise CatalogError(kind, key, close)
 
 
-@cache
-def _models() -> dict[str, ModelEntry]:
-    index: dict[str, ModelEntry] = {}
-    for path in sorted(MODELS_DIR.glob("*/*.json")):
-        raw = json.loads(path.read_text())
-        entry = ModelEntry(
-            id=raw["id"],
-            config=raw["config"],
-            source=raw["source"],
-            aliases=tuple(raw.get("aliases", ())),
-            published_params=raw.get("published_params"),
-            published_params_source=raw.get("published_params_source"),
-        )
+def _index(paths, make) -> dict:
+    """Map each entry's id and aliases, lower-cased, to the entry built by `make` from its JSON file."""
+    index = {}
+    for path in sorted(paths):
+        entry = make(json.loads(path.read_text()))
         for key in (entry.id, *entry.aliases):
             index[key.lower()] = entry
     return index
+
+
+@cache
+def _models() -> dict[str, ModelEntry]:
+    return _index(MODELS_DIR.glob("*/*.json"), lambda raw: ModelEntry(
+        id=raw["id"], config=raw["config"], source=raw["source"], aliases=tuple(raw.get("aliases", ())),
+        published_params=raw.get("published_params"), published_params_source=raw.get("published_params_source")))
 
 
 @cache
 def _gpus() -> dict[str, GpuEntry]:
-    index: dict[str, GpuEntry] = {}
-    for path in sorted(GPUS_DIR.glob("*.json")):
-        raw = json.loads(path.read_text())
-        entry = GpuEntry(
-            id=raw["id"],
-            name=raw["name"],
-            vendor=raw["vendor"],
-            memory_bytes=int(raw["memory_bytes"]),
-            dense_tflops=raw.get("dense_tflops", {}),
-            memory_bandwidth_gb_s=raw.get("memory_bandwidth_gb_s"),
-            compute_capability=raw.get("compute_capability"),
-            aliases=tuple(raw.get("aliases", ())),
-            source=raw.get("source", ""),
-            memory_source=raw.get("memory_source", ""),
-        )
-        for key in (entry.id, *entry.aliases):
-            index[key.lower()] = entry
-    return index
+    return _index(GPUS_DIR.glob("*.json"), lambda raw: GpuEntry(
+        id=raw["id"], name=raw["name"], vendor=raw["vendor"], memory_bytes=int(raw["memory_bytes"]),
+        dense_tflops=raw.get("dense_tflops", {}), memory_bandwidth_gb_s=raw.get("memory_bandwidth_gb_s"),
+        compute_capability=raw.get("compute_capability"), aliases=tuple(raw.get("aliases", ())),
+        source=raw.get("source", ""), memory_source=raw.get("memory_source", "")))
 
 
 def get_model(model_id: str) -> ModelEntry:
