@@ -24,8 +24,9 @@ from memplan.terms.shapes import LayerShape, LinearShape
 class ArchitectureError(ValueError):
     """A config that cannot be introspected (unknown model_type, needs remote code, malformed)."""
 
-    def __init__(self, message: str, field: str = "model"):
+    def __init__(self, message: str, field: str = "model", suggestions: list[str] | None = None):
         self.field = field
+        self.suggestions = suggestions  # set when the model id is not in the catalog: the closest ids
         super().__init__(message)
 
 
@@ -47,7 +48,7 @@ class ParamInfo:
     layer: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity hash: one object per model (cached), cheap as a memo key
 class ModelInfo:
     """What memplan knows about one model: exact shapes, no weights."""
 
@@ -124,7 +125,7 @@ def load_config(model: str | None, inline: dict[str, Any] | None, allow_path: bo
             raise ArchitectureError("model_config must be a config.json object with a 'model_type'", "model_config")
         return str(inline.get("_name_or_path") or "inline config"), inline
     assert model is not None
-    if allow_path and (model.endswith(".json") or Path(model).is_file()):
+    if allow_path and _looks_like_path(model):
         path = Path(model)
         if not path.is_file():
             raise ArchitectureError(f"config file not found: {model}")
@@ -140,7 +141,7 @@ def load_config(model: str | None, inline: dict[str, Any] | None, allow_path: bo
     try:
         entry = catalog.get_model(model)
     except catalog.CatalogError as exc:
-        raise ArchitectureError(str(exc)) from None
+        raise ArchitectureError(str(exc), suggestions=exc.suggestions) from None
     return entry.id, entry.config
 
 
@@ -151,7 +152,23 @@ def config_hash(config: dict[str, Any]) -> str:
 
 def introspect(model: str | None = None, inline: dict | None = None, head: str = "auto", num_labels: int = 2,
                allow_path: bool = True) -> ModelInfo:
+    if inline is None and model is not None and not (allow_path and _looks_like_path(model)):
+        return _introspect_catalog(model, head, num_labels)  # catalog entries never change: skip the hashing
     model_id, config = load_config(model, inline, allow_path)
+    return _introspect_config(model_id, config, head, num_labels)
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.endswith(".json") or Path(model).is_file()
+
+
+@lru_cache(maxsize=256)
+def _introspect_catalog(model: str, head: str, num_labels: int) -> ModelInfo:
+    model_id, config = load_config(model, None, allow_path=False)
+    return _introspect_config(model_id, config, head, num_labels)
+
+
+def _introspect_config(model_id: str, config: dict, head: str, num_labels: int) -> ModelInfo:
     key = json.dumps({k: v for k, v in config.items() if k not in _BOOKKEEPING}, sort_keys=True, default=str)
     return _introspect_cached(model_id, key, head, num_labels)
 
@@ -294,7 +311,31 @@ def build_meta_model(raw: dict, head: str = "auto", num_labels: int = 2) -> tupl
     return model, config, head
 
 
+#: config fields that multiply the modules built; bounded so that a pasted config cannot stall the server
+_COUNT_FIELDS = ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers", "encoder_layers",
+                 "decoder_layers", "n_layers", "num_local_experts", "num_experts")
+MAX_COUNT = 1024
+
+
+def _check_bounds(raw: dict) -> None:
+    for name in _COUNT_FIELDS:
+        value = raw.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= MAX_COUNT:
+            raise ArchitectureError(f"config field '{name}' = {value} is outside 0..{MAX_COUNT}", "model_config")
+
+
 def _build(model_id: str, raw: dict, head: str, num_labels: int) -> ModelInfo:
+    _check_bounds(raw)
+    try:
+        return _build_info(model_id, raw, head, num_labels)
+    except ArchitectureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - transformers/torch raise many types for inconsistent configs
+        raise ArchitectureError(f"transformers cannot build this config: {type(exc).__name__}: {exc}",
+                                "model_config") from None
+
+
+def _build_info(model_id: str, raw: dict, head: str, num_labels: int) -> ModelInfo:
     import torch
     from transformers.pytorch_utils import Conv1D
     from transformers.quantizers.base import get_keys_to_not_convert

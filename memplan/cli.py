@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from memplan.spec import SpecError
+
 GIB = 2**30
 
 # flags that override job fields: flag name -> dotted field path (generated from the spec's field names)
@@ -118,17 +120,6 @@ def format_estimate(e: Any) -> str:
     return "\n".join(lines)
 
 
-def check_line(e: Any, margin_pct: float) -> tuple[bool, str]:
-    need = e.peak_bytes + int(e.gpu.usable_bytes * margin_pct / 100)
-    ok = need <= e.gpu.usable_bytes
-    pct = 100 * e.headroom_bytes / e.gpu.usable_bytes
-    verdict = "FITS" if ok else "DOES NOT FIT"
-    margin = f", margin {margin_pct:g}%" if margin_pct else ""
-    return ok, (f"memplan check: {verdict}: {e.model.id} on {e.gpu.id}: peak {_gib(e.peak_bytes)} of "
-                f"{_gib(e.gpu.usable_bytes)} usable, headroom {_gib(e.headroom_bytes)} ({pct:.1f}%{margin}), "
-                f"peak in {e.peak_phase}")
-
-
 def _cmd_estimate(args: argparse.Namespace) -> int:
     from memplan.estimate import estimate
 
@@ -138,17 +129,37 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from memplan.estimate import estimate
+    from memplan.check import check
 
-    if args.margin < 0 or args.margin >= 100:
-        raise UsageError(f"--margin: must be a percentage in [0, 100), got {args.margin:g}")
-    e = estimate(load_job(args), allow_path=True)
-    ok, line = check_line(e, args.margin)
+    job = load_job(args)
+    try:
+        result = check(job, args.margin, allow_path=True)
+    except SpecError as exc:
+        raise SpecError([("--margin" if loc == "margin_pct" else loc, msg) for loc, msg in exc.errors]) from None
     if args.json:
-        print(json.dumps({**e.model_dump(mode="json"), "check": {"fits": ok, "margin_pct": args.margin}}, indent=2))
+        e = result.estimate.model_dump(mode="json")
+        print(json.dumps({**e, "check": {"fits": result.fits, "margin_pct": result.margin_pct,
+                                         "required_bytes": result.required_bytes}}, indent=2))
     else:
-        print(line)
-    return 0 if ok else 1
+        print(f"memplan check: {result.message}")
+    return 0 if result.fits else 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    host = args.host or settings.host
+    port = args.port or settings.port
+    print(f"memplan: serving the API and the calculator on http://{host}:{port}/ (docs at /docs)", flush=True)
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=args.workers,
+                log_level=args.log_level, access_log=args.log_level == "debug")
+    return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -157,10 +168,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     rows = [m for m in catalog.list_models() if not args.search or args.search.lower() in m.id.lower()]
     if args.json:
         print(json.dumps([{"id": m.id, "model_type": m.config.get("model_type"), "aliases": list(m.aliases),
-                           "published_params": m.published_params} for m in rows], indent=2))
+                           "params": m.params, "published_params": m.published_params} for m in rows], indent=2))
         return 0
     for m in rows:
-        params = f"{m.published_params / 1e9:8.2f}B" if m.published_params else " " * 9
+        params = f"{m.params / 1e9:8.2f}B" if m.params else " " * 9
         print(f"{m.id:45s} {m.config.get('model_type', ''):14s} {params}")
     return 0
 
@@ -192,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="required free share of the GPU's usable memory, in percent")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_check)
+    p = sub.add_parser("serve", help="run the HTTP API and the calculator page (settings: MEMPLAN_* variables)")
+    p.add_argument("--host", default=None, help="default MEMPLAN_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default MEMPLAN_PORT or 8000")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("models", help="list the bundled model catalog")
     p.add_argument("--search", default=None)
     p.add_argument("--json", action="store_true")
@@ -202,11 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
-    from memplan.spec import SpecError
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -6,7 +6,8 @@ are alive in which phase (load, forward, backward, optimizer step; prefill and d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -14,7 +15,7 @@ from pydantic import BaseModel, Field
 from memplan import catalog
 from memplan.architecture import ArchitectureError, ModelInfo, introspect
 from memplan.methods import Trainables, float_dtype, kbit_prepared, trainables, unquantized_dtype
-from memplan.spec import GpuMemorySpec, JobSpec, SpecError, parse_spec
+from memplan.spec import GpuMemorySpec, JobSpec, SpecError, UnknownIdError, parse_spec
 from memplan.terms import activations as act
 from memplan.terms import kv_cache as kv
 from memplan.terms import logits as lg
@@ -172,23 +173,22 @@ def estimate(job: dict[str, Any] | JobSpec, engine: str = "formula", allow_path:
     try:
         info = introspect(spec.model, spec.inline_config, spec.head, spec.num_labels, allow_path=allow_path)
     except ArchitectureError as exc:
+        if exc.suggestions is not None:
+            raise UnknownIdError("model", str(exc), exc.suggestions) from None
         raise SpecError([(exc.field if spec.inline_config is None else "model_config", str(exc))]) from None
     try:
         gpu, cc = _gpu(spec)
     except catalog.CatalogError as exc:
-        raise SpecError([("gpu", f"{exc} or give {{memory_gib: N}}")]) from None
+        raise UnknownIdError("gpu", f"{exc} or give {{memory_gib: N}}", exc.suggestions) from None
     notes: list[str] = []
     attention = _attention(info, spec, notes)
     if spec.task == "inference":
         phases, tr = _inference_phases(info, spec, attention, notes), Trainables(tensors=())
         handles, outside = 1, {}
     else:
-        try:
-            tr = trainables(info, spec)
-        except ValueError as exc:
-            field = "lora.target_modules" if spec.method in ("lora", "qlora") else "method"
-            raise SpecError([(field, str(exc))]) from None
-        phases, outside = _training_phases(info, spec, tr, attention, notes)
+        st = _static_terms(info, spec)
+        tr = st.tr
+        phases, outside = _training_phases(info, spec, st, attention, notes)
         handles = 2
     workspace = ov.cublas_workspace_bytes(cc, handles)
     for ph in phases:
@@ -244,13 +244,13 @@ def _activation_context(info: ModelInfo, spec: JobSpec, tr: Trainables, attentio
         lora_dropout=spec.lora.dropout if spec.method in ("lora", "qlora") else 0.0)
 
 
-def _activations(info: ModelInfo, spec: JobSpec, tr: Trainables, ctx: act.ActivationContext) -> dict[str, int]:
+def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> dict[str, int]:
     """Saved activations of all blocks, the largest block, the checkpoints and the model-level extras."""
-    per_block = []
-    for layer in info.layers:
-        key = (layer.stack, layer.index)
-        per_block.append(act.block_activation_bytes(layer, ctx, tr.adapted.get(key, ()), tr.ia3.get(key, ()),
-                                                    tr.adapter_size))
+    tr = st.tr
+    blocks = largest = 0
+    for count, layer, lora, ia3 in st.block_groups:  # identical blocks save identical tensors: one call per kind
+        one = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size)
+        blocks, largest = blocks + count * one, max(largest, one)
     T, h, c = ctx.tokens, info.hidden_size, ctx.compute_bytes
     model_level = 0
     if tr.grads_flow or tr.tensors:  # the final norm and the head's input feed the head's gradient
@@ -266,8 +266,8 @@ def _activations(info: ModelInfo, spec: JobSpec, tr: Trainables, ctx: act.Activa
         if ctx.dropout and info.layers[0].hidden_dropout > 0:
             model_level += act.dropout_mask_bytes(T, h)
     checkpoints = len(info.layers) * act.checkpoint_saved_bytes(T, h, ctx.resid_bytes)
-    transient = max(act.block_backward_transient_bytes(layer, ctx) for layer in info.layers)
-    return {"blocks": sum(per_block) if tr.grads_flow else 0, "largest_block": max(per_block),
+    transient = max(act.block_backward_transient_bytes(layer, ctx) for _, layer, _, _ in st.block_groups)
+    return {"blocks": blocks if tr.grads_flow else 0, "largest_block": largest,
             "checkpoints": checkpoints, "model_level": model_level, "backward_transient": transient}
 
 
@@ -281,21 +281,82 @@ def _loss_terms(info: ModelInfo, spec: JobSpec, tokens: int) -> tuple[int, int]:
     return lg.cross_entropy_forward_peak_bytes(tokens, vocab, per), lg.cross_entropy_backward_spike_bytes(tokens, vocab)
 
 
-def _training_phases(info: ModelInfo, spec: JobSpec, tr: Trainables, attention: str, notes: list[str]
-                     ) -> tuple[list[_Phase], dict[str, int]]:
-    zero, n_gpu = spec.zero_stage, spec.num_gpus
-    quantized = spec.weight_dtype in ("int8", "nf4", "fp4", "int4")
-    weights = model_weight_bytes(info.params, spec.weight_dtype, unquantized_dtype(spec), spec.double_quant)
+@dataclass(frozen=True)
+class _Static:
+    """What a training job holds independent of batch, sequence, GPU count and GPU: summed once per model and
+    method (these sums run over every tensor, so they are cached; the activations run over `block_groups`)."""
+
+    tr: Trainables
+    weights: int  # base weights plus adapters, unsharded
+    grads: int
+    states: int  # optimizer states inside PyTorch's allocator
+    paged: int  # bitsandbytes paged states (managed memory outside it)
+    step_temp: int
+    fp32_states: int  # optimizer states if kept in fp32, for ZeRO's partitioned optimizer
+    matmul_numel: int  # matmul weights autocast copies (fp32 weights + AMP)
+    block_groups: tuple[tuple[int, Any, tuple, tuple], ...]  # (count, layer, lora, ia3) of identical blocks
+
+
+@lru_cache(maxsize=1024)
+def _base_weights(info: ModelInfo, weight_dtype: str, rest_dtype: str, double_quant: bool) -> int:
+    return model_weight_bytes(info.params, weight_dtype, rest_dtype, double_quant)
+
+
+def _static_key(spec: JobSpec) -> tuple:
+    """Every spec field `_static_terms` reads (head and num_labels are part of the ModelInfo)."""
+    targets = spec.lora.target_modules
+    return (spec.task, spec.method, spec.weight_dtype, spec.mixed_precision, spec.double_quant, spec.optimizer,
+            spec.optimizer_impl, spec.lora.r, targets if isinstance(targets, str) else tuple(targets),
+            spec.num_virtual_tokens, spec.adapter_size)
+
+
+_STATIC_CACHE: dict[tuple, _Static] = {}
+_STATIC_CACHE_SIZE = 1024
+
+
+def _static_terms(info: ModelInfo, spec: JobSpec) -> _Static:
+    key = (info, _static_key(spec))
+    hit = _STATIC_CACHE.get(key)
+    if hit is None:
+        if len(_STATIC_CACHE) >= _STATIC_CACHE_SIZE:
+            _STATIC_CACHE.pop(next(iter(_STATIC_CACHE)))
+        hit = _STATIC_CACHE[key] = _compute_static(info, spec)
+    return hit
+
+
+def _compute_static(info: ModelInfo, spec: JobSpec) -> _Static:
+    try:
+        tr = trainables(info, spec)
+    except ValueError as exc:
+        field = "lora.target_modules" if spec.method in ("lora", "qlora") else "method"
+        raise SpecError([(field, str(exc))]) from None
+    weights = _base_weights(info, spec.weight_dtype, unquantized_dtype(spec), spec.double_quant)
     if spec.method not in ("full", "freeze"):  # adapters (and PEFT's trainable head copies) are extra parameters
         weights += sum(allocation_bytes(t.numel * dtype_bytes(t.dtype)) for t in tr.tensors)
-    impl = _optimizer_impl(spec)
+    states, paged = _optimizer_states(tr, spec.optimizer)
+    groups: dict[tuple, list] = {}
+    for layer in info.layers:
+        key = (layer.stack, layer.index)
+        lora, ia3 = tr.adapted.get(key, ()), tr.ia3.get(key, ())
+        groups.setdefault((replace(layer, index=0), lora, ia3), [0, layer, lora, ia3])[0] += 1
+    return _Static(
+        tr=tr, weights=weights, grads=gradient_bytes((t.numel, t.dtype) for t in tr.tensors),
+        states=states, paged=paged, step_temp=_step_temp(tr, spec.optimizer, _optimizer_impl(spec)),
+        fp32_states=sum(_state_bytes(t.numel, t.shape, "fp32", spec.optimizer) for t in tr.tensors),
+        matmul_numel=sum(p.numel for p in info.params if p.kind in ("linear", "expert") and not p.bias),
+        block_groups=tuple(tuple(g) for g in groups.values()))
+
+
+def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str, notes: list[str]
+                     ) -> tuple[list[_Phase], dict[str, int]]:
+    zero, n_gpu, tr = spec.zero_stage, spec.num_gpus, st.tr
+    quantized = spec.weight_dtype in ("int8", "nf4", "fp4", "int4")
+    weights = st.weights
     outside: dict[str, int] = {}
     if zero == 0:
-        grads = gradient_bytes((t.numel, t.dtype) for t in tr.tensors)
-        states, paged = _optimizer_states(tr, spec.optimizer)
-        if paged:
-            outside["paged_optimizer_states"] = paged
-        step_temp = _step_temp(tr, spec.optimizer, impl)
+        grads, states, step_temp = st.grads, st.states, st.step_temp
+        if st.paged:
+            outside["paged_optimizer_states"] = st.paged
         buckets = sh.ddp_bucket_bytes(grads, n_gpu)
         live = 0
     else:
@@ -307,8 +368,7 @@ def _training_phases(info: ModelInfo, spec: JobSpec, tr: Trainables, attention: 
             if spec.method not in ("full", "freeze"):
                 weights += sh.zero_param_bytes(tr.count, k, zero, n_gpu, spec.offload_params)
         grads = sh.zero_grad_bytes(tr.count, k, zero, n_gpu, spec.offload_optimizer)
-        fp32_states = sum(_state_bytes(t.numel, t.shape, "fp32", spec.optimizer) for t in tr.tensors)
-        per_param = fp32_states / tr.count if tr.count else 0.0
+        per_param = st.fp32_states / tr.count if tr.count else 0.0
         states = sh.zero_optimizer_bytes(tr.count, per_param, k, zero, n_gpu, spec.offload_optimizer)
         step_temp = 0  # DeepSpeed's fused optimizers update in place
         buckets = sh.zero_bucket_bytes(info.hidden_size, zero, k)
@@ -319,13 +379,12 @@ def _training_phases(info: ModelInfo, spec: JobSpec, tr: Trainables, attention: 
         outside["nccl_buffers"] = sh.nccl_buffer_bytes(n_gpu)
 
     if spec.weight_dtype == "fp32" and spec.mixed_precision != "no":
-        mm = sum(p.numel for p in info.params if p.kind in ("linear", "expert") and not p.bias)
-        autocast_copies = autocast_weight_copies_bytes(mm, spec.mixed_precision)
+        autocast_copies = autocast_weight_copies_bytes(st.matmul_numel, spec.mixed_precision)
     else:
         autocast_copies = 0
 
     ctx = _activation_context(info, spec, tr, attention)
-    a = _activations(info, spec, tr, ctx)
+    a = _activations(info, st, ctx)
     checkpointing = spec.gradient_checkpointing and tr.grads_flow
     saved = a["checkpoints"] if checkpointing else a["blocks"]
     loss_tokens = spec.micro_batch_size * ctx.seq if info.head != "sequence_classification" else 0
@@ -365,7 +424,7 @@ def _training_phases(info: ModelInfo, spec: JobSpec, tr: Trainables, attention: 
 
 def _inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list[str]) -> list[_Phase]:
     inf = spec.inference
-    weights = model_weight_bytes(info.params, spec.weight_dtype, float_dtype(spec), spec.double_quant)
+    weights = _base_weights(info, spec.weight_dtype, float_dtype(spec), spec.double_quant)
     c = dtype_bytes(spec.compute_dtype)
     kvb = dtype_bytes(inf.kv_cache_dtype)
     b, prompt, total = inf.batch_size, inf.prompt_len, inf.prompt_len + inf.max_new_tokens

@@ -34,6 +34,14 @@ class SpecError(ValueError):
         super().__init__("; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in errors))
 
 
+class UnknownIdError(SpecError):
+    """A model or GPU id that is not in the catalog (HTTP 404); `suggestions` holds the closest catalog ids."""
+
+    def __init__(self, field: str, message: str, suggestions: list[str]):
+        self.field, self.suggestions = field, suggestions
+        super().__init__([(field, message)])
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
@@ -142,7 +150,8 @@ def _field_names(model_cls: type[BaseModel]) -> list[str]:
 _SUBMODELS = {"lora": LoraSpec, "inference": InferenceSpec, "gpu": GpuMemorySpec}
 
 
-def _format_error(err: dict) -> tuple[str, str]:
+def format_error(err: dict) -> tuple[str, str]:
+    """(field path, message) of one pydantic error on a JobSpec: names the field and what it allows."""
     loc_parts = [str(p) for p in err.get("loc", ()) if not str(p).startswith(("function-", "literal["))]
     # pydantic adds the union member name ("str", "GpuMemorySpec", "list[str]") to the path: drop those
     loc_parts = [p for p in loc_parts if p not in ("str", "GpuMemorySpec", "list[str]", "literal['all-linear']")]
@@ -173,9 +182,14 @@ def parse_spec(data: dict[str, Any] | JobSpec) -> JobSpec:
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        seen: list[tuple[str, str]] = []
-        for err in exc.errors():
-            item = _format_error(err)
-            if item not in seen:
-                seen.append(item)
-        raise SpecError(seen) from None
+        raise SpecError(describe_errors(exc.errors())) from None
+
+
+def describe_errors(errors: list[dict]) -> list[tuple[str, str]]:
+    """format_error over pydantic's error list, without repeats (a union reports one problem per member)."""
+    seen: list[tuple[str, str]] = []
+    for err in errors:
+        item = format_error(err)
+        if item not in seen:
+            seen.append(item)
+    return seen

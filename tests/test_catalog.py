@@ -33,13 +33,22 @@ def test_catalog_size():
 @pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_model_file_schema(path):
     raw = json.loads(path.read_text())
-    assert set(raw) <= {"id", "aliases", "source", "published_params", "published_params_source", "config"}
+    assert set(raw) <= {"id", "aliases", "source", "published_params", "published_params_source", "params",
+                        "config"}
     assert raw["id"] == f"{path.parent.name}/{path.stem}", "file must be named after its repo id"
     assert raw["source"].strip()
     assert isinstance(raw["config"], dict) and raw["config"].get("model_type")
     assert not BOOKKEEPING & set(raw["config"])
     if "published_params" in raw:
         assert isinstance(raw["published_params"], int) and raw["published_params_source"].strip()
+    assert isinstance(raw.get("params"), int) and raw["params"] > 0, "run scripts/catalog_params.py"
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_stored_params_equal_a_fresh_build(path):
+    """The listed count (GET /v1/models, `memplan models`) is what memplan builds for the model."""
+    raw = json.loads(path.read_text())
+    assert introspect(raw["id"]).total_params == raw["params"], "stale: run scripts/catalog_params.py"
 
 
 @pytest.mark.parametrize("path", GPU_FILES, ids=lambda p: p.stem)

@@ -40,6 +40,7 @@ class ModelEntry:
     aliases: tuple[str, ...] = ()
     published_params: int | None = None
     published_params_source: str | None = None
+    params: int | None = None  # what memplan builds with the default head (scripts/catalog_params.py writes it)
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,13 @@ def _lookup(kind: str, key: str, index: dict[str, Any]) -> Any:
     hit = index.get(key.lower())
     if hit is not None:
         return hit
-    names = sorted({e.id for e in index.values()})
-    close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+    # match against ids and aliases ("T5" finds the T4 by its alias "T4"), and suggest the ids
+    names = {name: e.id for name, e in index.items()}
+    close = difflib.get_close_matches(key.lower(), list(names), n=6, cutoff=0.5)
     if not close:  # substring matches help for ids like "llama-3.1-8b"
-        close = [n for n in names if key.lower() in n.lower()][:3]
-    raise CatalogError(kind, key, close)
+        close = [n for n in sorted(names) if key.lower() in n][:6]
+    ids = list(dict.fromkeys(names[n] for n in close))[:3]
+    raise CatalogError(kind, key, ids)
 
 
 def _index(paths, make) -> dict:
@@ -85,7 +88,8 @@ def _index(paths, make) -> dict:
 def _models() -> dict[str, ModelEntry]:
     return _index(MODELS_DIR.glob("*/*.json"), lambda raw: ModelEntry(
         id=raw["id"], config=raw["config"], source=raw["source"], aliases=tuple(raw.get("aliases", ())),
-        published_params=raw.get("published_params"), published_params_source=raw.get("published_params_source")))
+        published_params=raw.get("published_params"), published_params_source=raw.get("published_params_source"),
+        params=raw.get("params")))
 
 
 @cache

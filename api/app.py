@@ -1,0 +1,217 @@
+"""The HTTP service: thin routes over `memplan` (no formulas here), the calculator page at `/`, docs at `/docs`.
+
+    uvicorn --factory api.app:create_app      (or `memplan serve`)
+
+Errors: 422 names the field and what it allows, 404 names an unknown model or GPU with the closest catalog ids,
+413 above the body limit; a 500 would be a bug (tests/test_api.py fuzzes the routes for it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+import memplan
+from memplan import catalog, hub
+from memplan.check import CheckResult, check
+from memplan.estimate import Estimate, estimate
+from memplan.spec import JobSpec, SpecError, UnknownIdError, describe_errors
+from memplan.sweep import Sweep, SweepField, sweep
+
+from api.limits import BodyLimit
+from api.settings import Settings
+
+REPO_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+EXAMPLES = {
+    "qlora_t4": {"summary": "QLoRA of Llama-3.1-8B on a T4", "value": {
+        "model": "meta-llama/Llama-3.1-8B", "method": "qlora", "optimizer": "paged_adamw_8bit",
+        "lora": {"r": 16, "target_modules": "all-linear"}, "seq_len": 2048, "gradient_checkpointing": True,
+        "gpu": "T4-16GB"}},
+    "full_zero3": {"summary": "Full fine-tune of Llama-3.1-70B, ZeRO-3 on 8 H100", "value": {
+        "model": "meta-llama/Llama-3.1-70B", "method": "full", "zero_stage": 3, "num_gpus": 8,
+        "gradient_checkpointing": True, "seq_len": 4096, "gpu": "H100-SXM-80GB"}},
+    "serve": {"summary": "Serving Qwen2.5-7B with a long prompt", "value": {
+        "model": "Qwen/Qwen2.5-7B", "task": "inference", "gpu": "L4-24GB",
+        "inference": {"batch_size": 4, "prompt_len": 8192, "max_new_tokens": 512}}},
+    "inline_config": {"summary": "A pasted config.json", "value": {
+        "model_config": {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632,
+                         "num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4,
+                         "vocab_size": 32000}, "method": "lora", "gpu": {"memory_gib": 24}}},
+}
+
+
+class ModelRow(BaseModel):
+    id: str
+    model_type: str
+    params: int | None = Field(description="parameters memplan builds with the default head")
+    published_params: int | None = Field(description="the count the model's publisher states, where known")
+    aliases: list[str]
+
+
+class GpuRow(BaseModel):
+    id: str
+    name: str
+    vendor: str
+    memory_bytes: int
+    memory_gib: float
+    dense_tflops: dict[str, float | None]
+    memory_bandwidth_gb_s: float | None
+    aliases: list[str]
+
+
+class SweepRequest(BaseModel):
+    job: JobSpec
+    field: SweepField = "micro_batch_size"
+    values: list[int] | None = Field(None, max_length=64, description="default: powers of two over the field's "
+                                                                     "usual range, up to twice the largest fit")
+
+
+def _error(status: int, items: list[dict[str, Any]]) -> JSONResponse:
+    summary = "; ".join(f"{i['field']}: {i['message']}" if i["field"] else i["message"] for i in items)
+    return JSONResponse(status_code=status, content={"error": summary, "detail": items})
+
+
+def _spec_error_response(exc: SpecError, prefix: str = "") -> JSONResponse:
+    if isinstance(exc, UnknownIdError):
+        return _error(404, [{"field": prefix + exc.field, "message": exc.errors[0][1],
+                             "suggestions": exc.suggestions}])
+    return _error(422, [{"field": (prefix + loc) if loc else prefix.rstrip("."), "message": msg}
+                        for loc, msg in exc.errors])
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    items = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        where, loc = (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path") else ("body", loc)
+        prefix = ""
+        if loc and loc[0] == "job":  # the sweep request wraps a job spec
+            prefix, loc = "job.", loc[1:]
+        if err.get("type") == "json_invalid":
+            items.append({"field": "body", "message": f"invalid JSON: {err.get('ctx', {}).get('error', '')}"})
+            continue
+        field, message = describe_errors([{**err, "loc": tuple(loc)}])[0]
+        if where == "body" and err.get("type") in ("model_attributes_type", "dict_type"):
+            message = f"the body must be a JSON object of job fields: {message}"
+        items.append({"field": prefix + field if field else (prefix.rstrip(".") or where), "message": message})
+    unique = [i for n, i in enumerate(items) if i not in items[:n]]
+    return _error(422, unique)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    s = settings or Settings.from_env()
+    app = FastAPI(title="memplan", version=memplan.__version__, docs_url=None, redoc_url=None,
+                  description="GPU memory of LLM fine-tuning and serving jobs, per GPU, before they run. "
+                              "Byte counts are integers; the calculator page is at /.")
+    app.state.settings = s
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    @app.exception_handler(SpecError)
+    async def _on_spec(request: Request, exc: SpecError) -> JSONResponse:
+        return _spec_error_response(exc, "job." if request.url.path == "/v1/sweep" else "")
+
+    @app.exception_handler(hub.HubError)
+    async def _on_hub(request: Request, exc: hub.HubError) -> JSONResponse:
+        return _error(404 if exc.not_found else 503, [{"field": "model", "message": str(exc)}])
+
+    def with_hub(call, job: JobSpec, *args):
+        """Run call(job); when the model id is not in the catalog and hub access is on, fetch its config.json
+        and run it again on that config."""
+        try:
+            return call(job, *args)
+        except UnknownIdError as exc:
+            if exc.field != "model" or not s.hub_access or job.model is None:
+                raise
+            config = hub.fetch_config(job.model, s.hub_timeout)
+            data = job.model_dump(by_alias=True, exclude_unset=True)
+            data.pop("model")
+            return call(JobSpec.model_validate({**data, "model_config": config}), *args)
+
+    def json_response(model: BaseModel) -> Response:
+        return Response(model.model_dump_json(), media_type="application/json")
+
+    @app.post("/v1/estimate", response_model=Estimate, tags=["estimate"],
+              responses={404: {"description": "unknown model or GPU id"}, 422: {"description": "invalid job"}})
+    def post_estimate(job: Annotated[JobSpec, Body(openapi_examples=EXAMPLES)]) -> Response:
+        """Per-GPU memory of the job: peak allocated / reserved / on the GPU, the breakdown by term, the phases."""
+        return json_response(with_hub(estimate, job))
+
+    @app.post("/v1/check", response_model=CheckResult, tags=["estimate"],
+              responses={404: {"description": "unknown model or GPU id"}, 422: {"description": "invalid job"}})
+    def post_check(job: Annotated[JobSpec, Body(openapi_examples=EXAMPLES)],
+                   margin_pct: Annotated[float, Query(ge=0, lt=100, description="required free share of the "
+                                                                                "usable memory, %")] = 0.0
+                   ) -> Response:
+        """Does the job fit its GPU with `margin_pct` percent of the usable memory left free? (`memplan check`)"""
+        return json_response(with_hub(check, job, margin_pct))
+
+    @app.post("/v1/sweep", response_model=Sweep, tags=["estimate"])
+    def post_sweep(req: SweepRequest) -> Response:
+        """Peak memory against micro-batch, sequence length, inference batch or prompt length, and the largest
+        value that fits."""
+        return json_response(with_hub(lambda job: sweep(job, req.field, req.values), req.job))
+
+    @app.get("/v1/models", response_model=list[ModelRow], tags=["catalog"])
+    def get_models(search: Annotated[str | None, Query(max_length=200, description="substring of the id, "
+                                                       "an alias or the model_type, case-insensitive")] = None
+                   ) -> list[ModelRow]:
+        """The bundled model catalog (config.json snapshots), with parameter counts."""
+        needle = (search or "").lower()
+        rows = []
+        for m in catalog.list_models():
+            model_type = str(m.config.get("model_type", ""))
+            haystack = " ".join([m.id, model_type, *m.aliases]).lower()
+            if needle in haystack:
+                rows.append(ModelRow(id=m.id, model_type=model_type, params=m.params,
+                                     published_params=m.published_params, aliases=list(m.aliases)))
+        return rows
+
+    @app.get("/v1/gpus", response_model=list[GpuRow], tags=["catalog"])
+    def get_gpus() -> list[GpuRow]:
+        """The bundled GPU catalog: memory as the driver reports it, dense TFLOP/s, bandwidth."""
+        return [GpuRow(id=g.id, name=g.name, vendor=g.vendor, memory_bytes=g.memory_bytes,
+                       memory_gib=round(g.memory_gib, 3), dense_tflops=g.dense_tflops,
+                       memory_bandwidth_gb_s=g.memory_bandwidth_gb_s, aliases=list(g.aliases))
+                for g in catalog.list_gpus()]
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": memplan.__version__, "models": len(catalog.list_models()),
+                "gpus": len(catalog.list_gpus()), "hub_access": s.hub_access}
+
+    _docs(app)
+    web_dir = Path(s.web_dir) if s.web_dir else REPO_WEB_DIR
+    if web_dir.is_dir():
+        app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
+    if s.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["content-type"])
+    app.add_middleware(BodyLimit, limit=s.body_limit)
+    return app
+
+
+def _docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from assets on disk (fastapi-offline's copy), since the default CDN is unreachable
+    offline."""
+    import fastapi_offline
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/_docs", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="memplan API",
+                                   swagger_js_url="/_docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/_docs/swagger-ui.css", swagger_favicon_url="/_docs/favicon.png")

@@ -1,0 +1,108 @@
+"""Peak memory against one size field (micro-batch, sequence length, inference batch or prompt length), and the
+largest value that fits. Relies on the peak never falling as the field grows (tests/test_properties.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from memplan.estimate import Estimate, estimate
+from memplan.spec import JobSpec, SpecError, parse_spec
+
+SweepField = Literal["micro_batch_size", "seq_len", "inference.batch_size", "inference.prompt_len"]
+SWEEP_FIELDS: tuple[str, ...] = SweepField.__args__  # type: ignore[attr-defined]
+#: the spec's own upper bound of each field: the search for the largest fitting value stops there
+FIELD_LIMITS = {"micro_batch_size": 1_000_000, "seq_len": 10_000_000, "inference.batch_size": 1_000_000,
+                "inference.prompt_len": 10_000_000}
+#: where the default grid of powers of two starts and the least it reaches
+GRID = {"micro_batch_size": (1, 16), "seq_len": (128, 8192), "inference.batch_size": (1, 64),
+        "inference.prompt_len": (128, 8192)}
+MAX_POINTS = 64
+
+
+class SweepPoint(BaseModel):
+    value: int
+    peak_bytes: int
+    peak_allocated_bytes: int
+    peak_reserved_bytes: int
+    peak_phase: str
+    fits: bool
+
+
+class Sweep(BaseModel):
+    field: str
+    points: list[SweepPoint]
+    largest_fitting: int | None = Field(description="largest value of the field that fits (None: not even 1)")
+    usable_bytes: int = Field(description="the GPU's usable memory, the line the chart draws")
+    gpu_id: str
+
+
+def with_value(spec: JobSpec, field: str, value: int) -> JobSpec:
+    """The spec with one (possibly nested) field changed, validated again; fields left unset stay unset."""
+    data = spec.model_dump(by_alias=True, exclude_unset=True)
+    if field.startswith("inference."):
+        data["inference"] = {**data.get("inference", {}), field.split(".", 1)[1]: value}
+    else:
+        data[field] = value
+    return parse_spec(data)
+
+
+def _check_field(field: str) -> None:
+    if field not in SWEEP_FIELDS:
+        raise SpecError([("field", f"cannot sweep {field!r}; allowed: {', '.join(SWEEP_FIELDS)}")])
+
+
+def largest_fitting(job: dict[str, Any] | JobSpec, field: str) -> int | None:
+    """The largest value of `field` whose estimate fits: doubling from 1, then bisection (about 2*log2(n)
+    estimates). None when 1 does not fit."""
+    _check_field(field)
+    spec = parse_spec(job)
+    limit = FIELD_LIMITS[field]
+
+    def fits(v: int) -> bool:
+        return estimate(with_value(spec, field, v)).fits
+
+    if not fits(1):
+        return None
+    lo = 1
+    while lo < limit:
+        hi = min(lo * 2, limit)
+        if not fits(hi):
+            break
+        lo = hi
+    else:
+        return limit
+    while hi - lo > 1:  # fits(lo), not fits(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def sweep(job: dict[str, Any] | JobSpec, field: str, values: list[int] | None = None) -> Sweep:
+    """Estimate the job at each value of `field` (default: powers of two from the field's start up to twice the
+    largest fitting value, at least to the field's usual range) and find the largest value that fits."""
+    _check_field(field)
+    spec = parse_spec(job)
+    best = largest_fitting(spec, field)
+    if values is None:
+        start, least = GRID[field]
+        top = min(max(least, 2 * (best or 0)), FIELD_LIMITS[field])
+        values = []
+        v = start
+        while v <= top and len(values) < MAX_POINTS:
+            values.append(v)
+            v *= 2
+    if not 1 <= len(values) <= MAX_POINTS:
+        raise SpecError([("values", f"give 1 to {MAX_POINTS} values, got {len(values)}")])
+    points = []
+    for v in sorted(set(values)):
+        if not 1 <= v <= FIELD_LIMITS[field]:
+            raise SpecError([("values", f"{field} must be in 1..{FIELD_LIMITS[field]}, got {v}")])
+        e: Estimate = estimate(with_value(spec, field, v))
+        points.append(SweepPoint(value=v, peak_bytes=e.peak_bytes, peak_allocated_bytes=e.peak_allocated_bytes,
+                                 peak_reserved_bytes=e.peak_reserved_bytes, peak_phase=e.peak_phase, fits=e.fits))
+    first = estimate(spec)
+    return Sweep(field=field, points=points, largest_fitting=best, usable_bytes=first.gpu.usable_bytes,
+                 gpu_id=first.gpu.id)
