@@ -8,6 +8,8 @@ Errors: 422 names the field and what it allows, 404 names an unknown model or GP
 
 from __future__ import annotations
 
+import gc
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 import memplan
@@ -107,9 +110,21 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
     return _error(422, unique)
 
 
+@asynccontextmanager
+async def _warm(app: FastAPI):
+    """Import transformers and build one model before the first request, then move everything alive to the
+    garbage collector's permanent generation (gc.freeze): torch and transformers leave ~10^6 objects that every
+    full collection would otherwise walk, a pause of tens of milliseconds in the middle of a request."""
+    if app.state.settings.warm:
+        estimate(EXAMPLES["qlora_t4"]["value"])
+        gc.collect()
+        gc.freeze()
+    yield
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or Settings.from_env()
-    app = FastAPI(title="memplan", version=memplan.__version__, docs_url=None, redoc_url=None,
+    app = FastAPI(title="memplan", version=memplan.__version__, docs_url=None, redoc_url=None, lifespan=_warm,
                   description="GPU memory of LLM fine-tuning and serving jobs, per GPU, before they run. "
                               "Byte counts are integers; the calculator page is at /.")
     app.state.settings = s
@@ -126,15 +141,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _on_hub(request: Request, exc: hub.HubError) -> JSONResponse:
         return _error(404 if exc.not_found else 503, [{"field": "model", "message": str(exc)}])
 
-    def with_hub(call, job: JobSpec, *args):
+    async def with_hub(call, job: JobSpec, *args):
         """Run call(job); when the model id is not in the catalog and hub access is on, fetch its config.json
-        and run it again on that config."""
+        (in a worker thread: it waits on the network) and run it again on that config.
+        The routes are async and estimate in the event loop: an estimate takes well under a millisecond, less
+        than a hop to a worker thread costs."""
         try:
             return call(job, *args)
         except UnknownIdError as exc:
             if exc.field != "model" or not s.hub_access or job.model is None:
                 raise
-            config = hub.fetch_config(job.model, s.hub_timeout)
+            config = await run_in_threadpool(hub.fetch_config, job.model, s.hub_timeout)
             data = job.model_dump(by_alias=True, exclude_unset=True)
             data.pop("model")
             return call(JobSpec.model_validate({**data, "model_config": config}), *args)
@@ -144,27 +161,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/estimate", response_model=Estimate, tags=["estimate"],
               responses={404: {"description": "unknown model or GPU id"}, 422: {"description": "invalid job"}})
-    def post_estimate(job: Annotated[JobSpec, Body(openapi_examples=EXAMPLES)]) -> Response:
+    async def post_estimate(job: Annotated[JobSpec, Body(openapi_examples=EXAMPLES)]) -> Response:
         """Per-GPU memory of the job: peak allocated / reserved / on the GPU, the breakdown by term, the phases."""
-        return json_response(with_hub(estimate, job))
+        return json_response(await with_hub(estimate, job))
 
     @app.post("/v1/check", response_model=CheckResult, tags=["estimate"],
               responses={404: {"description": "unknown model or GPU id"}, 422: {"description": "invalid job"}})
-    def post_check(job: Annotated[JobSpec, Body(openapi_examples=EXAMPLES)],
+    async def post_check(job: Annotated[JobSpec, Body(openapi_examples=EXAMPLES)],
                    margin_pct: Annotated[float, Query(ge=0, lt=100, description="required free share of the "
                                                                                 "usable memory, %")] = 0.0
                    ) -> Response:
         """Does the job fit its GPU with `margin_pct` percent of the usable memory left free? (`memplan check`)"""
-        return json_response(with_hub(check, job, margin_pct))
+        return json_response(await with_hub(check, job, margin_pct))
 
     @app.post("/v1/sweep", response_model=Sweep, tags=["estimate"])
-    def post_sweep(req: SweepRequest) -> Response:
+    async def post_sweep(req: SweepRequest) -> Response:
         """Peak memory against micro-batch, sequence length, inference batch or prompt length, and the largest
         value that fits."""
-        return json_response(with_hub(lambda job: sweep(job, req.field, req.values), req.job))
+        return json_response(await with_hub(lambda job: sweep(job, req.field, req.values), req.job))
 
     @app.get("/v1/models", response_model=list[ModelRow], tags=["catalog"])
-    def get_models(search: Annotated[str | None, Query(max_length=200, description="substring of the id, "
+    async def get_models(search: Annotated[str | None, Query(max_length=200, description="substring of the id, "
                                                        "an alias or the model_type, case-insensitive")] = None
                    ) -> list[ModelRow]:
         """The bundled model catalog (config.json snapshots), with parameter counts."""
@@ -179,7 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return rows
 
     @app.get("/v1/gpus", response_model=list[GpuRow], tags=["catalog"])
-    def get_gpus() -> list[GpuRow]:
+    async def get_gpus() -> list[GpuRow]:
         """The bundled GPU catalog: memory as the driver reports it, dense TFLOP/s, bandwidth."""
         return [GpuRow(id=g.id, name=g.name, vendor=g.vendor, memory_bytes=g.memory_bytes,
                        memory_gib=round(g.memory_gib, 3), dense_tflops=g.dense_tflops,
@@ -187,7 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 for g in catalog.list_gpus()]
 
     @app.get("/healthz", tags=["service"])
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": memplan.__version__, "models": len(catalog.list_models()),
                 "gpus": len(catalog.list_gpus()), "hub_access": s.hub_access}
 

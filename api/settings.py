@@ -26,6 +26,7 @@ class Settings:
     hub_access: bool = False  # fetch config.json from the Hugging Face Hub for ids not in the catalog
     hub_timeout: float = 5.0  # seconds for that one request
     web_dir: str = ""  # the calculator page's folder; empty: the repository's web/
+    warm: bool = True  # build one model at startup (a few seconds) so that the first request is fast
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

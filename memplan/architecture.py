@@ -169,6 +169,7 @@ def _introspect_catalog(model: str, head: str, num_labels: int) -> ModelInfo:
 
 
 def _introspect_config(model_id: str, config: dict, head: str, num_labels: int) -> ModelInfo:
+    _refuse_remote_code(config)  # before the key drops auto_map as bookkeeping
     key = json.dumps({k: v for k, v in config.items() if k not in _BOOKKEEPING}, sort_keys=True, default=str)
     return _introspect_cached(model_id, key, head, num_labels)
 
@@ -200,14 +201,17 @@ def _resolve_head(config: Any, raw: dict, head: str) -> str:
     raise ArchitectureError(f"cannot tell which head model_type '{config.model_type}' uses; set 'head'", "head")
 
 
+def _refuse_remote_code(raw: dict) -> None:
+    if raw.get("auto_map") or raw.get("trust_remote_code"):
+        names = sorted(raw["auto_map"]) if isinstance(raw.get("auto_map"), dict) else []
+        raise ArchitectureError(f"this config needs remote code (auto_map: {names}); memplan never executes code "
+                                "from a model repository", "model_config")
+
+
 def _make_config(raw: dict) -> Any:
     from transformers import CONFIG_MAPPING
 
-    if raw.get("auto_map") or raw.get("trust_remote_code"):
-        raise ArchitectureError(
-            f"this config needs remote code (auto_map: {sorted((raw.get('auto_map') or {}).keys())}); "
-            "memplan never executes code from a model repository"
-        )
+    _refuse_remote_code(raw)
     model_type = raw.get("model_type")
     if model_type not in CONFIG_MAPPING:
         import transformers

@@ -42,6 +42,14 @@ class UnknownIdError(SpecError):
         super().__init__([(field, message)])
 
 
+class FieldConflict(ValueError):
+    """A cross-field rule broken, raised inside a model validator; names the field to report it under."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
@@ -117,22 +125,27 @@ class JobSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "JobSpec":
         if (self.model is None) == (self.inline_config is None):
-            raise ValueError("give exactly one of 'model' (a catalog id or config path) or 'model_config' (inline)")
+            raise FieldConflict("model", "give exactly one of 'model' (a catalog id or config path) or "
+                                         "'model_config' (inline)")
         if self.method == "qlora" and self.weight_dtype not in ("nf4", "fp4"):
-            raise ValueError(f"method 'qlora' needs weight_dtype 'nf4' or 'fp4', not '{self.weight_dtype}'")
+            raise FieldConflict("weight_dtype", f"method 'qlora' needs weight_dtype 'nf4' or 'fp4', "
+                                                f"not '{self.weight_dtype}'")
         if self.task == "train" and self.weight_dtype in QUANTIZED_DTYPES and self.method in ("full", "freeze"):
-            raise ValueError(
+            raise FieldConflict("method",
                 f"method '{self.method}' cannot train {self.weight_dtype} weights: quantized weights are frozen; "
                 "use method 'qlora' (nf4/fp4) or 'lora', or a float weight_dtype"
             )
         if self.task == "train" and self.weight_dtype == "int4":
-            raise ValueError("weight_dtype 'int4' (GPTQ/AWQ) is modelled for serving only: use task 'inference'")
+            raise FieldConflict("weight_dtype", "weight_dtype 'int4' (GPTQ/AWQ) is modelled for serving only: "
+                                                "use task 'inference'")
         if self.offload_params and self.zero_stage != 3:
-            raise ValueError("offload_params needs zero_stage 3 (DeepSpeed offloads parameters only under ZeRO-3)")
+            raise FieldConflict("offload_params", "offload_params needs zero_stage 3 (DeepSpeed offloads "
+                                                  "parameters only under ZeRO-3)")
         if self.offload_optimizer and self.zero_stage == 0:
-            raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3 (a DeepSpeed ZeRO feature)")
+            raise FieldConflict("offload_optimizer", "offload_optimizer needs zero_stage 1, 2 or 3 (a DeepSpeed "
+                                                     "ZeRO feature)")
         if self.zero_stage and self.task == "inference":
-            raise ValueError("zero_stage applies to training; use task 'train' or zero_stage 0")
+            raise FieldConflict("zero_stage", "zero_stage applies to training; use task 'train' or zero_stage 0")
         return self
 
     @property
@@ -155,6 +168,9 @@ def format_error(err: dict) -> tuple[str, str]:
     loc_parts = [str(p) for p in err.get("loc", ()) if not str(p).startswith(("function-", "literal["))]
     # pydantic adds the union member name ("str", "GpuMemorySpec", "list[str]") to the path: drop those
     loc_parts = [p for p in loc_parts if p not in ("str", "GpuMemorySpec", "list[str]", "literal['all-linear']")]
+    conflict = (err.get("ctx") or {}).get("error")
+    if isinstance(conflict, FieldConflict):  # a cross-field rule: report it under the field it names
+        loc_parts = [*loc_parts, conflict.field]
     loc = ".".join(loc_parts)
     kind = err.get("type", "")
     if kind == "extra_forbidden":

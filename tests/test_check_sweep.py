@@ -1,0 +1,72 @@
+"""memplan.check and memplan.sweep: the verdict with a margin, and the largest value that fits."""
+
+import pytest
+
+import memplan
+from memplan.check import check
+from memplan.spec import SpecError
+from memplan.sweep import largest_fitting, sweep, with_value
+
+EXAMPLE = {"model": "meta-llama/Llama-3.1-8B", "method": "qlora", "optimizer": "paged_adamw_8bit",
+           "gradient_checkpointing": True, "gpu": "T4-16GB"}
+GIB = 2**30
+
+
+def test_check_docstring_example():
+    """peak 12.35 GiB on a T4 (14.50 GiB usable): margin 10% needs 13.80 GiB (fits), 20% needs 15.25 (not)."""
+    ten = check(EXAMPLE, 10)
+    assert round(ten.estimate.peak_bytes / GIB, 2) == 12.35 and round(ten.usable_bytes / GIB, 2) == 14.50
+    assert ten.fits and round(ten.required_bytes / GIB, 2) == 13.80
+    twenty = check(EXAMPLE, 20)
+    assert not twenty.fits and round(twenty.required_bytes / GIB, 2) == 15.25
+    assert twenty.message.startswith("DOES NOT FIT: meta-llama/Llama-3.1-8B on T4-16GB: peak 12.35 GiB")
+
+
+@pytest.mark.parametrize("margin", [-1, 100, 250])
+def test_check_rejects_bad_margins(margin):
+    with pytest.raises(SpecError) as err:
+        check(EXAMPLE, margin)
+    assert err.value.errors[0][0] == "margin_pct"
+
+
+@pytest.mark.parametrize("job,field", [
+    (EXAMPLE, "micro_batch_size"),
+    (EXAMPLE, "seq_len"),
+    ({"model": "Qwen/Qwen2.5-7B", "task": "inference", "gpu": "L4-24GB"}, "inference.batch_size"),
+    ({"model": "Qwen/Qwen2.5-7B", "task": "inference", "gpu": "L4-24GB"}, "inference.prompt_len"),
+])
+def test_largest_fitting_is_tight(job, field):
+    best = largest_fitting(job, field)
+    spec = memplan.parse_spec(job)
+    assert best is not None and memplan.estimate(with_value(spec, field, best)).fits
+    assert not memplan.estimate(with_value(spec, field, best + 1)).fits
+
+
+def test_largest_fitting_none_when_nothing_fits():
+    assert largest_fitting({**EXAMPLE, "method": "full", "weight_dtype": "bf16"}, "micro_batch_size") is None
+
+
+def test_with_value_keeps_unset_fields_unset():
+    # attention left out stays defaulted, so Gemma 2 still falls back to eager instead of rejecting sdpa
+    spec = memplan.parse_spec({"model": "google/gemma-2-2b", "method": "lora"})
+    changed = with_value(spec, "micro_batch_size", 4)
+    assert changed.micro_batch_size == 4 and "attention" not in changed.model_fields_set
+    assert with_value(changed, "inference.prompt_len", 99).inference.prompt_len == 99
+
+
+def test_sweep_grid_reaches_past_the_largest_fit():
+    s = sweep(EXAMPLE, "seq_len")
+    values = [p.value for p in s.points]
+    assert values == sorted(values) and values[0] == 128 and values[-1] > s.largest_fitting
+    peaks = [p.peak_bytes for p in s.points]
+    assert peaks == sorted(peaks)  # more tokens never lower the peak
+    assert [p.fits for p in s.points] == [p.value <= s.largest_fitting for p in s.points]
+
+
+def test_sweep_rejects_unknown_fields_and_bad_values():
+    with pytest.raises(SpecError, match="allowed: micro_batch_size"):
+        sweep(EXAMPLE, "lora.r")
+    with pytest.raises(SpecError, match="values"):
+        sweep(EXAMPLE, "micro_batch_size", [0])
+    with pytest.raises(SpecError, match="1 to 64 values"):
+        sweep(EXAMPLE, "micro_batch_size", list(range(1, 70)))
