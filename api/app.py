@@ -26,7 +26,7 @@ import memplan
 from memplan import catalog, hub
 from memplan.check import CheckResult, check
 from memplan.estimate import Estimate, estimate
-from memplan.spec import JobSpec, SpecError, UnknownIdError, describe_errors
+from memplan.spec import JobSpec, SpecError, UnknownIdError, describe_errors, drop_union_noise
 from memplan.sweep import Sweep, SweepField, sweep
 
 from api.limits import BodyLimit
@@ -93,7 +93,7 @@ def _spec_error_response(exc: SpecError, prefix: str = "") -> JSONResponse:
 
 def _validation_response(exc: RequestValidationError) -> JSONResponse:
     items = []
-    for err in exc.errors():
+    for err in drop_union_noise(list(exc.errors())):
         loc = [str(p) for p in err.get("loc", ())]
         where, loc = (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path") else ("body", loc)
         prefix = ""

@@ -402,6 +402,9 @@ def _build_info(model_id: str, raw: dict, head: str, num_labels: int) -> ModelIn
     n_kv = int(n_kv or n_q)
 
     layers = _layer_shapes(model, config, enc_dec, h, n_q, n_kv, d_head)
+    if not layers:
+        raise ArchitectureError(f"this {config.model_type} config builds no transformer blocks "
+                                "(num_hidden_layers 0?)", "model_config")
     dec_layers = [s for s in layers if s.stack == "decoder"]
     enc_layers = [s for s in layers if s.stack == "encoder"]
     intermediate = max((s.intermediate_size for s in layers), default=4 * h)

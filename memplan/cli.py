@@ -45,10 +45,15 @@ def _add_job_args(p: argparse.ArgumentParser) -> None:
     grp.add_argument("--gpu-memory-gib", type=float, default=None, help="a GPU given by its memory in GiB")
 
 
+#: fields whose values are names: passed as typed (YAML would read `--mixed-precision no` as false)
+_NAME_FIELDS = {"model", "task", "head", "method", "weight_dtype", "mixed_precision", "optimizer", "optimizer_impl",
+                "attention", "inference.kv_cache_dtype"}
+
+
 def _parse_value(path: str, raw: str) -> Any:
     if path == "lora.target_modules":
         return raw if raw == "all-linear" else [x.strip() for x in raw.split(",") if x.strip()]
-    if path == "model":
+    if path in _NAME_FIELDS:
         return raw
     try:
         return yaml.safe_load(raw)

@@ -88,6 +88,9 @@ class _Phase:
 def _gpu(spec: JobSpec) -> tuple[GpuInfo, str | None]:
     if isinstance(spec.gpu, GpuMemorySpec):
         mem = int(spec.gpu.memory_gib * GIB)
+        if ov.usable_memory_bytes(mem) <= 0:
+            raise SpecError([("gpu.memory_gib", f"must be above the {ov.DRIVER_RESERVED_PRIOR_BYTES / GIB:g} GiB the "
+                                                f"driver keeps, got {spec.gpu.memory_gib:g}")])
         return GpuInfo(id=f"custom-{spec.gpu.memory_gib:g}GiB", memory_bytes=mem,
                        usable_bytes=ov.usable_memory_bytes(mem)), None
     entry = catalog.get_gpu(spec.gpu)
@@ -464,9 +467,19 @@ def _inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: lis
     return phases
 
 
+#: the config keys that set a model's size (any one spelling of each)
+_SIZE_KEYS = (("hidden_size", "n_embd", "d_model"), ("num_hidden_layers", "n_layer", "num_layers"),
+              ("num_attention_heads", "n_head", "num_heads"), ("vocab_size",))
+
+
 def _assumptions(spec: JobSpec, info: ModelInfo, attention: str) -> list[str]:
     out = [f"model {info.model_id}: {info.model_class}, {info.total_params:,} parameters "
            f"(built on the meta device with transformers)"]
+    if spec.inline_config is not None:
+        missing = [names[0] for names in _SIZE_KEYS if not any(n in spec.inline_config for n in names)]
+        if missing:
+            out.append(f"model_config gives no {', '.join(missing)}: transformers' defaults for "
+                       f"{info.model_type} were used")
     if spec.task == "train":
         out.append("per GPU, steady state from the second optimizer step on (optimizer states are created "
                    "lazily in the first step); HF Trainer-style step: forward with labels, backward, clip, step, "

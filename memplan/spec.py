@@ -51,7 +51,7 @@ class FieldConflict(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 class LoraSpec(_Strict):
@@ -83,7 +83,7 @@ class GpuMemorySpec(_Strict):
 class JobSpec(_Strict):
     """A planned training or inference job. Every field but `model` (or `model_config`) has a default."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True, allow_inf_nan=False)
 
     model: str | None = Field(None, description="catalog id (Hugging Face repo id) or, in the CLI, a config.json path")
     inline_config: dict[str, Any] | None = Field(None, alias="model_config", description="an inline config.json")
@@ -201,10 +201,18 @@ def parse_spec(data: dict[str, Any] | JobSpec) -> JobSpec:
         raise SpecError(describe_errors(exc.errors())) from None
 
 
+def drop_union_noise(errors: list[dict]) -> list[dict]:
+    """A union (gpu: str | {memory_gib}) reports a problem per member: drop the "not a string" of an object input
+    when the object member says what is wrong with it."""
+    if len(errors) < 2:
+        return errors
+    return [e for e in errors if not (e.get("type") == "string_type" and isinstance(e.get("input"), dict))]
+
+
 def describe_errors(errors: list[dict]) -> list[tuple[str, str]]:
     """format_error over pydantic's error list, without repeats (a union reports one problem per member)."""
     seen: list[tuple[str, str]] = []
-    for err in errors:
+    for err in drop_union_noise(errors):
         item = format_error(err)
         if item not in seen:
             seen.append(item)

@@ -41,7 +41,7 @@ def start_server() -> tuple[str, object]:
     server = uvicorn.Server(uvicorn.Config(create_app(Settings()), host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while True:
         try:
             if httpx.get(base + "/healthz", timeout=1).status_code == 200:
@@ -49,7 +49,7 @@ def start_server() -> tuple[str, object]:
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise SystemExit("the app did not answer /healthz within 30 s")
+            raise SystemExit("the app did not answer /healthz within 120 s")
         time.sleep(0.05)
     return base, server
 

@@ -54,6 +54,13 @@ def test_estimate_accepts_an_inline_config(client):
                            "name": None}
 
 
+def test_a_bare_config_says_which_defaults_it_used(client):
+    r = client.post("/v1/estimate", json={"model_config": {"model_type": "llama", "hidden_size": 1024}})
+    notes = [a for a in r.json()["assumptions"] if a.startswith("model_config gives no")]
+    assert notes == ["model_config gives no num_hidden_layers, num_attention_heads, vocab_size: transformers' "
+                     "defaults for llama were used"]
+
+
 def test_check_and_margin(client):
     r = client.post("/v1/check", json=QLORA_T4)
     body = r.json()
@@ -186,7 +193,8 @@ def test_cors_only_when_configured():
 
 # ---------------------------------------------------------------- no 500 for any client input
 
-FIELD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**7), st.floats(allow_nan=True),
+FIELD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**7), st.floats(allow_nan=False,
+                                                                                      allow_infinity=False),
                          st.text(max_size=12), st.lists(st.text(max_size=6), max_size=3),
                          st.dictionaries(st.text(max_size=6), st.integers(), max_size=2))
 SPEC_KEYS = ["task", "head", "num_labels", "method", "weight_dtype", "mixed_precision", "double_quant", "optimizer",
@@ -235,6 +243,16 @@ def test_no_client_input_gets_a_500(client, body, route):
     if r.status_code != 200:
         detail = r.json()["detail"]
         assert detail and all(d["message"] for d in detail)
+
+
+@pytest.mark.parametrize("raw", [b'{"model": "Qwen/Qwen2.5-0.5B", "lora": {"alpha": Infinity}}',
+                                 b'{"model": "Qwen/Qwen2.5-0.5B", "gpu": {"memory_gib": NaN}}',
+                                 b'{"model": "Qwen/Qwen2.5-0.5B", "micro_batch_size": 1e400}'])
+def test_non_finite_numbers_are_refused(client, raw):
+    """Python's JSON parser reads NaN and Infinity, which JSON itself does not have: refused by name."""
+    r = client.post("/v1/estimate", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["field"] in ("lora.alpha", "gpu.memory_gib", "micro_batch_size")
 
 
 # ---------------------------------------------------------------- settings and hub access

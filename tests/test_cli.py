@@ -84,3 +84,15 @@ def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "memplan.cli", "check", EXAMPLE], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and "FITS" in proc.stdout
+
+
+def test_name_flags_are_not_read_as_yaml(capsys):
+    """`--mixed-precision no` is the choice 'no', not YAML's false."""
+    code, out, _ = run(capsys, "estimate", "openai-community/gpt2", "--method", "full", "--weight-dtype", "fp32",
+                       "--mixed-precision", "no", "--json")
+    assert code == 0
+    import json
+
+    from memplan import estimate
+    assert json.loads(out)["peak_bytes"] == estimate({"model": "openai-community/gpt2", "method": "full",
+                                                      "weight_dtype": "fp32", "mixed_precision": "no"}).peak_bytes

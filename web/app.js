@@ -1,0 +1,902 @@
+// memplan calculator page. Every number shown comes from the API (/v1/estimate, /v1/sweep, /v1/models,
+// /v1/gpus); this script only reads the controls, builds the job spec, draws the answers and keeps the URL.
+// No build step, no dependencies.
+
+const GIB = 2 ** 30;
+const DEBOUNCE_MS = 150;
+
+// Spec defaults; replaced at start-up by the defaults in the API's own schema (/openapi.json), so a field the
+// user has not changed is never sent and the server's default applies.
+const DEFAULTS = {
+  task: "train", head: "auto", num_labels: 2, method: "lora", weight_dtype: "bf16", mixed_precision: "bf16",
+  double_quant: true, optimizer: "adamw", optimizer_impl: "auto", "lora.r": 16, "lora.alpha": 32,
+  "lora.dropout": 0.05, "lora.target_modules": "all-linear", num_virtual_tokens: 20, adapter_size: 64,
+  micro_batch_size: 1, seq_len: 2048, gradient_accumulation_steps: 1, gradient_checkpointing: false,
+  attention: "sdpa", num_gpus: 1, zero_stage: 0, offload_optimizer: false, offload_params: false,
+  "inference.batch_size": 1, "inference.prompt_len": 1024, "inference.max_new_tokens": 256,
+  "inference.kv_cache_dtype": "bf16", gpu: "H100-SXM-80GB",
+};
+const FIRST_MODEL = "meta-llama/Llama-3.1-8B"; // shown on a first visit without a link
+
+const isTrain = (v) => v.task === "train";
+const isInference = (v) => v.task === "inference";
+const isLora = (v) => isTrain(v) && (v.method === "lora" || v.method === "qlora");
+const effectiveWeightDtype = (v) =>
+  v.weight_dtype || (isTrain(v) && v.method === "qlora" ? "nf4" : DEFAULTS.weight_dtype);
+
+// Job fields in the order the exports list them. kind: select | opt (select whose "" means "not set") | int |
+// float | bool | targets. `when` says whether the field applies to the current job (else hidden, not sent).
+const FIELDS = [
+  { path: "task", kind: "select" },
+  { path: "method", kind: "select", when: isTrain },
+  { path: "lora.r", kind: "int", when: isLora },
+  { path: "lora.alpha", kind: "float", when: isLora },
+  { path: "lora.dropout", kind: "float", when: isLora },
+  { path: "lora.target_modules", kind: "targets", when: isLora },
+  { path: "num_virtual_tokens", kind: "int", when: (v) => isTrain(v) && ["prompt_tuning", "prefix_tuning"].includes(v.method) },
+  { path: "adapter_size", kind: "int", when: (v) => isTrain(v) && v.method === "adapter" },
+  { path: "weight_dtype", kind: "opt" },
+  { path: "double_quant", kind: "bool", when: (v) => ["nf4", "fp4"].includes(effectiveWeightDtype(v)) },
+  { path: "mixed_precision", kind: "select" },
+  { path: "optimizer", kind: "select", when: isTrain },
+  { path: "optimizer_impl", kind: "select", when: isTrain },
+  { path: "micro_batch_size", kind: "int", when: isTrain },
+  { path: "seq_len", kind: "int", when: isTrain },
+  { path: "gradient_accumulation_steps", kind: "int", when: isTrain },
+  { path: "gradient_checkpointing", kind: "bool", when: isTrain },
+  { path: "attention", kind: "opt" },
+  { path: "num_gpus", kind: "int", when: isTrain },
+  { path: "zero_stage", kind: "int-select", when: isTrain },
+  { path: "offload_optimizer", kind: "bool", when: (v) => isTrain(v) && Number(v.zero_stage) >= 1 },
+  { path: "offload_params", kind: "bool", when: (v) => isTrain(v) && Number(v.zero_stage) === 3 },
+  { path: "inference.batch_size", kind: "int", when: isInference },
+  { path: "inference.prompt_len", kind: "int", when: isInference },
+  { path: "inference.max_new_tokens", kind: "int", when: isInference },
+  { path: "inference.kv_cache_dtype", kind: "select", when: isInference },
+  { path: "head", kind: "select" },
+  { path: "num_labels", kind: "int", when: (v) => ["sequence_classification", "token_classification"].includes(v.head) },
+];
+const controlId = (path) => path.replace(/[._]/g, "-");
+const cliFlag = (path) => "--" + path.replace(/[._]/g, "-");
+
+const SWEEPS = {
+  train: [
+    { field: "micro_batch_size", label: "micro-batch size", title: "Peak memory against micro-batch size" },
+    { field: "seq_len", label: "sequence length (tokens)", title: "Peak memory against sequence length" },
+  ],
+  inference: [
+    { field: "inference.batch_size", label: "batch size", title: "Peak memory against batch size" },
+    { field: "inference.prompt_len", label: "prompt length (tokens)", title: "Peak memory against prompt length" },
+  ],
+};
+
+const TERM_COLORS = {
+  weights: "#3b6ea8", optimizer_states: "#d08a2e", paged_optimizer_states: "#e3b060", gradients: "#b5534f",
+  zero_buffers: "#8b6bb1", activations: "#4f9a76", logits: "#79b4a9", kv_cache: "#4f9a76",
+  temporaries: "#c97ba0", cublas_workspace: "#9aa3ad", allocator_fragmentation: "#b8bfc7", cuda_context: "#6b7580",
+};
+const EXTRA_COLORS = ["#a3844f", "#5d8fb8", "#8fa35a", "#b0708e", "#6f8b8b"];
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  form: $("job-form"), model: $("model"), modelList: $("model-list"), modelHint: $("model-hint"),
+  config: $("model-config"), gpu: $("gpu"), gpuMem: $("gpu-memory-gib"), error: $("error"), result: $("result"),
+  share: $("share-url"), yaml: $("copy-yaml-out"), json: $("copy-json-out"), cli: $("copy-cli-out"),
+};
+
+let models = []; // rows of /v1/models
+const modelIndex = new Map(); // lower-cased id or alias -> row
+let gpus = [];
+let timer = 0;
+let inflight = null; // AbortController of the requests in flight
+let generation = 0;
+
+// ------------------------------------------------------------------ formatting
+
+/** bytes / 2^30 to `digits` decimals, rounded half-to-even on the exact value (as Python's f"{x:.2f}"). */
+function gib(bytes, digits = 2) {
+  let b = BigInt(bytes);
+  const neg = b < 0n;
+  if (neg) b = -b;
+  const scale = 10n ** BigInt(digits);
+  const d = 1n << 30n;
+  let q = (b * scale) / d;
+  const r = (b * scale) % d;
+  if (2n * r > d || (2n * r === d && q % 2n === 1n)) q += 1n;
+  let s = q.toString().padStart(digits + 1, "0");
+  if (digits > 0) s = s.slice(0, -digits) + "." + s.slice(-digits);
+  return (neg ? "-" : "") + s;
+}
+
+function fmtCount(n) {
+  if (n == null) return "–";
+  if (n >= 1e9) return (n / 1e9).toFixed(2) + " B";
+  if (n >= 1e6) return (n / 1e6).toFixed(1) + " M";
+  if (n >= 1e3) return (n / 1e3).toFixed(1) + " K";
+  return String(n);
+}
+
+const humanTerm = (t) => t.replace(/_/g, " ").replace(/^kv /, "KV ").replace(/^cuda /, "CUDA ").replace(/^cublas /, "cuBLAS ");
+
+function node(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v == null || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children) if (c != null) e.append(c);
+  return e;
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}, text) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v != null) e.setAttribute(k, String(v));
+  if (text != null) e.textContent = text;
+  return e;
+}
+
+// ------------------------------------------------------------------ controls <-> raw state
+
+function field(path) { return FIELDS.find((f) => f.path === path); }
+
+function readControl(f) {
+  const c = $(controlId(f.path));
+  return f.kind === "bool" ? String(c.checked) : c.value.trim();
+}
+
+function writeControl(f, raw) {
+  const c = $(controlId(f.path));
+  if (f.kind === "bool") c.checked = raw === true || raw === "true";
+  else c.value = raw == null ? "" : String(raw);
+}
+
+function defaultRaw(f) {
+  if (f.kind === "opt") return "";
+  const d = DEFAULTS[f.path];
+  if (f.kind === "targets") return Array.isArray(d) ? d.join(",") : String(d);
+  return String(d);
+}
+
+function isDefault(f, raw) {
+  const d = defaultRaw(f);
+  if (raw === "" || raw === d) return true;
+  if (["int", "float", "int-select"].includes(f.kind)) return Number(raw) === Number(d) && raw.trim() !== "";
+  if (f.kind === "targets") return normTargets(raw) === normTargets(d);
+  return false;
+}
+
+const normTargets = (raw) => raw.split(",").map((s) => s.trim()).filter(Boolean).join(",");
+
+/** Values of every control (for the `when` rules), strings as in the controls. */
+function controlValues() {
+  const v = {};
+  for (const f of FIELDS) v[f.path] = readControl(f);
+  return v;
+}
+
+/** The page state: model source, model or pasted text, the applicable non-default fields, the GPU. */
+function readState() {
+  const values = controlValues();
+  const state = { source: $("source-config").checked ? "config" : "catalog", fields: [] };
+  state.model = el.model.value.trim();
+  state.config = el.config.value;
+  for (const f of FIELDS) {
+    const applies = !f.when || f.when(values);
+    if (applies && !isDefault(f, values[f.path])) state.fields.push([f.path, values[f.path]]);
+  }
+  state.gpu = el.gpu.value;
+  state.gpuMem = el.gpuMem.value.trim();
+  return state;
+}
+
+function updateVisibility() {
+  const values = controlValues();
+  for (const f of FIELDS) {
+    const wrap = document.querySelector(`[data-field="${f.path}"]`);
+    if (wrap) wrap.hidden = !!f.when && !f.when(values);
+  }
+  for (const fs of document.querySelectorAll(".controls fieldset.card")) {
+    const wraps = fs.querySelectorAll("[data-field]");
+    if (wraps.length) fs.hidden = [...wraps].every((w) => w.hidden);
+  }
+  const config = $("source-config").checked;
+  $("catalog-field").hidden = config;
+  $("config-field").hidden = !config;
+  $("gpu-memory-field").hidden = el.gpu.value !== "custom";
+  for (const [i, s] of SWEEPS[values.task === "inference" ? "inference" : "train"].entries()) {
+    $(i === 0 ? "chart-mb-title" : "chart-seq-title").textContent = s.title;
+  }
+  // the weight dtype the server picks when none is sent: nf4 for QLoRA training, else the spec default
+  document.querySelector("#weight-dtype option[data-default-label]").textContent =
+    `Auto (${effectiveWeightDtype({ ...values, weight_dtype: "" })})`;
+  $("largest-label").textContent = values.task === "inference" ? "Largest batch that fits" : "Largest micro-batch that fits";
+}
+
+// ------------------------------------------------------------------ URL (the share link)
+
+function b64urlEncode(text) {
+  const bytes = new TextEncoder().encode(text);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function b64urlDecode(s) {
+  const bin = atob(s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4));
+  return new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+}
+
+function stateToHash(state) {
+  const p = new URLSearchParams();
+  if (state.source === "config") p.set("model_config", b64urlEncode(state.config));
+  else p.set("model", state.model);
+  for (const [path, raw] of state.fields) p.set(path, raw);
+  if (state.gpu === "custom") p.set("gpu_memory_gib", state.gpuMem);
+  else if (state.gpu && state.gpu !== DEFAULTS.gpu) p.set("gpu", state.gpu);
+  // keep '/' and ',' readable in ids and module lists
+  return "#" + p.toString().replace(/%2F/gi, "/").replace(/%2C/gi, ",");
+}
+
+/** Set every control from a hash (missing fields get their defaults). Returns a list of problems. */
+function applyHash(hash) {
+  const p = new URLSearchParams(hash.replace(/^#/, ""));
+  const problems = [];
+  if (p.has("model_config")) {
+    $("source-config").checked = true;
+    try {
+      el.config.value = b64urlDecode(p.get("model_config"));
+    } catch {
+      el.config.value = "";
+      problems.push("model_config: the link's pasted config.json could not be decoded");
+    }
+  } else {
+    $("source-catalog").checked = true;
+    el.model.value = p.get("model") ?? "";
+  }
+  for (const f of FIELDS) {
+    const raw = p.has(f.path) ? p.get(f.path) : defaultRaw(f);
+    writeControl(f, raw);
+    const c = $(controlId(f.path));
+    if (c.tagName === "SELECT" && c.value !== raw) {
+      problems.push(`${f.path}: '${raw}' is not one of the choices; using the default`);
+      writeControl(f, defaultRaw(f));
+    }
+  }
+  if (p.has("gpu_memory_gib")) {
+    el.gpu.value = "custom";
+    el.gpuMem.value = p.get("gpu_memory_gib");
+  } else {
+    const want = p.get("gpu") || DEFAULTS.gpu;
+    el.gpu.value = want;
+    if (el.gpu.value !== want) { // not in the list: keep it as an option so the API names the problem
+      el.gpu.append(node("option", { value: want, text: `${want} (not in the catalog)` }));
+      el.gpu.value = want;
+    }
+  }
+  const known = new Set(["model", "model_config", "gpu", "gpu_memory_gib", ...FIELDS.map((f) => f.path)]);
+  for (const key of p.keys()) if (!known.has(key)) problems.push(`${key}: not a job field; ignored`);
+  return problems;
+}
+
+// ------------------------------------------------------------------ the job spec
+
+function setPath(obj, path, value) {
+  const parts = path.split(".");
+  let t = obj;
+  for (const part of parts.slice(0, -1)) t = t[part] ??= {};
+  t[parts.at(-1)] = value;
+}
+
+/** {job, errors}: the spec the API gets, or the problems that stop it being sent. */
+function buildJob(state) {
+  const job = {};
+  const errors = [];
+  if (state.source === "config") {
+    const text = state.config.trim();
+    if (!text) errors.push({ field: "model_config", message: "paste a config.json (a JSON object)" });
+    else {
+      try {
+        const cfg = JSON.parse(text);
+        if (cfg === null || typeof cfg !== "object" || Array.isArray(cfg)) {
+          errors.push({ field: "model_config", message: "the config.json must be a JSON object ({...})" });
+        } else job.model_config = cfg;
+      } catch (e) {
+        errors.push({ field: "model_config", message: `invalid JSON: ${e.message}` });
+      }
+    }
+  } else if (!state.model) {
+    errors.push({ field: "model", message: "pick a model from the catalog (type to search)" });
+  } else job.model = state.model;
+
+  for (const [path, raw] of state.fields) {
+    const f = field(path);
+    let value = raw;
+    if (f.kind === "int" || f.kind === "float" || f.kind === "int-select") {
+      value = Number(raw);
+      if (!Number.isFinite(value)) {
+        errors.push({ field: path, message: `enter a number, got '${raw}'` });
+        continue;
+      }
+    } else if (f.kind === "bool") value = raw === "true";
+    else if (f.kind === "targets") value = raw.trim() === "all-linear" ? "all-linear" : normTargets(raw).split(",");
+    setPath(job, path, value);
+  }
+  if (state.gpu === "custom") {
+    const mem = state.gpuMem === "" ? NaN : Number(state.gpuMem);
+    if (!Number.isFinite(mem)) errors.push({ field: "gpu.memory_gib", message: "enter the GPU's memory in GiB" });
+    else job.gpu = { memory_gib: mem };
+  } else if (state.gpu && state.gpu !== DEFAULTS.gpu) job.gpu = state.gpu;
+  return { job, errors };
+}
+
+// ------------------------------------------------------------------ exports: YAML, JSON, command line
+
+const YAML_PLAIN = /^[A-Za-z_][A-Za-z0-9_.\/-]*$/;
+const YAML_RESERVED = /^(true|false|yes|no|on|off|y|n|null|~)$/i;
+
+function yamlScalar(v) {
+  if (v === null || v === undefined) return "null";
+  if (typeof v === "boolean") return v ? "true" : "false";
+  if (typeof v === "number") {
+    if (!Number.isFinite(v)) return JSON.stringify(String(v));
+    let s = String(v);
+    // YAML 1.1 (PyYAML) reads a float only with a dot and a signed exponent: 1e-05 -> 1.0e-05
+    if (/e/.test(s)) {
+      let [m, e] = s.split("e");
+      if (!m.includes(".")) m += ".0";
+      if (!/^[+-]/.test(e)) e = "+" + e;
+      s = `${m}e${e}`;
+    }
+    return s;
+  }
+  const s = String(v);
+  return YAML_PLAIN.test(s) && !YAML_RESERVED.test(s) ? s : JSON.stringify(s);
+}
+
+function toYaml(value, indent = "") {
+  if (Array.isArray(value)) {
+    if (!value.length) return " []";
+    return value.map((item) => {
+      if (item !== null && typeof item === "object") {
+        const inner = toYaml(item, indent + "  ").replace(/^\n\s*/, "");
+        return `\n${indent}- ${inner}`;
+      }
+      return `\n${indent}- ${yamlScalar(item)}`;
+    }).join("");
+  }
+  if (value !== null && typeof value === "object") {
+    const keys = Object.keys(value);
+    if (!keys.length) return " {}";
+    return keys.map((k) => {
+      const v = value[k];
+      const key = yamlScalar(k);
+      if (v !== null && typeof v === "object") return `\n${indent}${key}:${toYaml(v, indent + "  ")}`;
+      return `\n${indent}${key}: ${yamlScalar(v)}`;
+    }).join("");
+  }
+  return " " + yamlScalar(value);
+}
+
+const shellQuote = (s) => (/^[A-Za-z0-9_@%+=:,.\/-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+
+function flatten(obj, prefix = "") {
+  const out = [];
+  for (const [k, v] of Object.entries(obj)) {
+    const path = prefix + k;
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) out.push(...flatten(v, path + "."));
+    else out.push([path, v]);
+  }
+  return out;
+}
+
+function cliCommand(job) {
+  if (job.model_config) return "memplan check job.yaml";
+  const parts = ["memplan", "check", shellQuote(job.model)];
+  for (const [path, value] of flatten(job)) {
+    if (path === "model" || path.startsWith("gpu")) continue;
+    const text = Array.isArray(value) ? value.join(",") : String(value);
+    parts.push(cliFlag(path), shellQuote(text));
+  }
+  if (typeof job.gpu === "string") parts.push("--gpu", shellQuote(job.gpu));
+  else if (job.gpu) parts.push("--gpu-memory-gib", shellQuote(String(job.gpu.memory_gib)));
+  return parts.join(" ");
+}
+
+function renderExports(state, job, ok) {
+  el.share.value = location.href;
+  if (!ok) {
+    const msg = "(fix the problem shown above first)";
+    el.yaml.textContent = el.json.textContent = el.cli.textContent = msg;
+    $("cli-note").hidden = true;
+    return;
+  }
+  el.yaml.textContent = toYaml(job).replace(/^\n/, "") + "\n";
+  el.json.textContent = JSON.stringify(job, null, 2);
+  el.cli.textContent = cliCommand(job);
+  $("cli-note").hidden = !job.model_config;
+}
+
+async function copyFrom(id) {
+  const target = $(id);
+  const text = target.value ?? target.textContent;
+  const status = $("copy-status");
+  try {
+    if (!navigator.clipboard || !window.isSecureContext) throw new Error("no clipboard");
+    await navigator.clipboard.writeText(text);
+    status.textContent = "Copied to the clipboard.";
+  } catch {
+    // fallback: select the visible text so Ctrl+C / Cmd+C copies it
+    target.focus();
+    if (target.select) target.select();
+    else {
+      const range = document.createRange();
+      range.selectNodeContents(target);
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+    }
+    let copied = false;
+    try { copied = document.execCommand("copy"); } catch { copied = false; }
+    status.textContent = copied ? "Copied to the clipboard." : "Selected: press Ctrl+C (⌘C) to copy.";
+  }
+}
+
+// ------------------------------------------------------------------ API
+
+class ApiError extends Error {
+  constructor(message, detail = [], status = 0) {
+    super(message);
+    this.detail = detail;
+    this.status = status;
+  }
+}
+
+async function api(path, body, signal) {
+  let res;
+  try {
+    res = await fetch(path, {
+      method: body === undefined ? "GET" : "POST", signal,
+      headers: body === undefined ? {} : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new ApiError(`Cannot reach the memplan API (${e.message}). Is the server running?`);
+  }
+  let data = null;
+  try { data = await res.json(); } catch { data = null; }
+  if (!res.ok) {
+    const message = (data && data.error) || `The API answered HTTP ${res.status} ${res.statusText}`.trim();
+    throw new ApiError(message, (data && Array.isArray(data.detail)) ? data.detail : [], res.status);
+  }
+  return data;
+}
+
+// ------------------------------------------------------------------ rendering
+
+function showError(err) {
+  const box = el.error;
+  box.replaceChildren();
+  const detail = err.detail || [];
+  const status = err.status ? ` (HTTP ${err.status})` : "";
+  box.append(node("p", { class: "alert-title", text: detail.length > 1 ? `The job has ${detail.length} problems${status}:` : `The job cannot be estimated${status}:` }));
+  if (detail.length) {
+    const ul = node("ul");
+    for (const d of detail) {
+      const li = node("li");
+      if (d.field) li.append(node("code", { text: d.field }), ": ");
+      li.append(d.message);
+      if (d.suggestions && d.suggestions.length && !d.message.includes(d.suggestions[0])) li.append(node("span", { class: "suggest", text: ` Did you mean: ${d.suggestions.join(", ")}?` }));
+      ul.append(li);
+    }
+    box.append(ul);
+  } else box.append(node("p", { text: err.message }));
+  box.hidden = false;
+  el.result.hidden = true;
+  setMini("error", "Cannot estimate: see the message", "");
+  el.result.dataset.state = "error";
+  markInvalid(detail.map((d) => d.field));
+}
+
+function setMini(state, verdict, peak) {
+  const mini = $("mini-summary");
+  mini.dataset.fits = state;
+  mini.querySelector(".mini-verdict").textContent = verdict;
+  mini.querySelector(".mini-peak").textContent = peak;
+}
+
+function clearError() {
+  el.error.hidden = true;
+  el.error.replaceChildren();
+  el.result.hidden = false;
+  markInvalid([]);
+}
+
+function markInvalid(fields) {
+  for (const c of el.form.querySelectorAll("[aria-invalid]")) c.removeAttribute("aria-invalid");
+  for (const name of fields) {
+    if (!name) continue;
+    let id = name === "model_config" ? "model-config" : name.startsWith("gpu") ? (el.gpu.value === "custom" ? "gpu-memory-gib" : "gpu") : controlId(name);
+    const c = $(id);
+    if (c) c.setAttribute("aria-invalid", "true");
+  }
+}
+
+function setBusy(busy) {
+  el.result.setAttribute("aria-busy", busy ? "true" : "false");
+  $("status").textContent = busy ? "Updating…" : "";
+}
+
+function termColor(term, i) {
+  return TERM_COLORS[term] || EXTRA_COLORS[i % EXTRA_COLORS.length];
+}
+
+function renderEstimate(e) {
+  const usable = e.gpu.usable_bytes;
+  const fits = $("fits");
+  fits.textContent = e.fits ? "Fits" : "Does not fit";
+  fits.dataset.fits = String(e.fits);
+  const peak = $("peak-gib");
+  peak.textContent = `${gib(e.peak_bytes)} GiB`;
+  peak.dataset.bytes = e.peak_bytes;
+  const head = $("headroom");
+  head.dataset.bytes = e.headroom_bytes;
+  const pct = ((100 * Math.abs(e.headroom_bytes)) / usable).toFixed(1);
+  head.textContent = e.headroom_bytes >= 0
+    ? `${gib(e.headroom_bytes)} GiB headroom (${pct}% of usable)`
+    : `short by ${gib(-e.headroom_bytes)} GiB (${pct}% over usable)`;
+  $("peak-phase").textContent = e.peak_phase;
+  setMini(String(e.fits), e.fits ? "✓ Fits" : "✕ Does not fit", `${gib(e.peak_bytes)} GiB peak`);
+  $("gpu-summary").textContent = e.gpu.name ? `${e.gpu.name} (${e.gpu.id}), ${gib(e.gpu.memory_bytes)} GiB` : `${gib(e.gpu.memory_bytes)} GiB (custom)`;
+  const usableEl = $("usable-gib");
+  usableEl.textContent = `${gib(usable)} GiB`;
+  usableEl.dataset.bytes = usable;
+  $("range-gib").textContent = `${gib(e.range.low_bytes)} – ${gib(e.range.high_bytes)} GiB`;
+  $("alloc-gib").textContent = `${gib(e.peak_allocated_bytes)} / ${gib(e.peak_reserved_bytes)} GiB`;
+  $("params").textContent = `${fmtCount(e.params.total)} total, ${fmtCount(e.params.trainable)} trainable`;
+  $("params").title = `${e.params.total.toLocaleString("en-US")} total, ${e.params.trainable.toLocaleString("en-US")} trainable`;
+
+  // stacked bar: the terms at the peak, on a scale that also shows the usable capacity
+  const bar = $("breakdown");
+  bar.replaceChildren();
+  const scale = Math.max(e.peak_bytes, usable);
+  const track = node("div", { class: "bar-track", role: "img", "aria-label": `Breakdown of ${gib(e.peak_bytes)} GiB: ` + Object.entries(e.components).filter(([, b]) => b > 0).map(([t, b]) => `${humanTerm(t)} ${gib(b)} GiB`).join(", ") });
+  const tbody = $("breakdown-table").tBodies[0];
+  tbody.replaceChildren();
+  Object.entries(e.components).forEach(([term, bytes], i) => {
+    if (bytes <= 0) return;
+    const color = termColor(term, i);
+    const seg = node("div", { class: "seg", "data-term": term, "data-bytes": bytes, title: `${humanTerm(term)}: ${gib(bytes)} GiB` });
+    seg.style.width = `${(100 * bytes) / scale}%`;
+    seg.style.background = color;
+    track.append(seg);
+    const sw = node("span", { class: "swatch", "aria-hidden": "true" });
+    sw.style.background = color;
+    tbody.append(node("tr", { "data-term": term },
+      node("th", { scope: "row" }, sw, humanTerm(term)),
+      node("td", { class: "num", text: gib(bytes) }),
+      node("td", { class: "num", text: `${((100 * bytes) / e.peak_bytes).toFixed(1)}%` })));
+  });
+  const cap = node("div", { class: "bar-capacity", "data-bytes": usable, title: `usable ${gib(usable)} GiB` });
+  cap.style.left = `${(100 * usable) / scale}%`;
+  track.append(cap);
+  bar.append(track, node("div", { class: "bar-scale" },
+    node("span", { text: "0" }),
+    node("span", { class: "bar-cap-label", text: `usable ${gib(usable)} GiB` })));
+  const capLabel = bar.querySelector(".bar-cap-label");
+  capLabel.style.left = `${(100 * usable) / scale}%`;
+  if (usable / scale < 0.4) { // a short capacity mark: label to its right, where there is room
+    capLabel.classList.add("to-right");
+    bar.querySelector(".bar-scale span").hidden = true;
+  }
+  tbody.append(node("tr", { class: "total" }, node("th", { scope: "row", text: "Peak on the GPU" }),
+    node("td", { class: "num", text: gib(e.peak_bytes) }), node("td", { class: "num", text: "100%" })));
+
+  const phases = $("phases");
+  phases.replaceChildren();
+  const maxPhase = Math.max(...Object.values(e.phases), 1);
+  for (const [name, bytes] of Object.entries(e.phases)) {
+    const fill = node("span", { class: "phase-fill" });
+    fill.style.width = `${(100 * bytes) / maxPhase}%`;
+    phases.append(node("li", { class: name === e.peak_phase ? "is-peak" : null, "data-phase": name, "data-bytes": bytes },
+      node("span", { class: "phase-name", text: name.replace(/_/g, " ") }),
+      node("span", { class: "phase-bar", "aria-hidden": "true" }, fill),
+      node("span", { class: "phase-val", text: `${gib(bytes)} GiB` })));
+  }
+
+  const list = $("assumptions");
+  list.replaceChildren(...e.assumptions.map((a) => node("li", { text: a })));
+  $("assumptions-count").textContent = `(${e.assumptions.length})`;
+}
+
+function niceStep(range, target) {
+  const raw = range / target;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const m = raw / p;
+  return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 2.5 ? 2.5 : m <= 5 ? 5 : 10) * p;
+}
+
+/** An SVG line chart of peak GiB against the swept field, from the API's sweep points. */
+function renderChart(container, sweep, spec, current) {
+  container.replaceChildren();
+  container.dataset.field = sweep.field;
+  container.dataset.largestFitting = sweep.largest_fitting ?? "none";
+  container.dataset.usableBytes = sweep.usable_bytes;
+  const W = 440, H = 250, m = { l: 46, r: 14, t: 22, b: 42 };
+  const iw = W - m.l - m.r, ih = H - m.t - m.b;
+  const pts = sweep.points.map((p) => ({ ...p }));
+  if (current && !pts.some((p) => p.value === current.value)) pts.push(current);
+  pts.sort((a, b) => a.value - b.value);
+  const usable = sweep.usable_bytes;
+  const xs = pts.map((p) => Math.log2(p.value));
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
+  const top = Math.max(...pts.map((p) => p.peak_bytes));
+  // clip very tall curves at three times the capacity so the crossing stays readable
+  let yMaxBytes = Math.max(Math.min(top, 3 * usable), 1.15 * usable);
+  const yMaxGib = yMaxBytes / GIB;
+  const step = niceStep(yMaxGib, 5);
+  const yTop = Math.ceil((yMaxGib * 1.02) / step) * step;
+  yMaxBytes = yTop * GIB;
+  const X = (v) => m.l + ((Math.log2(v) - x0) / (x1 - x0)) * iw;
+  const Y = (b) => m.t + ih - (Math.min(b, yMaxBytes) / yMaxBytes) * ih;
+
+  const desc = `${spec.title}: ` + pts.map((p) => `${p.value}: ${gib(p.peak_bytes)} GiB${p.fits ? "" : " (does not fit)"}`).join("; ")
+    + `. Usable capacity ${gib(usable)} GiB. Largest that fits: ${sweep.largest_fitting ?? "none"}.`;
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": desc, class: "chart-svg", preserveAspectRatio: "xMidYMid meet" });
+
+  const grid = svg("g", { class: "grid" });
+  for (let t = 0; t <= yTop + 1e-9; t += step) {
+    const y = Y(t * GIB);
+    grid.append(svg("line", { x1: m.l, x2: W - m.r, y1: y, y2: y }));
+    grid.append(svg("text", { x: m.l - 8, y: y + 4, "text-anchor": "end", class: "tick" }, Number(t.toFixed(2)).toString()));
+  }
+  root.append(grid);
+  const xt = svg("g", { class: "xticks" });
+  const tickVals = pts.map((p) => p.value).filter((v, i, a) => a.indexOf(v) === i);
+  let lastX = -Infinity;
+  for (const v of tickVals) {
+    const x = X(v);
+    if (x - lastX < 26) continue;
+    lastX = x;
+    xt.append(svg("line", { x1: x, x2: x, y1: m.t + ih, y2: m.t + ih + 4 }));
+    xt.append(svg("text", { x, y: m.t + ih + 17, "text-anchor": "middle", class: "tick" }, v >= 10000 ? `${v / 1024}K` : String(v)));
+  }
+  root.append(xt);
+  root.append(svg("line", { class: "axis", x1: m.l, x2: W - m.r, y1: m.t + ih, y2: m.t + ih }));
+  root.append(svg("text", { class: "axis-title x-title", x: m.l + iw / 2, y: H - 6, "text-anchor": "middle" }, spec.label));
+  root.append(svg("text", { class: "axis-title y-title", x: 14, y: m.t + ih / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${m.t + ih / 2})` }, "peak per GPU (GiB)"));
+
+  const best = sweep.largest_fitting;
+  if (best != null && Math.log2(best) >= x0 && Math.log2(best) <= x1) {
+    const x = X(best);
+    root.append(svg("line", { class: "largest", x1: x, x2: x, y1: m.t - 8, y2: m.t + ih, "data-value": best }));
+    const right = x < W - m.r - 90;
+    root.append(svg("text", { class: "largest-label", x: right ? x + 4 : x - 4, y: m.t - 10, "text-anchor": right ? "start" : "end" },
+      `largest fit ${best.toLocaleString("en-US")}`));
+  }
+  const capY = Y(usable);
+  root.append(svg("line", { class: "capacity", x1: m.l, x2: W - m.r, y1: capY, y2: capY, "data-bytes": usable, "data-gib": gib(usable) }));
+  // the capacity label goes where the curve is farthest from it: left or right end, above or below the line
+  const curveY = (x) => {
+    const sx = pts.map((p) => X(p.value)), sy = pts.map((p) => Y(p.peak_bytes));
+    if (x <= sx[0]) return sy[0];
+    for (let i = 1; i < sx.length; i++) {
+      if (x <= sx[i]) return sy[i - 1] + ((sy[i] - sy[i - 1]) * (x - sx[i - 1])) / (sx[i] - sx[i - 1] || 1);
+    }
+    return sy[sy.length - 1];
+  };
+  const labelW = 118;
+  let capLabel = null;
+  for (const [lx, ly] of [[m.l + 6, capY - 6], [W - m.r - 6 - labelW, capY - 6], [m.l + 6, capY + 15], [W - m.r - 6 - labelW, capY + 15]]) {
+    if (ly < m.t + 8 || ly > m.t + ih - 4) continue;
+    let clear = Infinity;
+    for (let x = lx; x <= lx + labelW; x += 6) clear = Math.min(clear, Math.abs(curveY(x) - (ly - 4)));
+    if (!capLabel || clear > capLabel.clear + 0.5) capLabel = { x: lx, y: ly, w: labelW, clear };
+  }
+  capLabel ??= { x: m.l + 6, y: capY - 6, w: labelW };
+  root.append(svg("text", { class: "capacity-label", x: capLabel.x, y: capLabel.y, "text-anchor": "start" }, `usable ${gib(usable)} GiB`));
+
+  const d = pts.map((p, i) => `${i ? "L" : "M"}${X(p.value).toFixed(1)},${Y(p.peak_bytes).toFixed(1)}`).join(" ");
+  root.append(svg("path", { class: "curve", d }));
+  const dots = svg("g", { class: "points" });
+  for (const p of pts) {
+    const isCur = current && p.value === current.value;
+    const clipped = p.peak_bytes > yMaxBytes;
+    const attrs = { class: `pt ${p.fits ? "fit" : "nofit"}${isCur ? " current" : ""}${clipped ? " clipped" : ""}`,
+      "data-value": p.value, "data-peak-bytes": p.peak_bytes, "data-fits": p.fits, "data-current": isCur ? "true" : null };
+    const x = X(p.value), y = Y(p.peak_bytes);
+    const shape = clipped
+      ? svg("path", { ...attrs, d: `M${x - 5},${y + 5} L${x},${y - 3} L${x + 5},${y + 5} Z` })
+      : svg("circle", { ...attrs, cx: x, cy: y, r: isCur ? 6 : 4 });
+    shape.append(svg("title", {}, `${spec.label} ${p.value}: ${gib(p.peak_bytes)} GiB, ${p.fits ? "fits" : "does not fit"} (peak in ${p.peak_phase})`));
+    dots.append(shape);
+    if (isCur) {
+      const lx = Math.min(Math.max(x, m.l + 32), W - m.r - 32);
+      let ly = Math.max(y - 12, m.t + 4);
+      const nearCap = Math.abs(ly - capLabel.y) < 14 && lx - 32 < capLabel.x + capLabel.w && lx + 32 > capLabel.x;
+      if (nearCap || Math.abs(ly - capY) < 6) ly = Math.min(y + 22, m.t + ih - 4);
+      dots.append(svg("text", { class: "current-label", x: lx, y: ly, "text-anchor": "middle" }, `${gib(p.peak_bytes)} GiB`));
+    }
+  }
+  root.append(dots);
+  container.append(root);
+}
+
+function renderSweeps(results, job, est) {
+  const kind = job.task === "inference" ? "inference" : "train";
+  SWEEPS[kind].forEach((spec, i) => {
+    const container = $(i === 0 ? "chart-mb" : "chart-seq");
+    const note = $(i === 0 ? "chart-mb-note" : "chart-seq-note");
+    const r = results[i];
+    if (r.status === "rejected") {
+      container.replaceChildren(node("p", { class: "chart-error", text: `No sweep: ${r.reason.message}` }));
+      note.textContent = "";
+      if (i === 0) $("largest-mb").textContent = "–";
+      return;
+    }
+    const sweep = r.value;
+    const currentValue = spec.field.startsWith("inference.") ? (job.inference?.[spec.field.split(".")[1]] ?? DEFAULTS[spec.field]) : (job[spec.field] ?? DEFAULTS[spec.field]);
+    const current = { value: currentValue, peak_bytes: est.peak_bytes, peak_phase: est.peak_phase, fits: est.fits };
+    renderChart(container, sweep, spec, current);
+    const best = sweep.largest_fitting;
+    note.textContent = best == null ? `Not even 1 fits on ${sweep.gpu_id}.` : `Largest that fits on ${sweep.gpu_id}: ${best.toLocaleString("en-US")}.`;
+    if (i === 0) {
+      const lm = $("largest-mb");
+      lm.textContent = best == null ? "none (not even 1)" : String(best);
+      lm.dataset.value = best ?? "";
+    }
+  });
+}
+
+// ------------------------------------------------------------------ the update cycle
+
+function schedule() {
+  clearTimeout(timer);
+  timer = setTimeout(update, DEBOUNCE_MS);
+}
+
+async function update() {
+  document.querySelector(".link-note")?.remove(); // a note about the opening link lasts until the first change
+  updateVisibility();
+  const state = readState();
+  history.replaceState(null, "", stateToHash(state));
+  const { job, errors } = buildJob(state);
+  renderExports(state, job, errors.length === 0);
+  if (inflight) inflight.abort();
+  inflight = null;
+  const mine = ++generation;
+  if (errors.length) {
+    setBusy(false);
+    showError({ detail: errors });
+    return;
+  }
+  const ctrl = new AbortController();
+  inflight = ctrl;
+  setBusy(true);
+  el.result.dataset.state = "loading";
+  const kind = job.task === "inference" ? "inference" : "train";
+  const est = api("/v1/estimate", job, ctrl.signal);
+  const sweeps = Promise.allSettled(SWEEPS[kind].map((s) => api("/v1/sweep", { job, field: s.field }, ctrl.signal)));
+  sweeps.catch(() => {});
+  try {
+    const e = await est;
+    if (mine !== generation) return;
+    clearError();
+    renderEstimate(e);
+    const results = await sweeps;
+    if (mine !== generation) return;
+    renderSweeps(results, job, e);
+    el.result.dataset.state = "ready";
+    setBusy(false);
+  } catch (err) {
+    if (err.name === "AbortError" || mine !== generation) return;
+    setBusy(false);
+    showError(err);
+  } finally {
+    if (inflight === ctrl && mine === generation) inflight = null;
+  }
+}
+
+// ------------------------------------------------------------------ start-up
+
+async function loadDefaults() {
+  try {
+    const schema = await api("/openapi.json");
+    const s = schema.components.schemas;
+    const take = (name, prefix) => {
+      for (const [key, prop] of Object.entries(s[name]?.properties ?? {})) {
+        if ("default" in prop && (prefix + key) in DEFAULTS) DEFAULTS[prefix + key] = prop.default;
+      }
+    };
+    take("JobSpec", "");
+    take("LoraSpec", "lora.");
+    take("InferenceSpec", "inference.");
+  } catch {
+    /* keep the built-in defaults */
+  }
+  document.querySelector("#attention option[data-default-label]").textContent = `Auto (${DEFAULTS.attention})`;
+  for (const f of FIELDS) {
+    const c = $(controlId(f.path));
+    if (c.type === "number" || c.tagName === "INPUT" && c.type === "text") c.placeholder = defaultRaw(f);
+  }
+  el.model.placeholder = "Search, e.g. llama-3.1 or qwen";
+}
+
+async function loadCatalogs() {
+  const [m, g] = await Promise.all([api("/v1/models"), api("/v1/gpus")]);
+  models = m;
+  gpus = g;
+  for (const row of models) {
+    modelIndex.set(row.id.toLowerCase(), row);
+    for (const a of row.aliases) modelIndex.set(a.toLowerCase(), row);
+    const parts = [row.params ? `${fmtCount(row.params)} params` : null, row.model_type].filter(Boolean);
+    el.modelList.append(node("option", { value: row.id, label: parts.join(" · ") }));
+  }
+  const byVendor = new Map();
+  for (const row of gpus) {
+    if (!byVendor.has(row.vendor)) byVendor.set(row.vendor, []);
+    byVendor.get(row.vendor).push(row);
+  }
+  for (const [vendor, rows] of byVendor) {
+    const group = node("optgroup", { label: vendor === "nvidia" ? "NVIDIA" : vendor === "amd" ? "AMD" : vendor });
+    for (const row of rows) {
+      group.append(node("option", { value: row.id, text: `${row.id} · ${row.name} · ${gib(row.memory_bytes)} GiB` }));
+    }
+    el.gpu.append(group);
+  }
+  el.gpu.append(node("option", { value: "custom", text: "Custom: enter the memory in GiB" }));
+}
+
+function updateModelHint() {
+  const row = modelIndex.get(el.model.value.trim().toLowerCase());
+  el.modelHint.textContent = row
+    ? `${row.id}: ${row.params ? `${fmtCount(row.params)} parameters (${row.params.toLocaleString("en-US")})` : "parameter count unknown"} · ${row.model_type}`
+    : "Type to search the catalog; the list shows parameter counts.";
+}
+
+function onInput(ev) {
+  const t = ev.target;
+  if (t === el.model) {
+    updateModelHint();
+    // while typing a search, recompute only once the text is a catalog id (a `change` commits anything else)
+    if (ev.type === "input" && !modelIndex.has(t.value.trim().toLowerCase())) return;
+  }
+  if (t.name === "source" || t === el.gpu) updateVisibility();
+  schedule();
+}
+
+async function start() {
+  el.form.addEventListener("input", onInput);
+  el.form.addEventListener("change", onInput);
+  el.form.addEventListener("submit", (ev) => ev.preventDefault());
+  for (const b of document.querySelectorAll("[data-copy]")) b.addEventListener("click", () => copyFrom(b.dataset.copy));
+  el.share.addEventListener("focus", () => el.share.select());
+  window.addEventListener("hashchange", () => {
+    const problems = applyHash(location.hash);
+    updateModelHint();
+    update();
+    if (problems.length) console.warn(problems.join("; "));
+  });
+  await loadDefaults();
+  try {
+    await loadCatalogs();
+  } catch (err) {
+    showError(new ApiError(`Could not load the model and GPU catalogs: ${err.message}`));
+    return;
+  }
+  const hash = location.hash.length > 1 ? location.hash : `#model=${encodeURIComponent(modelIndex.has(FIRST_MODEL.toLowerCase()) ? FIRST_MODEL : (models[0]?.id ?? ""))}`;
+  const problems = applyHash(hash);
+  updateModelHint();
+  updateVisibility();
+  $("form-body").disabled = false; // the controls open only now, so the link's state cannot overwrite an edit
+  await update();
+  if (problems.length) {
+    const note = node("p", { class: "link-note", text: `Parts of the link were ignored: ${problems.join("; ")}` });
+    el.error.hidden ? document.querySelector(".results").prepend(note) : el.error.append(note);
+  }
+}
+
+start();
