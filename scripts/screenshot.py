@@ -11,10 +11,7 @@ and saves the page.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,32 +25,6 @@ EXAMPLE_HASH = ("#model=meta-llama/Llama-3.1-8B&method=qlora&optimizer=paged_ada
                 "&gradient_checkpointing=true&gpu=T4-16GB")
 
 
-def start_server() -> tuple[str, object]:
-    import httpx
-    import uvicorn
-
-    from api.app import create_app
-    from api.settings import Settings
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings()), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit("the app did not answer /healthz within 120 s")
-        time.sleep(0.05)
-    return base, server
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs" / "calculator.png"))
@@ -65,10 +36,11 @@ def main() -> int:
         raise SystemExit(f"{CHROMIUM} not found: install Debian's chromium package")
     from playwright.sync_api import sync_playwright
 
-    base, server = start_server()
+    from api.background import serving
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with serving() as base:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": args.height},
@@ -78,8 +50,6 @@ def main() -> int:
             page.wait_for_selector("#chart-seq svg", timeout=15_000)
             page.screenshot(path=str(out), full_page=True)
             browser.close()
-    finally:
-        server.should_exit = True
     print(f"wrote {out}")
     return 0
 

@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -54,33 +51,14 @@ def _chromium_present():
 
 @pytest.fixture(scope="module")
 def base_url():
-    import uvicorn
+    from api.background import serving
 
-    from api.app import create_app
-    from api.settings import Settings
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings()), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the app did not answer /healthz within 120 s"
-        time.sleep(0.05)
-    # warm up: the first estimate imports transformers and builds the model on the meta device
-    r = httpx.post(base + "/v1/estimate", json={"model": LLAMA, "method": "qlora", "gpu": "T4-16GB"}, timeout=120)
-    assert r.status_code == 200, r.text
-    yield base
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving() as base:
+        # warm up: the first estimate imports transformers and builds the model on the meta device
+        r = httpx.post(base + "/v1/estimate", json={"model": LLAMA, "method": "qlora", "gpu": "T4-16GB"},
+                       timeout=120)
+        assert r.status_code == 200, r.text
+        yield base
 
 
 @pytest.fixture(scope="module")
