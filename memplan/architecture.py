@@ -290,10 +290,9 @@ def _cfg(config: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
-def build_meta_model(raw: dict, head: str = "auto", num_labels: int = 2) -> tuple[Any, Any, str]:
-    """(model on the meta device, its config, the resolved head) from a config.json dict: no weights, no network,
-    tied weights tied as the checkpoint ties them."""
-    import torch
+def prepare_config(raw: dict, head: str = "auto", num_labels: int = 2) -> tuple[Any, str, Any]:
+    """(transformers config, resolved head, Auto class for that head) from a config.json dict; refuses remote
+    code. Shared by the meta build here and the real builds of the profiling harness."""
     import transformers  # noqa: F401 - imported before building so its torch patches apply
 
     config = _make_config(raw)
@@ -302,7 +301,15 @@ def build_meta_model(raw: dict, head: str = "auto", num_labels: int = 2) -> tupl
         config.num_labels = num_labels
     if getattr(config, "pad_token_id", None) is None and head == "sequence_classification":
         config.pad_token_id = 0  # only used for pooling at run time, not for shapes
-    auto_cls = _auto_class(head)
+    return config, head, _auto_class(head)
+
+
+def build_meta_model(raw: dict, head: str = "auto", num_labels: int = 2) -> tuple[Any, Any, str]:
+    """(model on the meta device, its config, the resolved head) from a config.json dict: no weights, no network,
+    tied weights tied as the checkpoint ties them."""
+    import torch
+
+    config, head, auto_cls = prepare_config(raw, head, num_labels)
     try:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")

@@ -167,6 +167,51 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from memplan import profiling
+
+    if args.batch:
+        plan = yaml.safe_load(Path(args.batch).read_text())
+        out_dir = Path(args.out_dir)
+        done = failed = 0
+        for run in plan["runs"]:
+            out = out_dir / f"{run['name']}.json"
+            if out.exists() and not args.force:
+                continue
+            try:
+                rec = profiling.profile(run["job"], out, args.steps, args.device)
+                done += 1
+                print(f"{run['name']}: reserved {_gib(rec['max_reserved_bytes'] or 0)}"
+                      f"{', OOM in ' + rec['oom_phase'] if rec['oom'] else ''}, {rec['wall_s']} s", flush=True)
+            except profiling.ProfileError as exc:
+                failed += 1
+                print(f"{run['name']}: FAILED: {exc}", file=sys.stderr, flush=True)
+        print(f"memplan profile: {done} runs recorded, {failed} failed, into {out_dir}")
+        return 1 if failed else 0
+    if not args.out:
+        raise UsageError("--out: required (profiles/NAME.json), or --batch PLAN.yaml")
+    try:
+        rec = profiling.profile(load_job(args), Path(args.out), args.steps, args.device)
+    except profiling.ProfileError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {args.out}: allocated {_gib(rec['max_allocated_bytes'] or 0)}, reserved "
+          f"{_gib(rec['max_reserved_bytes'] or 0)}{', OOM in ' + rec['oom_phase'] if rec['oom'] else ''}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from memplan.validate import problems, validate
+
+    rows, text = validate(Path(args.profiles))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    bad = problems(rows)
+    print(f"memplan validate: {len(rows)} runs, {len(bad)} outside the bounds; wrote {args.out}")
+    for line in bad:
+        print(f"  {line}")
+    return 1 if bad else 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from memplan import catalog
 
@@ -214,6 +259,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("profile", help="run the job on this machine's GPU and record its memory (one process a run)")
+    _add_job_args(p)
+    p.add_argument("--out", default=None, help="the record to write, e.g. profiles/NAME.json")
+    p.add_argument("--batch", default=None, metavar="PLAN", help="a YAML plan of runs ({runs: [{name, job}]})")
+    p.add_argument("--out-dir", default="profiles", help="where --batch writes NAME.json (existing ones skipped)")
+    p.add_argument("--force", action="store_true", help="with --batch: run again what is already recorded")
+    p.add_argument("--steps", type=int, default=3, help="optimizer steps (at least 3 on CUDA)")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: test the harness, no counters")
+    p.set_defaults(func=_cmd_profile)
+    p = sub.add_parser("validate", help="every run in profiles/ against its estimate -> docs/accuracy.md")
+    p.add_argument("--profiles", default="profiles")
+    p.add_argument("--out", default="docs/accuracy.md")
+    p.set_defaults(func=_cmd_validate)
     p = sub.add_parser("models", help="list the bundled model catalog")
     p.add_argument("--search", default=None)
     p.add_argument("--json", action="store_true")

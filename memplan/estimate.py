@@ -98,7 +98,9 @@ def _gpu(spec: JobSpec) -> tuple[GpuInfo, str | None]:
                     usable_bytes=ov.usable_memory_bytes(entry.memory_bytes)), entry.compute_capability)
 
 
-def _attention(info: ModelInfo, spec: JobSpec, notes: list[str]) -> str:
+def resolve_attention(info: ModelInfo, spec: JobSpec, notes: list[str]) -> str:
+    """The attention implementation the job runs: the spec's, or eager where sdpa was defaulted and the model has
+    none (noted in `notes`); an explicit unsupported choice is a SpecError."""
     impl = spec.attention
     explicit = "attention" in spec.model_fields_set
     if impl == "flash_attention_2":
@@ -118,7 +120,8 @@ def _attention(info: ModelInfo, spec: JobSpec, notes: list[str]) -> str:
     return impl
 
 
-def _optimizer_impl(spec: JobSpec) -> str:
+def resolve_optimizer_impl(spec: JobSpec) -> str:
+    """fused / foreach / for_loop: the spec's, or what the HF Trainer and torch pick on CUDA for `auto`."""
     if spec.optimizer_impl != "auto":
         return spec.optimizer_impl
     if spec.optimizer == "adamw":
@@ -184,7 +187,7 @@ def estimate(job: dict[str, Any] | JobSpec, engine: str = "formula", allow_path:
     except catalog.CatalogError as exc:
         raise UnknownIdError("gpu", f"{exc} or give {{memory_gib: N}}", exc.suggestions) from None
     notes: list[str] = []
-    attention = _attention(info, spec, notes)
+    attention = resolve_attention(info, spec, notes)
     if spec.task == "inference":
         phases, tr = _inference_phases(info, spec, attention, notes), Trainables(tensors=())
         handles, outside = 1, {}
@@ -344,7 +347,7 @@ def _compute_static(info: ModelInfo, spec: JobSpec) -> _Static:
         groups.setdefault((replace(layer, index=0), lora, ia3), [0, layer, lora, ia3])[0] += 1
     return _Static(
         tr=tr, weights=weights, grads=gradient_bytes((t.numel, t.dtype) for t in tr.tensors),
-        states=states, paged=paged, step_temp=_step_temp(tr, spec.optimizer, _optimizer_impl(spec)),
+        states=states, paged=paged, step_temp=_step_temp(tr, spec.optimizer, resolve_optimizer_impl(spec)),
         fp32_states=sum(_state_bytes(t.numel, t.shape, "fp32", spec.optimizer) for t in tr.tensors),
         matmul_numel=sum(p.numel for p in info.params if p.kind in ("linear", "expert") and not p.bias),
         block_groups=tuple(tuple(g) for g in groups.values()))
@@ -492,7 +495,7 @@ def _assumptions(spec: JobSpec, info: ModelInfo, attention: str) -> list[str]:
             out.append("QLoRA setup: peft.prepare_model_for_kbit_training casts embeddings, norms and lm_head "
                        "to fp32; bitsandbytes blocksize 64" + (", double quant" if spec.double_quant else ""))
         if spec.zero_stage == 0 and spec.optimizer in ("adamw", "sgd", "sgd_momentum"):
-            out.append(f"optimizer torch {spec.optimizer} ({_optimizer_impl(spec)} implementation)")
+            out.append(f"optimizer torch {spec.optimizer} ({resolve_optimizer_impl(spec)} implementation)")
         elif spec.optimizer != "none":
             out.append(f"optimizer {spec.optimizer}")
     else:

@@ -144,6 +144,9 @@ class JobSpec(_Strict):
         if self.offload_optimizer and self.zero_stage == 0:
             raise FieldConflict("offload_optimizer", "offload_optimizer needs zero_stage 1, 2 or 3 (a DeepSpeed "
                                                      "ZeRO feature)")
+        if self.method == "prefix_tuning" and self.gradient_checkpointing and self.task == "train":
+            raise FieldConflict("gradient_checkpointing", "PEFT's prefix tuning does not work with gradient "
+                                                          "checkpointing (peft refuses it when the adapter is set up)")
         if self.zero_stage and self.task == "inference":
             raise FieldConflict("zero_stage", "zero_stage applies to training; use task 'train' or zero_stage 0")
         return self
