@@ -470,7 +470,7 @@ def run_here(job: dict[str, Any], steps: int, device: str) -> dict[str, Any]:
     import torch
 
     from memplan.architecture import introspect
-    from memplan.estimate import resolve_attention
+    from memplan.estimate import resolve_attention, resolve_optimizer_impl
 
     started = time.perf_counter()
     spec = parse_spec(job)
@@ -483,8 +483,9 @@ def run_here(job: dict[str, Any], steps: int, device: str) -> dict[str, Any]:
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "job": job, "device": device,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "environment": _environment(device), "harness": {"steps": steps, "attention": attention,
-                                                        "command": " ".join(sys.argv[1:2] + ["..."])},
+        "environment": _environment(device),
+        "harness": {"steps": steps, "attention": attention,
+                    "optimizer_impl": resolve_optimizer_impl(spec) if spec.task == "train" else None},
         "oom": False, "oom_phase": None,
     }
     try:
