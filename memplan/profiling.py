@@ -251,7 +251,7 @@ _TASK_TYPES = {"causal_lm": "CAUSAL_LM", "seq2seq_lm": "SEQ_2_SEQ_LM", "sequence
                "token_classification": "TOKEN_CLS", "masked_lm": "FEATURE_EXTRACTION"}
 
 
-def _apply_method(model, spec: JobSpec, head: str):
+def _apply_method(model, spec: JobSpec, head: str, head_params: tuple[str, ...]):
     """The trainable setup as users write it: PEFT's own configs, the Trainer's gradient checkpointing."""
     quantized = spec.weight_dtype in ("nf4", "fp4", "int8")
     gc_kwargs = {"use_reentrant": False}
@@ -264,9 +264,6 @@ def _apply_method(model, spec: JobSpec, head: str):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     method = spec.method
     if method in ("full", "freeze"):
-        from memplan.architecture import introspect
-
-        head_params = set(introspect(spec.model, spec.inline_config, spec.head, spec.num_labels).head_params)
         for name, p in model.named_parameters():
             p.requires_grad_(method == "full" or name in head_params)
         if spec.gradient_checkpointing and method == "freeze":
@@ -492,7 +489,7 @@ def run_here(job: dict[str, Any], steps: int, device: str) -> dict[str, Any]:
         meter.begin("load")
         model, head = _load_model(spec, device, attention)
         if spec.task == "train":
-            model = _apply_method(model, spec, head)
+            model = _apply_method(model, spec, head, info.head_params)
         meter.end()
         if spec.task == "train":
             _train(model, spec, head, device, steps, meter)

@@ -103,6 +103,4 @@ def sweep(job: dict[str, Any] | JobSpec, field: str, values: list[int] | None = 
         e: Estimate = estimate(with_value(spec, field, v))
         points.append(SweepPoint(value=v, peak_bytes=e.peak_bytes, peak_allocated_bytes=e.peak_allocated_bytes,
                                  peak_reserved_bytes=e.peak_reserved_bytes, peak_phase=e.peak_phase, fits=e.fits))
-    first = estimate(spec)
-    return Sweep(field=field, points=points, largest_fitting=best, usable_bytes=first.gpu.usable_bytes,
-                 gpu_id=first.gpu.id)
+    return Sweep(field=field, points=points, largest_fitting=best, usable_bytes=e.gpu.usable_bytes, gpu_id=e.gpu.id)
