@@ -8,6 +8,7 @@ Results are cached by a hash of the config, so a repeated estimate does not rebu
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -220,7 +221,9 @@ def _make_config(raw: dict) -> Any:
             f"unknown model_type '{model_type}': transformers {transformers.__version__} has no built-in "
             "implementation (a model that needs remote code is refused; memplan never executes it)"
         )
-    kwargs = {k: v for k, v in raw.items() if k not in _BOOKKEEPING and k != "model_type"}
+    # a deep copy: transformers edits nested dicts in place (rope_scaling gains rope_theta), which would change
+    # the shared catalog entry and every hash taken of it afterwards
+    kwargs = copy.deepcopy({k: v for k, v in raw.items() if k not in _BOOKKEEPING and k != "model_type"})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

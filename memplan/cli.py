@@ -6,8 +6,10 @@ Exit codes: 0 success (check: fits), 1 check: does not fit, 2 bad input (a messa
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -173,11 +175,19 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.batch:
         plan = yaml.safe_load(Path(args.batch).read_text())
         out_dir = Path(args.out_dir)
+        recorded = Path(args.batch).parent  # runs already committed next to the plan count as done
+        only = [g for g in (args.only or "").split(",") if g]
+        started = time.monotonic()
         done = failed = 0
         for run in plan["runs"]:
             out = out_dir / f"{run['name']}.json"
-            if out.exists() and not args.force:
+            if only and not any(fnmatch.fnmatchcase(run["name"], g) for g in only):
                 continue
+            if not args.force and (out.exists() or (recorded / out.name).exists()):
+                continue
+            if args.budget_s is not None and time.monotonic() - started > args.budget_s:
+                print(f"memplan profile: --budget-s {args.budget_s} spent; stopping before {run['name']}")
+                break
             try:
                 rec = profiling.profile(run["job"], out, args.steps, args.device)
                 done += 1
@@ -265,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default=None, metavar="PLAN", help="a YAML plan of runs ({runs: [{name, job}]})")
     p.add_argument("--out-dir", default="profiles", help="where --batch writes NAME.json (existing ones skipped)")
     p.add_argument("--force", action="store_true", help="with --batch: run again what is already recorded")
+    p.add_argument("--only", default=None, metavar="GLOBS",
+                   help="with --batch: only runs whose name matches one of these comma-separated globs")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="with --batch: start no new run after this many seconds (a device lease is timed)")
     p.add_argument("--steps", type=int, default=3, help="optimizer steps (at least 3 on CUDA)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: test the harness, no counters")
     p.set_defaults(func=_cmd_profile)

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 MIB = 2**20
 
-#: Prior for the CUDA context with lazy module loading (PyTorch sets CUDA_MODULE_LOADING=LAZY): pytorch PR #86509
-#: measured 287 MB lazy, and contexts grow to ~0.4-0.6 GiB once cuBLAS/cuDNN kernels load (pytorch#109888).
-CUDA_CONTEXT_PRIOR_BYTES = 512 * MIB
+#: The CUDA context and the kernels loaded during a step: device memory the process uses beyond torch's reserved
+#: bytes (NVML peak - max_memory_reserved). Measured on an H100 80GB (torch 2.11 + CUDA 13.0, lazy module loading):
+#: 619 MiB right after CUDA init in all 61 runs of profiles/, and 687-895 MiB (median 767 MiB) at the peak of 57
+#: runs without paged optimizers (bitsandbytes' kernels push it to the top of that range).
+CUDA_CONTEXT_PRIOR_BYTES = 767 * MIB
 #: Prior for the share of the driver-reported total that no process can allocate: nvidia-smi totals exceed
 #: torch.cuda.get_device_properties().total_memory by 256-870 MiB across T4, A100 and H100 OOM reports.
 DRIVER_RESERVED_PRIOR_BYTES = 512 * MIB
-#: Prior for caching-allocator fragmentation (max_reserved / max_allocated - 1): the allocator replay of
-#: memory-mechanics.md B5 gave +1.8% (fused AdamW) to +5.9% (foreach) at 8B.
-FRAGMENTATION_PRIOR = 0.03
+#: Fragmentation beyond the loss block, as a share of max_allocated: fitted on profiles/ (`memplan validate`).
+FRAGMENTATION_PRIOR = 0.02
 
 
 def cuda_context_bytes(measured_bytes: int | None = None) -> int:
     """Device memory the CUDA context, kernels and library handles take, outside torch's counters (in nvidia-smi
-    only): a measured value when the GPU's catalog entry has one, else the 512 MiB prior.
+    only): a measured value when the GPU's catalog entry has one, else the measured H100 value.
 
-    Example: cuda_context_bytes() == 536,870,912.
+    Example: cuda_context_bytes() == 804,257,792.
     """
     return measured_bytes if measured_bytes is not None else CUDA_CONTEXT_PRIOR_BYTES
 
@@ -39,14 +40,20 @@ def cublas_workspace_bytes(compute_capability: str | None, handles: int) -> int:
     return handles * per_handle
 
 
-def fragmentation_bytes(peak_allocated: int, fraction: float = FRAGMENTATION_PRIOR) -> int:
-    """Reserved-but-unallocated memory at the peak (freed blocks the caching allocator keeps in its segments,
-    block splitting slack, 2 MiB / 20 MiB segment rounding): fraction * max_allocated.
+def fragmentation_bytes(peak_allocated: int, loss_block: int = 0, fraction: float = FRAGMENTATION_PRIOR) -> int:
+    """Reserved-but-unallocated memory at the peak: loss_block + fraction * max_allocated.
 
-    Source: c10/cuda/CUDACachingAllocator.cpp (segments are released only by empty_cache or OOM retry).
-    Example: 50 GiB allocated at 3%: 1,610,612,736 B.
+    The caching allocator never returns a segment (c10/cuda/CUDACachingAllocator.cpp: only empty_cache or an OOM
+    retry frees them), and it splits a cached block for any smaller request. The largest blocks of a training step
+    are the loss's fp32 [T, V] tensors (`logits.cross_entropy_saved_bytes`); freed during backward, their segments
+    are split by the next step's activations and gradients, so the next loss needs a fresh segment and about one
+    such block stays reserved but unusable. Measured (profiles/, H100): reserved - allocated is 0.5-1.5x that block
+    in 40 of the 51 training runs, and 2-4% of allocated in inference; `fraction` covers the rest (segment
+    rounding, split slack).
+    Example: 30 GiB allocated, T=2048, V=128,256 (loss_block 1,050,673,152 B):
+    1,050,673,152 + 644,245,094 = 1,694,918,246 B.
     """
-    return int(peak_allocated * fraction)
+    return loss_block + int(peak_allocated * fraction)
 
 
 def usable_memory_bytes(memory_bytes: int, driver_reserved: int = DRIVER_RESERVED_PRIOR_BYTES) -> int:
