@@ -81,6 +81,7 @@ class ModelInfo:
     layers: tuple[LayerShape, ...]  # one per transformer block, encoder blocks first
     sliding_window: int | None = None
     sliding_window_layers: int = 0  # how many layers use the sliding window
+    final_logit_softcap: bool = False  # Gemma 2: tanh over the [T, V] logits before the loss
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -460,6 +461,7 @@ def _build_info(model_id: str, raw: dict, head: str, num_labels: int) -> ModelIn
         layers=tuple(enc_layers + dec_layers),
         sliding_window=int(sliding) if sliding else None,
         sliding_window_layers=n_sliding,
+        final_logit_softcap=bool(_cfg(config, "final_logit_softcapping", default=None)),
     )
 
 
@@ -537,6 +539,7 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
             cross_attention=any(lin.group.startswith("cross") for lin in lins),
             hidden_dropout=hidden_drop, attention_dropout=attn_drop, linears=lins,
             experts=int(b["experts"] or 0), experts_per_token=int(_cfg(config, "num_experts_per_tok", default=0) or 0),
+            attn_softcap=bool(_cfg(config, "attn_logit_softcapping", default=None)),
         ))
     return shapes
 

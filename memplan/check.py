@@ -26,8 +26,8 @@ class CheckResult(BaseModel):
 def check(job: dict[str, Any] | JobSpec, margin_pct: float = 0.0, allow_path: bool = False) -> CheckResult:
     """Estimate the job and compare peak_bytes + margin with the GPU's usable bytes.
 
-    Example: a peak of 12.35 GiB on a T4 (14.50 GiB usable) fits at margin 10% (needs 13.80 GiB) and does not
-    at margin 20% (needs 15.25 GiB).
+    Example: a peak of 14.44 GiB on a T4 (14.50 GiB usable) fits at margin 0% (needs 14.44 GiB) and does not
+    at margin 10% (needs 15.89 GiB).
     """
     if not 0 <= margin_pct < 100:
         raise SpecError([("margin_pct", f"must be a percentage in [0, 100), got {margin_pct:g}")])

@@ -216,7 +216,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     bad = problems(rows)
-    print(f"memplan validate: {len(rows)} runs, {len(bad)} outside the bounds; wrote {args.out}")
+    print(f"memplan validate: {len(rows)} runs, {len(bad)} beyond the claims; wrote {args.out}")
     for line in bad:
         print(f"  {line}")
     return 1 if bad else 0

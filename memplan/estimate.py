@@ -247,7 +247,8 @@ def _activation_context(info: ModelInfo, spec: JobSpec, tr: Trainables, attentio
         batch=spec.micro_batch_size, seq=seq, kv_seq=seq + tr.prefix_tokens, compute_bytes=c, resid_bytes=resid,
         attention=attention, autocast=autocast, base_trainable=tr.base_linears_trainable,
         norms_trainable=tr.norms_trainable, adapter_input_bytes=4, lora_r=spec.lora.r,
-        lora_dropout=spec.lora.dropout if spec.method in ("lora", "qlora") else 0.0)
+        lora_dropout=spec.lora.dropout if spec.method in ("lora", "qlora") else 0.0,
+        mlp_bytes=resid if kbit_prepared(spec) and spec.weight_dtype in ("nf4", "fp4") else c)
 
 
 def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> dict[str, int]:
@@ -263,7 +264,8 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
         last = info.layers[-1]
         model_level += act.norm_saved_bytes(T, h, last.norm_kind, ctx.resid_bytes, ctx.autocast,
                                             ctx.norms_trainable)
-        model_level += act.linear_inputs_saved_bytes(T, h, 1, ctx.resid_bytes, c, ctx.autocast)
+        if ctx.base_trainable:  # a frozen head's matmul needs only its weight for the input gradient
+            model_level += act.linear_inputs_saved_bytes(T, h, 1, ctx.resid_bytes, c, ctx.autocast)
     if tr.grads_flow:
         if info.is_encoder_decoder:  # the encoder output, read by every decoder block's cross-attention k/v
             model_level += ctx.resid_bytes * T * h
@@ -283,7 +285,13 @@ def _loss_terms(info: ModelInfo, spec: JobSpec, tokens: int) -> tuple[int, int]:
         return lg.cross_entropy_forward_peak_bytes(spec.micro_batch_size, spec.num_labels, 4), \
             lg.cross_entropy_backward_spike_bytes(spec.micro_batch_size, spec.num_labels)
     vocab = spec.num_labels if info.head == "token_classification" else info.vocab_size
-    per = 4 if kbit_prepared(spec) or spec.compute_dtype == "fp32" else dtype_bytes(spec.compute_dtype)
+    # the fp32 lm_head of a k-bit-prepared model still runs under autocast: fp32 logits only without it
+    fp32_logits = spec.compute_dtype == "fp32" or (kbit_prepared(spec) and spec.mixed_precision == "no")
+    per = 4 if fp32_logits else dtype_bytes(spec.compute_dtype)
+    if info.final_logit_softcap:  # Gemma 2: tanh's output over the logits is saved too, in the logits' dtype
+        softcap = lg.logits_bytes(tokens, vocab, per)
+        return lg.cross_entropy_forward_peak_bytes(tokens, vocab, per) + softcap, \
+            lg.cross_entropy_backward_spike_bytes(tokens, vocab) + softcap
     return lg.cross_entropy_forward_peak_bytes(tokens, vocab, per), lg.cross_entropy_backward_spike_bytes(tokens, vocab)
 
 
@@ -359,7 +367,9 @@ def _compute_static(info: ModelInfo, spec: JobSpec) -> _Static:
         tr=tr, weights=weights, grads=gradient_bytes((t.numel, t.dtype) for t in tr.tensors),
         states=states, paged=paged, step_temp=_step_temp(tr, spec.optimizer, resolve_optimizer_impl(spec)),
         fp32_states=sum(_state_bytes(t.numel, t.shape, "fp32", spec.optimizer) for t in tr.tensors),
-        matmul_numel=sum(p.numel for p in info.params if p.kind in ("linear", "expert") and not p.bias),
+        # a tied lm_head is the embedding's weight, still cast once by autocast for its F.linear
+        matmul_numel=sum(p.numel for p in info.params if p.kind in ("linear", "expert") and not p.bias)
+        + (info.vocab_size * info.hidden_size if info.tied_embeddings else 0),
         block_groups=tuple(tuple(g) for g in groups.values()))
 
 
@@ -402,6 +412,16 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
     ctx = _activation_context(info, spec, tr, attention)
     a = _activations(info, st, ctx)
     checkpointing = spec.gradient_checkpointing and tr.grads_flow
+    head_cast = fp32_kv = 0
+    if kbit_prepared(spec) and spec.mixed_precision != "no" and info.head != "sequence_classification":
+        # the frozen fp32 lm_head's autocast copy, saved by its matmul until the head's backward runs
+        head_cast = autocast_weight_copies_bytes(info.vocab_size * info.hidden_size, spec.mixed_precision)
+    if ctx.mlp_bytes == 4 and ctx.compute_bytes != 4 and not checkpointing:
+        # use_cache builds a DynamicCache during the training forward; under QLoRA its k/v are fp32 (Linear4bit
+        # returns its fp32 input's dtype) and do not share storage with attention's bf16 saves; checkpointed
+        # layers get past_key_values=None (transformers GradientCheckpointingLayer)
+        dec = [x for x in info.layers if x.stack == "decoder"]
+        fp32_kv = sum(kv.kv_cache_bytes(1, x.kv_heads, x.head_dim, spec.micro_batch_size, ctx.seq, 4) for x in dec)
     saved = a["checkpoints"] if checkpointing else a["blocks"]
     loss_tokens = spec.micro_batch_size * ctx.seq if info.head != "sequence_classification" else 0
     loss_fwd, loss_spike = _loss_terms(info, spec, loss_tokens)
@@ -412,14 +432,15 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
     # a checkpointed (or no-grad) block's intermediates exist only while it runs, not during the loss
     fwd_block = a["largest_block"] if (checkpointing or not tr.grads_flow) else 0
     phases.append(_Phase("forward", {**base, "gradients": grads_accumulated, "zero_buffers": live,
-                                     "activations": saved + a["model_level"] + autocast_copies,
+                                     "activations": saved + a["model_level"] + autocast_copies + head_cast + fp32_kv,
                                      "logits": loss_fwd if loss_fwd >= fwd_block else 0,
                                      "temporaries": fwd_block if fwd_block > loss_fwd else 0}))
     # backward peaks at its start (the loss spike), at its end (all gradients, the first block's activations),
     # or, with checkpointing, while the top block is recomputed: report the largest of these points
     backward_points = [
         {**base, "gradients": grads_accumulated, "zero_buffers": live,
-         "activations": saved + a["model_level"] + autocast_copies, "logits": loss_spike, "temporaries": 0},
+         "activations": saved + a["model_level"] + autocast_copies + head_cast, "logits": loss_spike,
+         "temporaries": 0},
         {**base, "gradients": grads, "zero_buffers": live + buckets,
          "activations": a["largest_block"] + autocast_copies, "logits": 0, "temporaries": a["backward_transient"]},
     ]

@@ -15,7 +15,8 @@ import yaml
 
 import memplan
 from memplan import profiling
-from memplan.validate import MAX_BOUND_PCT, PROFILES_DIR, compare, load_runs, problems, render, summarize, validate
+from memplan.validate import (PROFILES_DIR, claimed_max_pct, compare, load_runs, problems, render, summarize,
+                              target_misses, validate)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((PROFILES_DIR / "schema.json").read_text())
@@ -120,8 +121,8 @@ def test_validate_computes_signed_errors_and_flags_bounds(tmp_path):
     job = {"model": "meta-llama/Llama-3.2-1B", "method": "lora"}
     on_h100 = {**job, "gpu": {"memory_gib": 81_559 / 1024}}
     e = memplan.estimate(on_h100)
-    # measured 4% above the estimate on reserved: the estimate is 1/1.04 - 1 = -3.85% off (an underestimate)
-    rec = _record(job, e.peak_allocated_bytes, round(e.peak_reserved_bytes * 1.04), e.peak_bytes)
+    # measured 25% above the estimate on reserved: the estimate is 1/1.25 - 1 = -20% off (an underestimate)
+    rec = _record(job, e.peak_allocated_bytes, round(e.peak_reserved_bytes * 1.25), e.peak_bytes)
     jsonschema.validate(rec, SCHEMA)
     (tmp_path / "lora-run.json").write_text(json.dumps(rec))
     (tmp_path / "oom-run.json").write_text(json.dumps(_record({**job, "method": "full", "seq_len": 8192,
@@ -129,10 +130,13 @@ def test_validate_computes_signed_errors_and_flags_bounds(tmp_path):
     rows, text = validate(tmp_path)
     lora = next(r for r in rows if r.name == "lora-run")
     assert lora.allocated_pct == 0 and lora.device_pct == 0
-    assert lora.reserved_pct == pytest.approx(100 * (1 / 1.04 - 1), abs=1e-6)
+    assert lora.reserved_pct == pytest.approx(-20.0, abs=1e-6)
     s = summarize(rows)["lora"]
     assert s["runs"] == 1 and s["underestimate_rate"] == 1.0
-    assert problems(rows) == ["median |error| on peak reserved 3.8% (bound 3%)"]
+    assert claimed_max_pct("lora") == 18.0
+    assert problems(rows) == ["lora-run: peak reserved off by -20.0% (claimed 18%)",
+                              "median |error| on peak reserved 20.0% (claimed 4%)"]
+    assert target_misses(rows) == ["lora-run: -20.0%", "median |error| 20.0% (target 3%)"]
     assert "| lora-run | meta-llama/Llama-3.2-1B | lora |" in text and "| oom-run |" in text
     # an OOM run estimated to fit is a failure
     (tmp_path / "oom-run.json").write_text(json.dumps(_record(job, 0, 0, None, oom=True)))
@@ -158,4 +162,17 @@ def test_stored_run(path, record):
         assert not row.fits_estimated, "an out-of-memory run must be estimated as not fitting"
     else:
         assert row.fits_estimated, "a run that fit must be estimated as fitting"
-        assert abs(row.reserved_pct) <= MAX_BOUND_PCT, f"peak reserved off by {row.reserved_pct:+.1f}%"
+        assert abs(row.reserved_pct) <= claimed_max_pct(row.method), f"peak reserved off by {row.reserved_pct:+.1f}%"
+
+
+def test_building_a_model_leaves_the_catalog_config_unchanged():
+    """transformers edits nested config dicts in place (Llama 3.1's rope_scaling gains rope_theta); before the fix,
+    the harness's quantized runs of Llama-3.1-8B looked for their checkpoint under a different hash and failed on
+    the H100."""
+    from memplan.architecture import config_hash, load_config, prepare_config
+
+    _, raw = load_config("meta-llama/Llama-3.1-8B", None, allow_path=False)
+    before = config_hash(raw)
+    prepare_config(raw)
+    assert config_hash(load_config("meta-llama/Llama-3.1-8B", None, allow_path=False)[1]) == before
+    assert "rope_theta" not in raw["rope_scaling"]

@@ -52,6 +52,10 @@ class ActivationContext:
     lora_r: int = 0
     lora_dropout: float = 0.0
     dropout: bool = True  # training mode: dropout layers with p > 0 save a mask
+    #: dtype of the MLP's intermediates: c, or 4 under QLoRA, where bitsandbytes' Linear4bit returns its (fp32)
+    #: input's dtype (bitsandbytes nn/modules.py Linear4bit.forward: `.to(inp_dtype)`) and SiLU / the gate product
+    #: are not autocast ops (traced on CPU, profiles/qlora-nf4-llama8b-s2048-b2-nogc: +10.5 GiB at 8B, T=4096)
+    mlp_bytes: int = 0
 
     @property
     def tokens(self) -> int:
@@ -91,7 +95,7 @@ def linear_inputs_saved_bytes(tokens: int, d_in: int, trained_linears: int, inpu
 
 
 def attention_saved_bytes(batch: int, seq: int, kv_seq: int, heads: int, kv_heads: int, head_dim: int,
-                          compute_bytes: int, attention: str, dropout: bool = False) -> int:
+                          compute_bytes: int, attention: str, dropout: bool = False, softcap: bool = False) -> int:
     """The attention core (scores, softmax, weighted sum) of one block.
 
     - sdpa / flash_attention_2: q (c*b*s*n_q*d), k and v at their own n_kv heads (HF passes enable_gqa, or flash
@@ -99,7 +103,9 @@ def attention_saved_bytes(batch: int, seq: int, kv_seq: int, heads: int, kv_head
       (4*b*n_q*s). No s^2 term.
     - eager: q, and k, v repeated to n_q heads by repeat_kv (3 * c*b*s*n_q*d); the fp32 softmax output
       (4*b*n_q*s*s_k) and its cast to c saved by the matmul with v (c*b*n_q*s*s_k); with attention dropout a
-      1-byte mask more.
+      1-byte mask more; with logit softcapping (Gemma 2, eager only: flash applies it inside the kernel) tanh's
+      output, c*b*n_q*s*s_k more (modeling_gemma2.py eager_attention_forward; traced, profiles/
+      lora-all-r16-gemma2b-s2048-b2 went from -10.6% to 0% allocated with the final-logit term below).
     Source: transformers integrations/sdpa_attention.py, modeling_llama.py eager_attention_forward;
     flash-attn mha_fwd saves (q, k, v, out, softmax_lse).
     Example: Llama-3.1-8B block, b=1, s=4096, bf16, sdpa: 2*4096*4096*2 + 2*2*4096*1024 + 4*32*4096
@@ -109,20 +115,30 @@ def attention_saved_bytes(batch: int, seq: int, kv_seq: int, heads: int, kv_head
     if attention == "eager":
         kv_bytes = 2 * compute_bytes * batch * kv_seq * heads * head_dim
         scores = batch * heads * seq * kv_seq
-        return q_bytes + kv_bytes + (4 + compute_bytes + (1 if dropout else 0)) * scores
+        return q_bytes + kv_bytes + (4 + compute_bytes + (1 if dropout else 0)
+                                     + (compute_bytes if softcap else 0)) * scores
     kv_bytes = 2 * compute_bytes * batch * kv_seq * kv_heads * head_dim
     return 2 * q_bytes + kv_bytes + 4 * batch * heads * seq
 
 
-def mlp_saved_bytes(tokens: int, intermediate: int, compute_bytes: int, gated: bool, activation: str) -> int:
+def mlp_saved_bytes(tokens: int, intermediate: int, compute_bytes: int, gated: bool, activation: str,
+                    autocast: bool = False) -> int:
     """The MLP's internal tensors (its input and the down projection's input are linear inputs, counted there).
 
     - gated (SwiGLU/GeGLU, act(gate) * up): the activation's input (the gate output, times the activation's
       saved-tensor count) plus both factors of the product, act(gate) and up: c*T*I*(k + 2).
     - plain (fc1 -> act -> fc2): the activation's saved tensors, c*T*I*k.
-    Source: modeling_llama.py LlamaMLP (down_proj(act_fn(gate_proj(x)) * up_proj(x))); activations.py.
-    Example: Llama-3.1-8B, T=4096, I=14336, bf16, silu: 2*4096*14336*3 = 352,321,536 B.
+    - gelu_new under CUDA autocast: torch.pow runs in fp32, so pow's input, tanh's output and 1 + tanh are fp32
+      and only 0.5*x stays in c: (12 + c)*T*I instead of 4*c*T*I (traced; GPT-2 and Phi-2 use gelu_new:
+      profiles/full-bf16-gpt2-s1024-b4 went from -16% to -2% allocated).
+    Source: modeling_llama.py LlamaMLP (down_proj(act_fn(gate_proj(x)) * up_proj(x))); activations.py
+    NewGELUActivation; aten/src/ATen/autocast_mode.cpp (pow in the fp32 list).
+    Example: Llama-3.1-8B, T=4096, I=14336, bf16, silu: 2*4096*14336*3 = 352,321,536 B;
+      GPT-2, T=4096, I=3072, bf16 autocast, gelu_new: (12 + 2)*4096*3072 = 176,160,768 B.
     """
+    if activation == "gelu_new" and autocast and compute_bytes != 4:
+        act_bytes = (12 + compute_bytes) * tokens * intermediate
+        return act_bytes + (2 * compute_bytes * tokens * intermediate if gated else 0)
     k = activation_saved_tensors(activation)
     return compute_bytes * tokens * intermediate * (k + 2 if gated else k)
 
@@ -146,12 +162,14 @@ def lora_saved_bytes(tokens: int, d_in: int, r: int, input_bytes: int, dropout: 
     return input_bytes * tokens * d_in + (tokens * d_in if dropout else 0) + input_bytes * tokens * r
 
 
-def ia3_saved_bytes(tokens: int, width: int, compute_bytes: int) -> int:
+def ia3_saved_bytes(tokens: int, width: int, compute_bytes: int, feedforward: bool = False) -> int:
     """(IA)^3 scales a tensor by a learned vector; the product saves the scaled tensor for the vector's gradient:
-    c*T*w (w = d_out for key/value targets, d_in for feed-forward targets).
-    Source: peft/tuners/ia3/layer.py Linear.forward. Example: v_proj of Llama-3.1-8B, T=4096: 2*4096*1024 = 8,388,608 B.
+    c*T*d_out for key/value targets (the base output), 4*T*d_in for feed-forward targets (PEFT casts the input to
+    the fp32 vector's dtype first: `x = x.to(ia3_l.dtype)`; traced, profiles/ia3-* went from -7/-10% to ~0%).
+    Source: peft/tuners/ia3/layer.py Linear.forward. Example: v_proj of Llama-3.1-8B, T=4096: 2*4096*1024 =
+    8,388,608 B; its down_proj (d_in 14336): 4*4096*14336 = 234,881,024 B.
     """
-    return compute_bytes * tokens * width
+    return (4 if feedforward else compute_bytes) * tokens * width
 
 
 def bottleneck_adapter_saved_bytes(tokens: int, hidden: int, adapter_size: int, compute_bytes: int) -> int:
@@ -199,11 +217,12 @@ def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tupl
         if layer.experts:  # routed experts: each token's hidden state is gathered k times and read by the experts
             total += c * T * moe_factor * h * 2 + c * T * moe_factor * layer.intermediate_size
     total += attention_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, layer.heads, layer.kv_heads, layer.head_dim, c,
-                                   ctx.attention, ctx.dropout and layer.attention_dropout > 0)
+                                   ctx.attention, ctx.dropout and layer.attention_dropout > 0, layer.attn_softcap)
     if layer.cross_attention:
         total += attention_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, layer.heads, layer.heads, layer.head_dim, c,
                                        ctx.attention, ctx.dropout and layer.attention_dropout > 0)
-    total += mlp_saved_bytes(T * moe_factor, layer.intermediate_size, c, layer.gated_mlp, layer.activation)
+    total += mlp_saved_bytes(T * moe_factor, layer.intermediate_size, ctx.mlp_bytes or c, layer.gated_mlp,
+                             layer.activation, ctx.autocast)
     if ctx.dropout and layer.hidden_dropout > 0:
         sublayers = 3 if layer.cross_attention else 2
         total += sublayers * dropout_mask_bytes(T, h)
@@ -219,7 +238,7 @@ def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tupl
             shared_groups.add(lin.group)
         total += lora_saved_bytes(T, lin.d_in, ctx.lora_r, in_bytes, ctx.lora_dropout > 0)
     for lin, is_ff in ia3:
-        total += ia3_saved_bytes(T, lin.d_in if is_ff else lin.d_out, c)
+        total += ia3_saved_bytes(T, lin.d_in if is_ff else lin.d_out, c, is_ff)
     if adapter_size:
         total += 2 * bottleneck_adapter_saved_bytes(T, h, adapter_size, c)
     return total

@@ -36,6 +36,7 @@ class LayerShape:
     linears: tuple[LinearShape, ...] = ()
     experts: int = 0
     experts_per_token: int = 0
+    attn_softcap: bool = False  # attention logit softcapping (Gemma 2): eager saves the tanh output
 
     @property
     def kv_width(self) -> int:

@@ -35,6 +35,20 @@ def test_pieces():
     assert a.activation_saved_tensors("gelu_new") == 4 and a.activation_saved_tensors("silu") == 1
 
 
+def test_calibrated_pieces():
+    """The docstring examples of the terms corrected by the H100 runs (profiles/, docs/accuracy.md)."""
+    # gelu_new under autocast: pow runs in fp32 -> (12 + c)*T*I; without autocast 4 saved c-byte tensors
+    assert a.mlp_saved_bytes(4096, 3072, 2, False, "gelu_new", autocast=True) == 14 * 4096 * 3072 == 176_160_768
+    assert a.mlp_saved_bytes(4096, 3072, 2, False, "gelu_new") == 4 * 2 * 4096 * 3072
+    # (IA)3 feed-forward targets save the input cast to the fp32 vector's dtype
+    assert a.ia3_saved_bytes(T, 14336, 2, feedforward=True) == 234_881_024
+    # Gemma 2's attention softcapping adds tanh's c-byte output to eager attention, nothing to sdpa
+    eager = a.attention_saved_bytes(1, 1024, 1024, 8, 4, 256, 2, "eager")
+    assert a.attention_saved_bytes(1, 1024, 1024, 8, 4, 256, 2, "eager", softcap=True) == eager + 2 * 8 * 1024 * 1024
+    assert a.attention_saved_bytes(1, 1024, 1024, 8, 4, 256, 2, "sdpa", softcap=True) == \
+        a.attention_saved_bytes(1, 1024, 1024, 8, 4, 256, 2, "sdpa")
+
+
 def test_full_block_is_49_T_h():
     """memory-mechanics A1: T(20h + 4h_kv + 8I) + 4*T*n_q = 49.03*T*h for Llama-3-8B."""
     b = a.block_activation_bytes(LLAMA8B_BLOCK, ctx())

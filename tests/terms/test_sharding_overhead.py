@@ -26,9 +26,11 @@ def test_buffers():
 
 
 def test_overheads():
-    assert ov.cuda_context_bytes() == 536_870_912
+    assert ov.cuda_context_bytes() == 767 * 2**20 == 804_257_792
     assert ov.cuda_context_bytes(400 * 2**20) == 400 * 2**20
     assert ov.cublas_workspace_bytes("9.0", 2) == 67_108_864
     assert ov.cublas_workspace_bytes("8.0", 1) == 8_519_680
-    assert ov.fragmentation_bytes(50 * 2**30) == 1_610_612_736
+    # the docstring's example: one fp32 [T, V] loss block (T=2048, V=128,256) + 2% of 30 GiB
+    assert ov.fragmentation_bytes(30 * 2**30, 4 * 2048 * 128_256) == 1_050_673_152 + 644_245_094 == 1_694_918_246
+    assert ov.fragmentation_bytes(50 * 2**30) == 1_073_741_824  # inference: no loss block
     assert ov.usable_memory_bytes(81_559 * 2**20) == 84_983_939_072
