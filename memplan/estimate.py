@@ -190,11 +190,11 @@ def estimate(job: dict[str, Any] | JobSpec, engine: str = "formula", allow_path:
     attention = resolve_attention(info, spec, notes)
     if spec.task == "inference":
         phases, tr = _inference_phases(info, spec, attention, notes), Trainables(tensors=())
-        handles, outside = 1, {}
+        handles, outside, loss_block = 1, {}, 0
     else:
         st = _static_terms(info, spec)
         tr = st.tr
-        phases, outside = _training_phases(info, spec, st, attention, notes)
+        phases, outside, loss_block = _training_phases(info, spec, st, attention, notes)
         handles = 2
     workspace = ov.cublas_workspace_bytes(cc, handles)
     for ph in phases:
@@ -202,7 +202,7 @@ def estimate(job: dict[str, Any] | JobSpec, engine: str = "formula", allow_path:
             ph.parts["cublas_workspace"] = workspace
     peak = max(phases, key=lambda p: p.total)
     allocated = peak.total
-    frag = ov.fragmentation_bytes(allocated, _loss_block(info, spec) if spec.task == "train" else 0)
+    frag = ov.fragmentation_bytes(allocated, loss_block)
     context = ov.cuda_context_bytes()
     components = {k: v for k, v in peak.parts.items()}
     components["allocator_fragmentation"] = frag
@@ -279,30 +279,20 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
             "checkpoints": checkpoints, "model_level": model_level, "backward_transient": transient}
 
 
-def _loss_terms(info: ModelInfo, spec: JobSpec, tokens: int) -> tuple[int, int]:
-    """(forward peak, backward spike) of the logits and loss."""
+def _loss_terms(info: ModelInfo, spec: JobSpec, tokens: int) -> tuple[int, int, int]:
+    """(forward peak, backward spike, largest fp32 block) of the logits and loss; the block, log_softmax's [T, V]
+    output, is what the allocator keeps as fragmentation (`overhead.fragmentation_bytes`)."""
     if info.head == "sequence_classification":
         return lg.cross_entropy_forward_peak_bytes(spec.micro_batch_size, spec.num_labels, 4), \
-            lg.cross_entropy_backward_spike_bytes(spec.micro_batch_size, spec.num_labels)
+            lg.cross_entropy_backward_spike_bytes(spec.micro_batch_size, spec.num_labels), 0
     vocab = spec.num_labels if info.head == "token_classification" else info.vocab_size
     # the fp32 lm_head of a k-bit-prepared model still runs under autocast: fp32 logits only without it
     fp32_logits = spec.compute_dtype == "fp32" or (kbit_prepared(spec) and spec.mixed_precision == "no")
     per = 4 if fp32_logits else dtype_bytes(spec.compute_dtype)
-    if info.final_logit_softcap:  # Gemma 2: tanh's output over the logits is saved too, in the logits' dtype
-        softcap = lg.logits_bytes(tokens, vocab, per)
-        return lg.cross_entropy_forward_peak_bytes(tokens, vocab, per) + softcap, \
-            lg.cross_entropy_backward_spike_bytes(tokens, vocab) + softcap
-    return lg.cross_entropy_forward_peak_bytes(tokens, vocab, per), lg.cross_entropy_backward_spike_bytes(tokens, vocab)
-
-
-def _loss_block(info: ModelInfo, spec: JobSpec) -> int:
-    """The loss's largest fp32 block (log_softmax's [T, V] output), which the allocator keeps as fragmentation."""
-    if info.head not in ("causal_lm", "seq2seq_lm", "masked_lm", "token_classification"):
-        return 0
-    vocab = spec.num_labels if info.head == "token_classification" else info.vocab_size
-    tokens = spec.micro_batch_size * (spec.seq_len + (spec.num_virtual_tokens if spec.method == "prompt_tuning"
-                                                      else 0))
-    return lg.cross_entropy_saved_bytes(tokens, vocab)
+    # Gemma 2: tanh's output over the logits is saved too, in the logits' dtype
+    softcap = lg.logits_bytes(tokens, vocab, per) if info.final_logit_softcap else 0
+    return lg.cross_entropy_forward_peak_bytes(tokens, vocab, per) + softcap, \
+        lg.cross_entropy_backward_spike_bytes(tokens, vocab) + softcap, lg.cross_entropy_saved_bytes(tokens, vocab)
 
 
 @dataclass(frozen=True)
@@ -374,7 +364,8 @@ def _compute_static(info: ModelInfo, spec: JobSpec) -> _Static:
 
 
 def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str, notes: list[str]
-                     ) -> tuple[list[_Phase], dict[str, int]]:
+                     ) -> tuple[list[_Phase], dict[str, int], int]:
+    """The phases, the components outside PyTorch's allocator, and the loss block (for fragmentation)."""
     zero, n_gpu, tr = spec.zero_stage, spec.num_gpus, st.tr
     quantized = spec.weight_dtype in ("int8", "nf4", "fp4", "int4")
     weights = st.weights
@@ -424,7 +415,7 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
         fp32_kv = sum(kv.kv_cache_bytes(1, x.kv_heads, x.head_dim, spec.micro_batch_size, ctx.seq, 4) for x in dec)
     saved = a["checkpoints"] if checkpointing else a["blocks"]
     loss_tokens = spec.micro_batch_size * ctx.seq if info.head != "sequence_classification" else 0
-    loss_fwd, loss_spike = _loss_terms(info, spec, loss_tokens)
+    loss_fwd, loss_spike, loss_block = _loss_terms(info, spec, loss_tokens)
     grads_accumulated = grads if spec.gradient_accumulation_steps > 1 else 0
     # steady state: optimizer states exist in every phase from the first optimizer step on
     base = {"weights": weights, "optimizer_states": states}
@@ -453,7 +444,7 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
     if spec.optimizer != "none" and tr.tensors:
         phases.append(_Phase("optimizer_step", {"weights": weights, "gradients": grads, "optimizer_states": states,
                                                 "zero_buffers": buckets, "temporaries": step_temp}))
-    return phases, outside
+    return phases, outside, loss_block
 
 
 # ---------------------------------------------------------------- inference
