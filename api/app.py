@@ -8,6 +8,7 @@ Errors: 422 names the field and what it allows, 404 names an unknown model or GP
 
 from __future__ import annotations
 
+import difflib
 import gc
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,12 +21,13 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 import memplan
 from memplan import catalog, hub
 from memplan.check import CheckResult, check
 from memplan.estimate import Estimate, estimate
+from memplan.plan import MAX_LIMIT, Plan, PlanTarget, plan
 from memplan.spec import JobSpec, SpecError, UnknownIdError, describe_errors, drop_union_noise
 from memplan.sweep import Sweep, SweepField, sweep
 
@@ -49,6 +51,16 @@ EXAMPLES = {
         "model_config": {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632,
                          "num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4,
                          "vocab_size": 32000}, "method": "lora", "gpu": {"memory_gib": 24}}},
+}
+
+PLAN_EXAMPLES = {
+    "qlora_t4": {"summary": "QLoRA of Llama-3.1-8B on a T4, global batch 32", "value": {
+        "job": EXAMPLES["qlora_t4"]["value"], "target": {"global_batch_size": 32}, "limit": 5}},
+    "full_8b": {"summary": "Full fine-tune of Llama-3.1-8B: what fits on 2 A100-80GB", "value": {
+        "job": {"model": "meta-llama/Llama-3.1-8B", "method": "full", "seq_len": 4096, "gpu": "A100-SXM-80GB"},
+        "target": {"num_gpus": 2, "global_batch_size": 64}}},
+    "serve": {"summary": "Serving Qwen2.5-7B on an L4: largest batch, vLLM KV budget", "value": {
+        "job": EXAMPLES["serve"]["value"]}},
 }
 
 
@@ -78,6 +90,15 @@ class SweepRequest(BaseModel):
                                                                      "usual range, up to twice the largest fit")
 
 
+class PlanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job: JobSpec
+    target: PlanTarget | None = Field(None, description="what the plan has to reach; every field optional "
+                                                        "(left out: the job's own gpu, num_gpus and batch)")
+    limit: int = Field(10, ge=1, le=MAX_LIMIT, description="most configurations returned")
+
+
 def _error(status: int, items: list[dict[str, Any]]) -> JSONResponse:
     summary = "; ".join(f"{i['field']}: {i['message']}" if i["field"] else i["message"] for i in items)
     return JSONResponse(status_code=status, content={"error": summary, "detail": items})
@@ -91,19 +112,40 @@ def _spec_error_response(exc: SpecError, prefix: str = "") -> JSONResponse:
                         for loc, msg in exc.errors])
 
 
-def _validation_response(exc: RequestValidationError) -> JSONResponse:
+def _unknown_field(name: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown field '{name}'{hint}; allowed fields: {', '.join(allowed)}"
+
+
+def _plan_prefixed(exc: SpecError) -> SpecError:
+    """The planner's errors name target.<field> and limit as they are; the job's own fields get "job."."""
+    def name(loc: str) -> str:
+        return loc if loc in ("limit", "target") or loc.startswith("target.") else f"job.{loc}" if loc else "job"
+
+    if isinstance(exc, UnknownIdError):
+        return UnknownIdError(name(exc.field), exc.errors[0][1], exc.suggestions)
+    return SpecError([(name(loc), msg) for loc, msg in exc.errors])
+
+
+def _validation_response(exc: RequestValidationError, path: str = "") -> JSONResponse:
     items = []
     for err in drop_union_noise(list(exc.errors())):
         loc = [str(p) for p in err.get("loc", ())]
         where, loc = (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path") else ("body", loc)
+        if path == "/v1/plan" and err.get("type") == "extra_forbidden" and loc and loc[0] != "job":
+            # an unknown key of the plan request or its target (the job's own are named below)
+            allowed = list(PlanTarget.model_fields if loc[0] == "target" else PlanRequest.model_fields)
+            items.append({"field": ".".join(loc), "message": _unknown_field(loc[-1], allowed)})
+            continue
         prefix = ""
-        if loc and loc[0] == "job":  # the sweep request wraps a job spec
+        if loc and loc[0] == "job":  # the sweep and plan requests wrap a job spec
             prefix, loc = "job.", loc[1:]
         if err.get("type") == "json_invalid":
             items.append({"field": "body", "message": f"invalid JSON: {err.get('ctx', {}).get('error', '')}"})
             continue
         field, message = describe_errors([{**err, "loc": tuple(loc)}])[0]
-        if where == "body" and err.get("type") in ("model_attributes_type", "dict_type"):
+        if where == "body" and not loc and err.get("type") in ("model_attributes_type", "dict_type"):
             message = f"the body must be a JSON object of job fields: {message}"
         items.append({"field": prefix + field if field else (prefix.rstrip(".") or where), "message": message})
     unique = [i for n, i in enumerate(items) if i not in items[:n]]
@@ -131,7 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_response(exc)
+        return _validation_response(exc, request.url.path)
 
     @app.exception_handler(SpecError)
     async def _on_spec(request: Request, exc: SpecError) -> JSONResponse:
@@ -179,6 +221,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Peak memory against micro-batch, sequence length, inference batch or prompt length, and the largest
         value that fits."""
         return json_response(await with_hub(lambda job: sweep(job, req.field, req.values), req.job))
+
+    @app.post("/v1/plan", response_model=Plan, tags=["estimate"],
+              responses={404: {"description": "unknown model or GPU id (job.model, job.gpu, target.gpu)"},
+                         422: {"description": "invalid job, target or limit"}})
+    async def post_plan(req: Annotated[PlanRequest, Body(openapi_examples=PLAN_EXAMPLES)]) -> Response:
+        """What fits a target (GPU, GPU count, global batch): ranked configurations, each re-estimated; the
+        single changes that make the job fit; the largest micro-batch, longest sequence, fewest GPUs and
+        cheapest / fastest GPU (inference: largest batch, vLLM KV budget and concurrent sequences)."""
+        try:
+            return json_response(await with_hub(lambda job: plan(job, req.target, req.limit), req.job))
+        except SpecError as exc:
+            raise _plan_prefixed(exc) from None
 
     @app.get("/v1/models", response_model=list[ModelRow], tags=["catalog"])
     async def get_models(search: Annotated[str | None, Query(max_length=200, description="substring of the id, "

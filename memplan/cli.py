@@ -130,26 +130,217 @@ def format_estimate(e: Any) -> str:
 def _cmd_estimate(args: argparse.Namespace) -> int:
     from memplan.estimate import estimate
 
-    e = estimate(load_job(args), allow_path=True)
+    progress = None
+    if args.engine == "trace" and sys.stderr.isatty():
+        def progress(message: str) -> None:
+            print(f"\rmemplan: tracing: {message}\x1b[K", end="", file=sys.stderr, flush=True)
+    e = estimate(load_job(args), engine=args.engine, allow_path=True, progress=progress)
+    if progress is not None:
+        print("\r\x1b[K", end="", file=sys.stderr, flush=True)
     print(json.dumps(e.model_dump(mode="json"), indent=2) if args.json else format_estimate(e))
     return 0
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    from memplan.check import check
+CHECK_USAGE = """memplan check [JOB ...] [--from FILE ...] [--model ID] [--gpu ID] [--margin PCT]
+              [--format text|json|junit|github] [--summary PATH]  (+ the job field flags below)"""
 
-    job = load_job(args)
-    try:
-        result = check(job, args.margin, allow_path=True)
-    except SpecError as exc:
-        raise SpecError([("--margin" if loc == "margin_pct" else loc, msg) for loc, msg in exc.errors]) from None
-    if args.json:
-        e = result.estimate.model_dump(mode="json")
-        print(json.dumps({**e, "check": {"fits": result.fits, "margin_pct": result.margin_pct,
-                                         "required_bytes": result.required_bytes}}, indent=2))
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from memplan.report import exit_code, markdown_summary, render
+
+    margin = args.margin
+    if not 0 <= margin < 100:  # one margin for the whole run: a usage error, before any job is checked
+        raise SpecError([("--margin", f"must be a percentage in [0, 100), got {margin:g}")])
+    job_args = list(args.job or [])
+    from_args = list(args.from_files or [])
+    if not job_args and not from_args and args.set_model is None:
+        raise UsageError("no job to check: give JOB (job spec files or catalog model ids), --from FILE "
+                         "(trainer / PEFT / DeepSpeed / accelerate / axolotl configs) or --model ID")
+    if args.json and len(job_args) > 1:
+        raise UsageError("--json: prints one job (its estimate JSON with a \"check\" object); for several jobs use "
+                         "--format json")
+    if not job_args:
+        job_args = [None]  # one job from --from and/or the field flags alone
+    jobs = [_checked_job(args, arg, from_args, margin) for arg in job_args]
+    code = exit_code(jobs)
+    if args.json:  # the one-job shape `memplan check --json` has always printed
+        j = jobs[0]
+        if j.result is None:
+            for line in (j.error or "").splitlines():
+                print(f"memplan: error: {line}", file=sys.stderr)
+        else:
+            e = j.result.estimate.model_dump(mode="json")
+            print(json.dumps({**e, "check": {"fits": j.result.fits, "margin_pct": j.result.margin_pct,
+                                             "required_bytes": j.result.required_bytes}}, indent=2))
+        for file, src, reason in j.ignored:
+            print(f"memplan: ignored {src} ({file}): {reason}", file=sys.stderr)
     else:
-        print(f"memplan check: {result.message}")
-    return 0 if result.fits else 1
+        sys.stdout.write(render(jobs, args.format or "text"))
+    sys.stdout.flush()
+    if args.summary:
+        try:
+            _append_summary(Path(args.summary), markdown_summary(jobs))
+        except OSError as exc:
+            print(f"memplan: error: --summary: cannot write {args.summary}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    return code
+
+
+def _append_summary(path: Path, text: str) -> None:
+    """Append `text` to `path` (created if missing), a blank line after what the file already holds."""
+    try:
+        existing = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except UnicodeDecodeError:
+        existing = "x"
+    sep = "" if not existing or existing.endswith("\n\n") else ("\n" if existing.endswith("\n") else "\n\n")
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(sep + text)
+
+
+def _is_job_file(arg: str) -> bool:
+    """What load_job reads as a job spec file (else the argument is a catalog model id or a missing file)."""
+    path = Path(arg)
+    return path.is_file() and path.suffix.lower() in (".yaml", ".yml", ".json")
+
+
+def _strip_kind(arg: str) -> str:
+    from memplan.importers import KINDS
+
+    kind, sep, rest = arg.partition(":")
+    return rest if sep and kind in KINDS else arg
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, SpecError):
+        return "\n".join(f"{'--margin' if loc == 'margin_pct' else loc}: {msg}" if loc else msg
+                         for loc, msg in exc.errors)
+    return str(exc)
+
+
+def _apply_overrides(job: dict[str, Any], args: argparse.Namespace) -> None:
+    """The field flags (--seq-len, --lora-r, ..., --model, --gpu, --gpu-memory-gib) over `job`, as load_job does."""
+    for key, value in vars(args).items():
+        if not key.startswith("set_") or value is None:
+            continue
+        dotted = key[4:].replace("__", ".")
+        target = job
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise UsageError(f"{part}: must be a mapping to set {dotted}")
+        target[leaf] = _parse_value(dotted, value)
+    if args.gpu is not None:
+        job["gpu"] = args.gpu
+    if args.gpu_memory_gib is not None:
+        job["gpu"] = {"memory_gib": args.gpu_memory_gib}
+
+
+def _imported_job(args: argparse.Namespace, arg: str | None, from_args: list[str]) -> tuple[dict[str, Any], Any]:
+    """The job from the --from configs, with the JOB file (if any) as the first source, then the flags over it."""
+    from memplan.importers import import_configs
+
+    paths, model_id = [], None
+    if arg is not None:
+        if _is_job_file(arg):
+            paths.append(f"memplan:{arg}")  # the base: read first, so that a conflict names this file
+        elif Path(arg).suffix.lower() in (".yaml", ".yml"):
+            raise UsageError(f"job file not found: {arg}")
+        else:
+            model_id = arg  # a catalog model id given as JOB sets the model, as --model does
+    result = import_configs(paths + from_args)
+    job = result.job
+    model = job.get("model")
+    if arg is not None and model_id is None and isinstance(model, str) and model.endswith(".json"):
+        model_path = Path(arg).parent / model  # as in load_job: config paths are relative to the job file
+        if model_path.is_file() and any(f == arg and fld == "model" for f, _, fld in result.mapped):
+            job["model"] = str(model_path)
+    if model_id is not None:
+        job["model"] = model_id
+    _apply_overrides(job, args)
+    if "model" not in job and "model_config" not in job:
+        raise UsageError("model: required: none of the configs names the model; give --model ID (a catalog id or "
+                         "a config.json path; `memplan models` lists the catalog)")
+    return job, result
+
+
+def _checked_job(args: argparse.Namespace, arg: str | None, from_args: list[str], margin: float) -> Any:
+    """One job of the run, checked; bad input becomes the job's `error` (the other jobs are still checked)."""
+    from memplan.check import check
+    from memplan.report import CheckedJob
+
+    if from_args:
+        plain = [_strip_kind(f) for f in from_args]
+        name = arg if arg is not None else "+".join(plain)
+        files = ([arg] if arg is not None and _is_job_file(arg) else []) + plain
+    else:
+        name = arg if arg is not None else str(args.set_model)
+        files = [arg] if arg is not None and _is_job_file(arg) else []
+    ignored: list[tuple[str, str, str]] = []
+    try:
+        if from_args:
+            job, imported = _imported_job(args, arg, from_args)
+            ignored = list(imported.ignored)
+            read = [s.partition(":")[2] for s in imported.sources]  # referenced files (trainer -> deepspeed) too
+            files = list(dict.fromkeys(files + [f for f in read if Path(f).exists()]))
+        else:
+            job = load_job(argparse.Namespace(**{**vars(args), "job": arg}))
+        result = check(job, margin, allow_path=True)
+    except (SpecError, UsageError) as exc:
+        return CheckedJob(name=name, source_files=files, result=None, error=_error_text(exc) or "bad input",
+                          ignored=ignored)
+    return CheckedJob(name=name, source_files=files, result=result, error=None, ignored=ignored)
+
+
+def format_plan(p: Any) -> str:
+    """The plan for people: the baseline verdict, the ranked configurations, the changes and the solvers."""
+    e = p.estimate
+    lines = [f"{e.model.id} on {e.gpu.id}: baseline peak {_gib(e.peak_bytes)}, "
+             f"{'FITS' if e.fits else 'DOES NOT FIT'} (headroom {_gib(e.headroom_bytes)})", ""]
+    if p.configurations:
+        lines.append("configurations that fit (best first):")
+        lines.append(f"  {'configuration':44s} {'peak GiB':>9s} {'headroom':>9s} {'step s':>8s} {'tokens/s':>10s}")
+        for o in p.configurations:
+            step = "-" if o.step_time_s is None else f"{o.step_time_s:.2f}"
+            tps = "-" if o.tokens_per_s is None else f"{o.tokens_per_s:,.0f}"
+            lines.append(f"  {o.label:44s} {o.peak_bytes / GIB:9.2f} {o.headroom_bytes / GIB:9.2f} {step:>8s} "
+                         f"{tps:>10s}")
+    else:
+        lines.append("no configuration in the search fits the target")
+    if p.changes:
+        lines += ["", "what to change (one change each, re-estimated):"]
+        for c in p.changes:
+            slow = "" if c.slowdown is None else f", time per token x{c.slowdown:.2f}"
+            lines.append(f"  - {c.description} ({'fits' if c.fits else 'still does not fit'}{slow})")
+    lines += ["", "solvers:"]
+    def show(k: str, v: Any) -> str:
+        if k.endswith("_bytes") and isinstance(v, int):
+            return f"{k[:-6]} {v / GIB:.2f} GiB"
+        return f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+
+    for key, value in p.solvers.items():
+        if isinstance(value, dict):
+            value = ", ".join(show(k, v) for k, v in value.items() if not isinstance(v, (dict, list)))
+        lines.append(f"  {key}: {value}")
+    lines += ["", "assumptions:"] + [f"  - {a}" for a in p.assumptions]
+    return "\n".join(lines)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from memplan.plan import plan
+
+    target = {k: v for k, v in {"global_batch_size": args.global_batch, "gpu": args.target_gpu,
+                                "num_gpus": args.target_gpus, "utilization": args.utilization,
+                                "margin_pct": args.margin}.items() if v is not None}
+    try:
+        result = plan(load_job(args), target, limit=args.limit, allow_path=True)
+    except SpecError as exc:  # name the flag, not the library's field
+        flags = {"target.global_batch_size": "--global-batch", "target.gpu": "--target-gpu",
+                 "target.num_gpus": "--target-gpus", "target.utilization": "--utilization",
+                 "target.margin_pct": "--margin", "limit": "--limit"}
+        raise SpecError([(flags.get(loc, loc), msg) for loc, msg in exc.errors]) from None
+    print(json.dumps(result.model_dump(mode="json"), indent=2) if args.json else format_plan(result))
+    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -212,7 +403,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from memplan.validate import problems, validate
 
-    rows, text = validate(Path(args.profiles))
+    rows, text = validate(Path(args.profiles), args.engine)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     bad = problems(rows)
@@ -256,13 +447,52 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("estimate", help="per-GPU memory of a job, broken down by term")
     _add_job_args(p)
     p.add_argument("--json", action="store_true", help="print the estimate's JSON")
+    p.add_argument("--engine", default="formula", choices=["formula", "trace"],
+                   help="formula: closed-form terms (milliseconds, the default); trace: run the real step on fake "
+                        "tensors (seconds; needs no GPU)")
     p.set_defaults(func=_cmd_estimate)
-    p = sub.add_parser("check", help="exit 0 if the job fits the GPU, 1 if not, 2 on bad input (for CI)")
+    from memplan.importers import KINDS
+    from memplan.report import FORMATS
+
+    p = sub.add_parser(
+        "check", help="exit 0 if every job fits its GPU, 1 if one does not, 2 on bad input (for CI)",
+        usage=CHECK_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check each job against its GPU's usable memory (CI interface: docs/ci.md).",
+        epilog="exit codes: 0 every job fits, 1 at least one does not fit, 2 bad input in at least one job (each "
+               "job is\nchecked; bad input wins). Field flags apply to every job, after the --from configs.")
     _add_job_args(p)
+    for action in p._actions:  # check takes any number of jobs (the other commands one)
+        if action.dest == "job":
+            action.nargs, action.metavar = "*", "JOB"
+            action.help = ("job spec files (YAML or JSON) or catalog model ids, each checked as its own job; with "
+                           "--from, each is the first source of the import")
+    p.add_argument("--from", dest="from_files", action="append", default=None, metavar="FILE",
+                   help="a trainer config, combined with the other --from files into one job (repeatable): HF "
+                        "TrainingArguments / TRL SFTConfig, PEFT adapter_config.json, DeepSpeed JSON, accelerate "
+                        f"or axolotl YAML; KIND:FILE names its kind ({'|'.join(KINDS)})")
     p.add_argument("--margin", type=float, default=0.0, metavar="PCT",
-                   help="required free share of the GPU's usable memory, in percent")
-    p.add_argument("--json", action="store_true")
+                   help="required free share of the GPU's usable memory, in percent (default 0)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--format", default=None, choices=FORMATS,
+                     help="what is printed: text (default, one line per job), json, junit (JUnit XML) or github "
+                          "(GitHub Actions annotations)")
+    out.add_argument("--json", action="store_true",
+                     help="one job only: its estimate JSON with a \"check\" object (the shape before --format)")
+    p.add_argument("--summary", default=None, metavar="PATH",
+                   help="also append a Markdown summary to PATH (created if missing), e.g. \"$GITHUB_STEP_SUMMARY\"")
     p.set_defaults(func=_cmd_check)
+    p = sub.add_parser("plan", help="what fits: ranked configurations for a target, what to change, solvers")
+    _add_job_args(p)
+    p.add_argument("--global-batch", type=int, default=None, metavar="N",
+                   help="sequences per optimizer step over all GPUs to reach (default: the job's)")
+    p.add_argument("--target-gpu", default=None, metavar="ID", help="plan for this catalog GPU (default: the job's)")
+    p.add_argument("--target-gpus", type=int, default=None, metavar="N", help="plan for N GPUs (default: the job's)")
+    p.add_argument("--utilization", type=float, default=None, metavar="MFU",
+                   help="model FLOPs utilization for step times (default 0.4)")
+    p.add_argument("--margin", type=float, default=None, metavar="PCT", help="required free share of usable memory")
+    p.add_argument("--limit", type=int, default=10, help="configurations to list (1-100)")
+    p.add_argument("--json", action="store_true", help="print the plan's JSON")
+    p.set_defaults(func=_cmd_plan)
     p = sub.add_parser("serve", help="run the HTTP API and the calculator page (settings: MEMPLAN_* variables)")
     p.add_argument("--host", default=None, help="default MEMPLAN_HOST or 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default MEMPLAN_PORT or 8000")
@@ -285,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="every run in profiles/ against its estimate -> docs/accuracy.md")
     p.add_argument("--profiles", default="profiles")
     p.add_argument("--out", default="docs/accuracy.md")
+    p.add_argument("--engine", default="formula", choices=["formula", "trace"],
+                   help="trace: every run against the trace engine (about 5 s a run)")
     p.set_defaults(func=_cmd_validate)
     p = sub.add_parser("models", help="list the bundled model catalog")
     p.add_argument("--search", default=None)

@@ -76,7 +76,7 @@ class Estimate(BaseModel):
 
 
 @dataclass
-class _Phase:
+class Phase:
     name: str
     parts: dict[str, int]
 
@@ -171,10 +171,23 @@ def _step_temp(tr: Trainables, optimizer: str, impl: str) -> int:
     return 0
 
 
-def estimate(job: dict[str, Any] | JobSpec, engine: str = "formula", allow_path: bool = False) -> Estimate:
-    """Estimate per-GPU memory of the job. Raises SpecError (bad field) or ArchitectureError (bad model)."""
-    if engine != "formula":
-        raise SpecError([("engine", f"unknown engine '{engine}'; allowed: formula")])
+ENGINES = ("formula", "trace")
+
+
+@dataclass
+class ResolvedJob:
+    """A validated job with its model introspected, its GPU looked up and its attention resolved."""
+
+    spec: JobSpec
+    info: ModelInfo
+    gpu: GpuInfo
+    compute_capability: str | None
+    attention: str
+    notes: list[str]
+
+
+def resolve_job(job: dict[str, Any] | JobSpec, allow_path: bool = False) -> ResolvedJob:
+    """Validate the spec, introspect the model and look up the GPU. Raises SpecError naming the field."""
     spec = parse_spec(job)
     try:
         info = introspect(spec.model, spec.inline_config, spec.head, spec.num_labels, allow_path=allow_path)
@@ -188,21 +201,46 @@ def estimate(job: dict[str, Any] | JobSpec, engine: str = "formula", allow_path:
         raise UnknownIdError("gpu", f"{exc} or give {{memory_gib: N}}", exc.suggestions) from None
     notes: list[str] = []
     attention = resolve_attention(info, spec, notes)
+    return ResolvedJob(spec, info, gpu, cc, attention, notes)
+
+
+def estimate(job: dict[str, Any] | JobSpec, engine: str = "formula", allow_path: bool = False,
+             progress: Any = None) -> Estimate:
+    """Estimate per-GPU memory of the job. Raises SpecError (bad field) or ArchitectureError (bad model).
+
+    engine "formula" adds the closed-form terms (milliseconds); "trace" runs the real training step or generation
+    on fake tensors (seconds; memplan.trace), calling `progress(message)` as it goes when given."""
+    if engine not in ENGINES:
+        raise SpecError([("engine", f"unknown engine '{engine}'; allowed: {', '.join(ENGINES)}")])
+    r = resolve_job(job, allow_path)
+    if engine == "trace":
+        from memplan.trace.engine import trace_estimate
+
+        return trace_estimate(r, progress)
+    spec, info = r.spec, r.info
     if spec.task == "inference":
-        phases, tr = _inference_phases(info, spec, attention, notes), Trainables(tensors=())
-        handles, outside, loss_block = 1, {}, 0
+        phases, tr = _inference_phases(info, spec, r.attention, r.notes), Trainables(tensors=())
+        outside, loss_block = {}, 0
     else:
         st = _static_terms(info, spec)
         tr = st.tr
-        phases, outside, loss_block = _training_phases(info, spec, st, attention, notes)
-        handles = 2
-    workspace = ov.cublas_workspace_bytes(cc, handles)
+        phases, outside, loss_block = _training_phases(info, spec, st, r.attention, r.notes)
+    return assemble(r, phases, tr.count, outside, lambda allocated: ov.fragmentation_bytes(allocated, loss_block))
+
+
+def assemble(r: ResolvedJob, phases: list[Phase], trainable: int, outside: dict[str, int],
+             fragmentation: Any, engine: str = "formula") -> Estimate:
+    """The Estimate from per-phase allocated bytes (by component): adds the cuBLAS workspace to every phase after
+    load, takes the peak phase, adds `fragmentation(peak_allocated)` for reserved and the CUDA context and
+    memory outside PyTorch for peak_bytes."""
+    spec, info, gpu = r.spec, r.info, r.gpu
+    workspace = ov.cublas_workspace_bytes(r.compute_capability, 2 if spec.task == "train" else 1)
     for ph in phases:
         if ph.name != "load":
             ph.parts["cublas_workspace"] = workspace
     peak = max(phases, key=lambda p: p.total)
     allocated = peak.total
-    frag = ov.fragmentation_bytes(allocated, loss_block)
+    frag = fragmentation(allocated)
     context = ov.cuda_context_bytes()
     components = {k: v for k, v in peak.parts.items()}
     components["allocator_fragmentation"] = frag
@@ -215,21 +253,22 @@ def estimate(job: dict[str, Any] | JobSpec, engine: str = "formula", allow_path:
         - (context - CONTEXT_LOW)
     high = peak_bytes + int(ACTIVATION_UNCERTAINTY * uncertain) + (int(FRAGMENTATION_HIGH * allocated) - frag) \
         + (CONTEXT_HIGH - context)
-    notes += _assumptions(spec, info, attention)
+    notes = r.notes + _assumptions(spec, info, r.attention)
     return Estimate(
         peak_allocated_bytes=allocated,
         peak_reserved_bytes=reserved,
         peak_bytes=peak_bytes,
         components=components,
         peak_phase=peak.name,
-        params=ParamCounts(total=info.total_params, trainable=tr.count),
+        params=ParamCounts(total=info.total_params, trainable=trainable),
         gpu=gpu,
         fits=peak_bytes <= gpu.usable_bytes,
         headroom_bytes=gpu.usable_bytes - peak_bytes,
-        range=ByteRange(low_bytes=low, high_bytes=high),
+        range=ByteRange(low_bytes=min(low, peak_bytes), high_bytes=max(high, peak_bytes)),
         assumptions=notes,
         phases={p.name: p.total for p in phases},
         model=ModelSummary(id=info.model_id, model_type=info.model_type, head=info.head),
+        engine=engine,
     )
 
 
@@ -364,7 +403,7 @@ def _compute_static(info: ModelInfo, spec: JobSpec) -> _Static:
 
 
 def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str, notes: list[str]
-                     ) -> tuple[list[_Phase], dict[str, int], int]:
+                     ) -> tuple[list[Phase], dict[str, int], int]:
     """The phases, the components outside PyTorch's allocator, and the loss block (for fragmentation)."""
     zero, n_gpu, tr = spec.zero_stage, spec.num_gpus, st.tr
     quantized = spec.weight_dtype in ("int8", "nf4", "fp4", "int4")
@@ -419,10 +458,10 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
     grads_accumulated = grads if spec.gradient_accumulation_steps > 1 else 0
     # steady state: optimizer states exist in every phase from the first optimizer step on
     base = {"weights": weights, "optimizer_states": states}
-    phases = [_Phase("load", {"weights": weights})]
+    phases = [Phase("load", {"weights": weights})]
     # a checkpointed (or no-grad) block's intermediates exist only while it runs, not during the loss
     fwd_block = a["largest_block"] if (checkpointing or not tr.grads_flow) else 0
-    phases.append(_Phase("forward", {**base, "gradients": grads_accumulated, "zero_buffers": live,
+    phases.append(Phase("forward", {**base, "gradients": grads_accumulated, "zero_buffers": live,
                                      "activations": saved + a["model_level"] + autocast_copies + head_cast + fp32_kv,
                                      "logits": loss_fwd if loss_fwd >= fwd_block else 0,
                                      "temporaries": fwd_block if fwd_block > loss_fwd else 0}))
@@ -440,9 +479,9 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
             {**base, "gradients": grads_accumulated, "zero_buffers": live,
              "activations": saved + a["model_level"] + a["largest_block"] + autocast_copies,
              "logits": 0, "temporaries": a["backward_transient"]})
-    phases.append(max((_Phase("backward", p) for p in backward_points), key=lambda p: p.total))
+    phases.append(max((Phase("backward", p) for p in backward_points), key=lambda p: p.total))
     if spec.optimizer != "none" and tr.tensors:
-        phases.append(_Phase("optimizer_step", {"weights": weights, "gradients": grads, "optimizer_states": states,
+        phases.append(Phase("optimizer_step", {"weights": weights, "gradients": grads, "optimizer_states": states,
                                                 "zero_buffers": buckets, "temporaries": step_temp}))
     return phases, outside, loss_block
 
@@ -450,7 +489,7 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
 # ---------------------------------------------------------------- inference
 
 
-def _inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list[str]) -> list[_Phase]:
+def _inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list[str]) -> list[Phase]:
     inf = spec.inference
     weights = _base_weights(info, spec.weight_dtype, float_dtype(spec), spec.double_quant)
     c = dtype_bytes(spec.compute_dtype)
@@ -481,13 +520,13 @@ def _inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: lis
                      "self-attention positions and a static cross-attention cache of prompt_len positions")
     else:
         prefill_kv, decode_kv = cache(prompt), cache(total)
-    phases = [_Phase("load", {"weights": weights}),
-              _Phase("prefill", {"weights": weights, "kv_cache": prefill_kv,
+    phases = [Phase("load", {"weights": weights}),
+              Phase("prefill", {"weights": weights, "kv_cache": prefill_kv,
                                  "activations": transient, "logits": logits_last})]
     if info.head in ("causal_lm", "seq2seq_lm") and inf.max_new_tokens > 0:
         append = kv.kv_append_transient_bytes(info.num_kv_heads, info.head_dim, b, total, kvb)
         step = kv.prefill_transient_bytes(b, info.hidden_size, widest.intermediate_size, widest.gated_mlp, c)
-        phases.append(_Phase("decode", {"weights": weights, "kv_cache": decode_kv, "activations": step,
+        phases.append(Phase("decode", {"weights": weights, "kv_cache": decode_kv, "activations": step,
                                         "logits": logits_last, "temporaries": append}))
     return phases
 

@@ -471,3 +471,55 @@ def test_inference_task_uses_batch_and_prompt_length(tab, base_url):
     expect(page.locator("#copy-cli-out")).to_have_text(
         f"memplan check {LLAMA} --task inference --inference-batch-size 4 --inference-prompt-len 4096 --gpu L4-24GB")
     assert e.phases.keys() >= {"prefill", "decode"}
+
+
+# ------------------------------------------------------------------ 8. the plan section (POST /v1/plan)
+
+
+def test_plan_button_shows_the_apis_configurations(tab, base_url):
+    from playwright.sync_api import expect
+
+    page = tab.page
+    page.goto(base_url + "/" + QLORA_T4)
+    spec = {"model": LLAMA, "method": "qlora", "gpu": "T4-16GB"}
+    expect_result(page, spec)
+    page.get_by_label("Global batch size").fill("8")
+    with page.expect_response(lambda r: r.url.endswith("/v1/plan")) as answer:
+        page.get_by_role("button", name="Find configurations that fit").click()
+    response = answer.value
+    assert response.status == 200
+    assert response.request.post_data_json == {"job": spec, "target": {"global_batch_size": 8}}
+    plan = response.json()
+    assert plan == httpx.post(base_url + "/v1/plan", json={"job": spec, "target": {"global_batch_size": 8}},
+                              timeout=60).json()
+    first = plan["configurations"][0]
+    assert memplan.estimate(first["job"]).peak_bytes == first["peak_bytes"]  # the API's number, re-estimated
+
+    row = page.locator("#plan-configs tbody tr").first
+    expect(row).to_contain_text(first["label"])
+    expect(row.locator("td").nth(1)).to_have_text(gib(first["peak_bytes"]))
+    expect(row.locator("td").nth(2)).to_have_text(gib(first["headroom_bytes"]))
+    expect(row).to_have_attribute("data-peak-bytes", str(first["peak_bytes"]))
+    expect(page.locator("#plan-configs tbody tr")).to_have_count(len(plan["configurations"]))
+    expect(page.locator("#plan-changes tbody tr")).to_have_count(len(plan["changes"]))
+    if plan["changes"]:
+        change = page.locator("#plan-changes tbody tr").first
+        expect(change).to_contain_text(plan["changes"][0]["description"])
+        expect(change.locator("td").first).to_have_text(gib(plan["changes"][0]["saves_bytes"]))
+    largest = plan["solvers"]["largest_micro_batch"]
+    expect(page.locator('[data-solver="largest_micro_batch"] dd')).to_have_text(
+        str(largest) if largest is not None else "none (not even 1)")
+    expect(page.locator("#plan-baseline")).to_contain_text(f"peak {gib(plan['estimate']['peak_bytes'])} GiB")
+
+    # a target the API refuses: its message next to the field, the stale table gone
+    page.get_by_label("Global batch size").fill("3")
+    page.get_by_label("GPU count").fill("2")
+    page.get_by_role("button", name="Find configurations that fit").click()
+    refused = httpx.post(base_url + "/v1/plan", json={"job": spec, "target": {"global_batch_size": 3, "num_gpus": 2}})
+    assert refused.status_code == 422
+    detail = refused.json()["detail"][0]
+    assert detail["field"] == "target.global_batch_size"
+    expect(page.locator("#plan-global-batch-size-error")).to_have_text(detail["message"])
+    expect(page.get_by_label("Global batch size")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#plan-result")).to_be_hidden()
+    expect(page.get_by_role("alert")).to_have_count(0)  # the estimate above is untouched

@@ -1,5 +1,6 @@
-// memplan calculator page. Every number shown comes from the API (/v1/estimate, /v1/sweep, /v1/models,
-// /v1/gpus); this script only reads the controls, builds the job spec, draws the answers and keeps the URL.
+// memplan calculator page. Every number shown comes from the API (/v1/estimate, /v1/sweep, /v1/plan,
+// /v1/models, /v1/gpus); this script only reads the controls, builds the job spec, draws the answers and keeps
+// the URL.
 // No build step, no dependencies.
 
 const GIB = 2 ** 30;
@@ -761,6 +762,7 @@ function schedule() {
 async function update() {
   document.querySelector(".link-note")?.remove(); // a note about the opening link lasts until the first change
   updateVisibility();
+  updatePlanPlaceholders();
   const state = readState();
   history.replaceState(null, "", stateToHash(state));
   const { job, errors } = buildJob(state);
@@ -798,6 +800,231 @@ async function update() {
   } finally {
     if (inflight === ctrl && mine === generation) inflight = null;
   }
+}
+
+// ------------------------------------------------------------------ the plan (POST /v1/plan)
+
+// The plan's own inputs: the target fields they set, and the element each one's API error is shown in.
+const PLAN_INPUTS = {
+  "target.global_batch_size": { id: "plan-global-batch-size", key: "global_batch_size" },
+  "target.num_gpus": { id: "plan-num-gpus", key: "num_gpus" },
+};
+const planEl = {
+  form: $("plan-form"), run: $("plan-run"), status: $("plan-status"), error: $("plan-error"),
+  result: $("plan-result"), stale: $("plan-stale"), baseline: $("plan-baseline"),
+  configs: $("plan-configs"), configsEmpty: $("plan-configs-empty"), changes: $("plan-changes"),
+  changesEmpty: $("plan-changes-empty"), solvers: $("plan-solvers"), assumptions: $("plan-assumptions"),
+};
+let planInflight = null;
+let planGeneration = 0;
+
+/** Seconds or tokens/s as the API gives them, to three significant digits (no unit, no arithmetic). */
+function fmtRate(x) {
+  if (x == null) return "–";
+  return x >= 1000 ? Math.round(x).toLocaleString("en-US") : x.toPrecision(3);
+}
+
+/** {target, errors}: the target fields the plan inputs give; empty inputs are left out (the job's own apply). */
+function readTarget() {
+  const target = {};
+  const errors = [];
+  for (const [field, { id, key }] of Object.entries(PLAN_INPUTS)) {
+    const c = $(id);
+    const raw = c.value.trim();
+    if (c.validity.badInput) errors.push({ field, message: "enter a whole number" });
+    else if (raw !== "") {
+      const value = Number(raw);
+      if (Number.isFinite(value)) target[key] = value;
+      else errors.push({ field, message: `enter a whole number, got '${raw}'` });
+    }
+  }
+  return { target, errors };
+}
+
+function clearPlanErrors() {
+  planEl.error.hidden = true;
+  planEl.error.replaceChildren();
+  for (const { id } of Object.values(PLAN_INPUTS)) {
+    $(id).removeAttribute("aria-invalid");
+    const msg = $(`${id}-error`);
+    msg.hidden = true;
+    msg.textContent = "";
+  }
+}
+
+/** The API's (or the form's) problems: a target field's next to its input, the others in the plan's alert. */
+function showPlanError(err) {
+  clearPlanErrors();
+  const detail = err.detail || [];
+  const rest = [];
+  for (const d of detail) {
+    const input = PLAN_INPUTS[d.field];
+    if (!input) {
+      rest.push(d);
+      continue;
+    }
+    $(input.id).setAttribute("aria-invalid", "true");
+    const msg = $(`${input.id}-error`);
+    msg.textContent = msg.textContent ? `${msg.textContent}; ${d.message}` : d.message;
+    msg.hidden = false;
+  }
+  const status = err.status ? ` (HTTP ${err.status})` : "";
+  if (rest.length || !detail.length) {
+    const box = planEl.error;
+    box.append(node("p", { class: "alert-title", text: `No plan${status}:` }));
+    if (rest.length) {
+      const ul = node("ul");
+      for (const d of rest) {
+        const li = node("li");
+        if (d.field) li.append(node("code", { text: d.field }), ": ");
+        li.append(d.message);
+        if (d.suggestions && d.suggestions.length && !d.message.includes(d.suggestions[0])) li.append(node("span", { class: "suggest", text: ` Did you mean: ${d.suggestions.join(", ")}?` }));
+        ul.append(li);
+      }
+      box.append(ul);
+      if (rest.some((d) => d.field && d.field.startsWith("job"))) box.append(node("p", { class: "hint", text: "Fix the job above, then find configurations again." }));
+    } else box.append(node("p", { text: err.message }));
+    box.hidden = false;
+  }
+  planEl.status.textContent = `No plan${status}: see the ${rest.length || !detail.length ? "message below" : "marked field"}.`;
+  planEl.result.hidden = true;
+  planEl.result.dataset.state = "error";
+}
+
+function setPlanBusy(busy) {
+  planEl.run.disabled = busy;
+  planEl.result.setAttribute("aria-busy", busy ? "true" : "false");
+  if (busy) planEl.status.textContent = "Planning…";
+}
+
+function headroomText(bytes) {
+  return bytes >= 0 ? `${gib(bytes)} GiB headroom` : `short by ${gib(-bytes)} GiB`;
+}
+
+function renderPlanConfigs(options) {
+  const tbody = planEl.configs.tBodies[0];
+  tbody.replaceChildren(...options.map((o, i) => node("tr", {
+    "data-peak-bytes": o.peak_bytes, "data-headroom-bytes": o.headroom_bytes, "data-recipe-changes": o.recipe_changes,
+  },
+  node("td", { class: "num", text: String(i + 1) }),
+  node("th", { scope: "row", class: "plan-label", text: o.label }),
+  node("td", { class: "num", text: gib(o.peak_bytes) }),
+  node("td", { class: "num", text: gib(o.headroom_bytes) }),
+  node("td", { class: "num", text: fmtRate(o.step_time_s) }),
+  node("td", { class: "num", text: fmtRate(o.tokens_per_s) }))));
+  planEl.configs.hidden = !options.length;
+  planEl.configsEmpty.hidden = options.length > 0;
+}
+
+function renderPlanChanges(changes) {
+  const tbody = planEl.changes.tBodies[0];
+  tbody.replaceChildren(...changes.map((c) => node("tr", {
+    "data-fits": String(c.fits), "data-saves-bytes": c.saves_bytes, "data-peak-bytes": c.peak_bytes,
+  },
+  node("th", { scope: "row", text: c.description, title: JSON.stringify(c.fields) }),
+  node("td", { class: "num", text: gib(c.saves_bytes) }),
+  node("td", { class: c.fits ? "plan-yes" : "plan-no", text: c.fits ? "yes" : "no" }),
+  node("td", { class: "num", text: c.slowdown == null ? "–" : `${c.slowdown.toFixed(2)}×` }))));
+  planEl.changes.hidden = !changes.length;
+  planEl.changesEmpty.hidden = changes.length > 0;
+}
+
+function renderPlanSolvers(solvers) {
+  const rows = [];
+  const add = (key, title, value, note) => rows.push(node("div", { "data-solver": key },
+    node("dt", { text: title }),
+    node("dd", {}, value, note ? node("span", { class: "plan-note", text: note }) : null)));
+  const gpuChoice = (g) => g == null ? "none fits"
+    : `${g.gpu} × ${g.num_gpus}: peak ${gib(g.peak_bytes)} GiB, ${headroomText(g.headroom_bytes)}`
+      + (g.step_time_s == null ? "" : `, ${fmtRate(g.step_time_s)} s/step, ${fmtRate(g.tokens_per_s)} tokens/s`);
+  const inf = solvers.inference;
+  if (inf) {
+    add("largest_batch", "Largest batch that fits", inf.largest_batch == null ? "none (not even 1)" : String(inf.largest_batch));
+    add("longest_prompt_len", "Longest prompt that fits", inf.longest_prompt_len == null ? "none" : `${inf.longest_prompt_len.toLocaleString("en-US")} tokens`);
+    if (inf.longest_context != null) add("longest_context", "Longest context (prompt + new tokens)", `${inf.longest_context.toLocaleString("en-US")} tokens`);
+    add("kv_cache_budget_bytes", "vLLM KV-cache budget", inf.kv_cache_budget_bytes == null ? "–" : `${gib(inf.kv_cache_budget_bytes)} GiB`,
+      inf.vllm ? `gpu_memory_utilization ${inf.vllm.gpu_memory_utilization}` : null);
+    add("concurrent_sequences", "Concurrent sequences (vLLM)", inf.concurrent_sequences == null ? "–" : inf.concurrent_sequences.toLocaleString("en-US"),
+      inf.vllm ? `of ${inf.vllm.sequence_tokens.toLocaleString("en-US")} tokens each` : null);
+  } else {
+    add("largest_micro_batch", "Largest micro-batch that fits", solvers.largest_micro_batch == null ? "none (not even 1)" : String(solvers.largest_micro_batch));
+    add("longest_seq_len", "Longest sequence that fits", solvers.longest_seq_len == null ? "none" : `${solvers.longest_seq_len.toLocaleString("en-US")} tokens`);
+  }
+  const few = solvers.fewest_gpus;
+  add("fewest_gpus", "Fewest GPUs", few == null ? "none found"
+    : `${few.num_gpus} GPU${few.num_gpus === 1 ? "" : "s"}${inf ? "" : `, ZeRO ${few.zero_stage}`}: peak ${gib(few.peak_bytes)} GiB, ${headroomText(few.headroom_bytes)}`);
+  add("cheapest_gpu", "Cheapest GPU", gpuChoice(solvers.cheapest_gpu), solvers.cheapest_gpu?.basis);
+  add("fastest_gpu", "Fastest GPU", gpuChoice(solvers.fastest_gpu), solvers.fastest_gpu?.basis);
+  planEl.solvers.replaceChildren(...rows);
+  for (const [key, value] of [["largest_micro_batch", solvers.largest_micro_batch], ["largest_batch", inf?.largest_batch]]) {
+    const row = planEl.solvers.querySelector(`[data-solver="${key}"]`);
+    if (row) row.dataset.value = value ?? "";
+  }
+}
+
+function renderPlan(p) {
+  const e = p.estimate;
+  const where = e.gpu.name ? `${e.gpu.name} (${e.gpu.id})` : `${gib(e.gpu.memory_bytes)} GiB GPU`;
+  planEl.baseline.replaceChildren(
+    node("span", { class: "verdict", "data-fits": String(e.fits), text: e.fits ? "Fits" : "Does not fit" }), " ",
+    `The job as planned on ${where}: peak ${gib(e.peak_bytes)} GiB, ${headroomText(e.headroom_bytes)}.`);
+  planEl.baseline.dataset.peakBytes = e.peak_bytes;
+  renderPlanConfigs(p.configurations);
+  renderPlanChanges(p.changes);
+  renderPlanSolvers(p.solvers);
+  planEl.assumptions.replaceChildren(...p.assumptions.map((a) => node("li", { text: a })));
+  $("plan-assumptions-count").textContent = `(${p.assumptions.length})`;
+  planEl.stale.hidden = true;
+  planEl.result.hidden = false;
+  planEl.result.dataset.state = "ready";
+  const n = p.configurations.length;
+  planEl.status.textContent = n ? `${n} configuration${n === 1 ? "" : "s"} fit.` : "No configuration fits this target.";
+}
+
+async function runPlan(ev) {
+  ev.preventDefault();
+  clearPlanErrors();
+  const { job, errors } = buildJob(readState());
+  const { target, errors: targetErrors } = readTarget();
+  const problems = [...errors.map((d) => ({ ...d, field: `job.${d.field}` })), ...targetErrors];
+  if (planInflight) planInflight.abort();
+  planInflight = null;
+  const mine = ++planGeneration;
+  if (problems.length) {
+    setPlanBusy(false);
+    showPlanError({ detail: problems });
+    return;
+  }
+  const ctrl = new AbortController();
+  planInflight = ctrl;
+  setPlanBusy(true);
+  try {
+    const body = Object.keys(target).length ? { job, target } : { job };
+    const p = await api("/v1/plan", body, ctrl.signal);
+    if (mine !== planGeneration) return;
+    renderPlan(p);
+  } catch (err) {
+    if (err.name === "AbortError" || mine !== planGeneration) return;
+    showPlanError(err);
+  } finally {
+    if (mine === planGeneration) {
+      setPlanBusy(false);
+      planInflight = null;
+    }
+  }
+}
+
+/** A change to the job after a plan: the plan shown is for the old job, and says so. */
+function markPlanStale() {
+  if (!planEl.result.hidden) {
+    planEl.stale.hidden = false;
+    planEl.result.dataset.state = "stale";
+  }
+}
+
+function updatePlanPlaceholders() {
+  const values = controlValues();
+  $("plan-num-gpus").placeholder = isTrain(values) && values.num_gpus ? `the job's: ${values.num_gpus}` : "the job's";
 }
 
 // ------------------------------------------------------------------ start-up
@@ -872,6 +1099,14 @@ async function start() {
   el.form.addEventListener("input", onInput);
   el.form.addEventListener("change", onInput);
   el.form.addEventListener("submit", (ev) => ev.preventDefault());
+  planEl.form.addEventListener("submit", runPlan);
+  for (const type of ["input", "change"]) {
+    el.form.addEventListener(type, markPlanStale);
+  }
+  for (const { id } of Object.values(PLAN_INPUTS)) $(id).addEventListener("input", () => {
+    $(id).removeAttribute("aria-invalid");
+    $(`${id}-error`).hidden = true;
+  });
   for (const b of document.querySelectorAll("[data-copy]")) b.addEventListener("click", () => copyFrom(b.dataset.copy));
   el.share.addEventListener("focus", () => el.share.select());
   window.addEventListener("hashchange", () => {

@@ -244,22 +244,36 @@ def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tupl
     return total
 
 
+def attention_backward_workspace_bytes(layer: LayerShape, ctx: ActivationContext) -> int:
+    """What a fused (flash / memory-efficient) attention backward allocates beyond dq, dk and dv: an fp32 dq
+    accumulator (4*T*n_q*d), fp32 softmax_d (4*b*n_q*s) and, with GQA, dk/dv expanded to n_q heads (2*c*T*n_q*d)
+    before they are summed over each group. 0 for eager attention. The tracer cannot see these buffers (the fake
+    kernels allocate only the gradients) and adds this term.
+    Source: flash-attention csrc flash_api.cpp mha_bwd (dq_accum, softmax_d, dk_expanded / dv_expanded).
+    Example: Llama-3.1-8B, T=4096 (b=1), bf16: 4*4096*4096 + 4*32*4096 + 2*2*4096*4096
+      = 67,108,864 + 524,288 + 67,108,864 = 134,742,016 B.
+    """
+    if ctx.attention == "eager":
+        return 0
+    T, c = ctx.tokens, ctx.compute_bytes
+    workspace = 4 * T * layer.q_width + 4 * ctx.batch * layer.heads * ctx.seq
+    if layer.kv_heads < layer.heads:
+        workspace += 2 * c * T * layer.q_width
+    return workspace
+
+
 def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext) -> int:
     """Gradient buffers alive while one block runs backward, beyond what it saved: the gradients flowing through
-    the block (c*T*(2h + 2I): hidden-state and MLP gradients in flight) plus the attention backward's workspace:
-    flash/sdpa allocate an fp32 dq accumulator (4*T*n_q*d), fp32 softmax_d (4*b*n_q*s) and, with GQA, dk/dv
-    expanded to n_q heads (2*c*T*n_q*d); eager materializes the fp32 gradient of the probabilities and its cast
-    ((4 + c)*b*n_q*s*s_k).
-    Source: flash-attention csrc flash_api.cpp mha_bwd; memory-mechanics.md A5. Not yet calibrated on a GPU.
-    Example: Llama-3.1-8B, T=4096, bf16, sdpa: 2*4096*(8192 + 28672) + 4*4096*4096 + 4*32*4096 + 2*2*4096*4096
-      = 301,989,888 + 67,108,864 + 524,288 + 67,108,864 = 436,731,904 B.
+    the block (c*T*(2h + 2I): hidden-state and MLP gradients in flight) plus the attention backward's workspace
+    (`attention_backward_workspace_bytes`); eager instead materializes the fp32 gradient of the probabilities and
+    its cast ((4 + c)*b*n_q*s*s_k).
+    Source: memory-mechanics.md A5. Not yet calibrated on a GPU.
+    Example: Llama-3.1-8B, T=4096, bf16, sdpa: 2*4096*(8192 + 28672) + 134,742,016 (the attention workspace)
+      = 301,989,888 + 134,742,016 = 436,731,904 B.
     """
     T, c = ctx.tokens, ctx.compute_bytes
     inter = layer.intermediate_size * (layer.experts_per_token if layer.experts else 1)
     flowing = c * T * (2 * layer.hidden + 2 * inter)
     if ctx.attention == "eager":
         return flowing + (4 + c) * ctx.batch * layer.heads * ctx.seq * ctx.kv_seq
-    workspace = 4 * T * layer.q_width + 4 * ctx.batch * layer.heads * ctx.seq
-    if layer.kv_heads < layer.heads:
-        workspace += 2 * c * T * layer.q_width
-    return flowing + workspace
+    return flowing + attention_backward_workspace_bytes(layer, ctx)

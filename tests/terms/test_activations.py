@@ -71,3 +71,9 @@ def test_eager_adds_s_squared():
 
 def test_backward_transient_example():
     assert a.block_backward_transient_bytes(LLAMA8B_BLOCK, ctx()) == 436_731_904
+
+
+def test_attention_backward_workspace_example():
+    """dq accumulator 4*T*n_q*d + softmax_d 4*b*n_q*s + GQA-expanded dk/dv 2*c*T*n_q*d (the docstring)."""
+    assert a.attention_backward_workspace_bytes(LLAMA8B_BLOCK, ctx()) == 134_742_016
+    assert a.attention_backward_workspace_bytes(LLAMA8B_BLOCK, ctx(attention="eager")) == 0

@@ -1,0 +1,119 @@
+"""What to change to fit: each single change to the job, re-estimated with memplan.estimate (the bytes it saves are
+the difference of two estimates, never a guess), with its cost in speed from `memplan.terms.compute`.
+
+Ranked: changes that fit first, then the smallest slowdown, then the most bytes saved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memplan.estimate import Estimate, estimate, resolve_attention
+from memplan.plan.configurations import Search, flash_attention_ok, merge
+from memplan.plan.models import Change
+from memplan.plan.solvers import _largest, dump, fewest_gpus, fits
+from memplan.plan.speed import Speed, job_speed
+from memplan.spec import SpecError, parse_spec
+
+GIB = 2**30
+#: a job that fits with less than this share of usable memory free still gets changes
+LOW_HEADROOM = 0.10
+SEQ_ROUND = 128
+
+
+def needs_changes(e: Estimate, margin_pct: float) -> bool:
+    return not fits(e, margin_pct) or e.headroom_bytes < LOW_HEADROOM * e.gpu.usable_bytes
+
+
+def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, Any]]]:
+    s, info = search.spec, search.info
+    # when the job fits already, the aim is 10% headroom: solvers then look for that margin
+    goal = search.target.margin_pct if not fits(base_e, search.target.margin_pct) else \
+        max(search.target.margin_pct, 100 * LOW_HEADROOM)
+    attention = resolve_attention(info, s, [])
+    out: list[tuple[str, dict[str, Any]]] = []
+    if attention != "flash_attention_2" and flash_attention_ok(info, s):
+        out.append(("flash_attention_2 attention", {"attention": "flash_attention_2"}))
+    if attention == "eager" and info.supports_sdpa:
+        out.append(("sdpa attention", {"attention": "sdpa"}))
+    if s.task == "train":
+        mb, ga = s.micro_batch_size, s.gradient_accumulation_steps
+        if not s.gradient_checkpointing:
+            out.append(("gradient checkpointing on", {"gradient_checkpointing": True}))
+        if mb % 2 == 0:
+            out.append((f"halve the micro-batch ({mb} -> {mb // 2}), double accumulation ({ga} -> {2 * ga}): same "
+                        "global batch", {"micro_batch_size": mb // 2, "gradient_accumulation_steps": 2 * ga}))
+        elif mb > 1:
+            out.append((f"micro-batch 1, accumulation {ga} -> {mb * ga}: same global batch",
+                        {"micro_batch_size": 1, "gradient_accumulation_steps": mb * ga}))
+        if s.optimizer in ("adamw", "paged_adamw_32bit"):
+            out.append(("8-bit AdamW (bitsandbytes adamw_8bit)", {"optimizer": "adamw_8bit"}))
+        if s.method == "full":
+            out.append((f"LoRA r{s.lora.r} instead of full fine-tuning", {"method": "lora"}))
+        if s.method in ("full", "lora", "freeze") and s.weight_dtype not in ("nf4", "fp4"):
+            out.append((f"QLoRA r{s.lora.r}: nf4 base weights", {"method": "qlora", "weight_dtype": "nf4"}))
+        if s.zero_stage < 3:
+            out.append((f"ZeRO stage {s.zero_stage} -> {s.zero_stage + 1}", {"zero_stage": s.zero_stage + 1}))
+        if not s.offload_optimizer:
+            z = max(s.zero_stage, 2)
+            out.append((f"offload the optimizer to CPU (DeepSpeed ZeRO-{z} offload_optimizer)",
+                        {"zero_stage": z, "offload_optimizer": True}))
+        if not s.offload_params:
+            out.append(("offload parameters and optimizer to CPU (ZeRO-3 offload_params + offload_optimizer)",
+                        {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}))
+        more = fewest_gpus(s, margin_pct=goal)
+        if more is not None and more.num_gpus > s.num_gpus:
+            per = search.global_batch // more.num_gpus if search.global_batch % more.num_gpus == 0 else 0
+            upd: dict[str, Any] = {"num_gpus": more.num_gpus, "zero_stage": more.zero_stage}
+            text = f"{more.num_gpus} GPUs with ZeRO-{more.zero_stage}"
+            if per and per % mb == 0:
+                upd["gradient_accumulation_steps"] = per // mb
+                text += f", accumulation {per // mb} (same global batch {search.global_batch})"
+            else:
+                text += f" (global batch becomes {mb * ga * more.num_gpus})"
+            out.append((text, upd))
+        longest = _largest(s, "seq_len", goal)
+        if longest is not None and longest < s.seq_len:
+            new = longest // SEQ_ROUND * SEQ_ROUND if longest >= SEQ_ROUND else longest
+            out.append((f"shorter sequences: seq_len {s.seq_len} -> {new} (the longest that fits, rounded down to "
+                        f"{SEQ_ROUND})" if new != longest else f"shorter sequences: seq_len {s.seq_len} -> {new}",
+                        {"seq_len": new}))
+    else:
+        inf = s.inference
+        if inf.kv_cache_dtype not in ("fp8", "int8"):
+            out.append(("fp8 KV cache", {"inference.kv_cache_dtype": "fp8"}))
+        if s.weight_dtype in ("fp32", "bf16", "fp16"):
+            out.append(("int8 weights (bitsandbytes LLM.int8)", {"weight_dtype": "int8"}))
+            out.append(("4-bit weights (GPTQ/AWQ int4)", {"weight_dtype": "int4"}))
+        if inf.batch_size > 1:
+            out.append((f"halve the batch ({inf.batch_size} -> {inf.batch_size // 2})",
+                        {"inference.batch_size": inf.batch_size // 2}))
+        longest = _largest(s, "inference.prompt_len", goal)
+        if longest is not None and longest < inf.prompt_len:
+            out.append((f"shorter prompts: prompt_len {inf.prompt_len} -> {longest} (the longest that fits)",
+                        {"inference.prompt_len": longest}))
+    return out
+
+
+def changes(search: Search, base_e: Estimate, base_speed: Speed) -> list[Change]:
+    """Every single change that lowers the peak, re-estimated; empty when the job fits with >= 10% headroom."""
+    margin, util = search.target.margin_pct, search.target.utilization
+    if not needs_changes(base_e, margin):
+        return []
+    out = []
+    for text, updates in _candidates(search, base_e):
+        try:
+            s = parse_spec(merge(search.data, updates))
+            e = estimate(s)
+        except SpecError:
+            continue
+        saves = base_e.peak_bytes - e.peak_bytes
+        if saves <= 0:
+            continue
+        sp = job_speed(s, e, util)
+        out.append(Change(description=f"{text}: saves {saves / GIB:.2f} GiB", fields=updates, job=dump(s),
+                          peak_bytes=e.peak_bytes, saves_bytes=saves, fits=fits(e, margin),
+                          slowdown=round(sp.seconds_per_token / base_speed.seconds_per_token, 4)))
+    out.sort(key=lambda c: (not c.fits, c.slowdown if c.slowdown is not None else float("inf"), -c.saves_bytes,
+                            c.description))
+    return out

@@ -1,0 +1,266 @@
+"""Solvers: the largest micro-batch, the longest sequence, the fewest GPUs, the cheapest and the fastest catalog GPU
+that fit, and vLLM's KV-cache budget. Every answer is an estimate that was run, never an extrapolation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from memplan import catalog
+from memplan.estimate import Estimate, estimate, resolve_attention
+from memplan.plan.models import FewestGpus, GpuChoice, KvBudget
+from memplan.plan.speed import info_of, job_speed
+from memplan.spec import JobSpec, SpecError, parse_spec
+from memplan.sweep import FIELD_LIMITS, largest_fitting, with_value
+from memplan.terms import compute as cp
+from memplan.terms import kv_cache as kv
+from memplan.terms import logits as lg
+from memplan.terms.dtypes import dtype_bytes
+
+MAX_GPUS = 64
+#: vLLM's defaults for the profiling forward pass: max_num_batched_tokens = max(max_model_len, 2048) without
+#: chunked prefill, split over up to max_num_seqs = 256 sequences; KV blocks of 16 tokens
+VLLM_MIN_BATCHED_TOKENS, VLLM_MAX_NUM_SEQS, VLLM_BLOCK_SIZE = 2048, 256, 16
+
+
+def fits(e: Estimate, margin_pct: float = 0.0) -> bool:
+    """peak_bytes + margin_pct% of the usable bytes within the usable bytes (as memplan.check decides)."""
+    return e.peak_bytes + int(e.gpu.usable_bytes * margin_pct / 100) <= e.gpu.usable_bytes
+
+
+def dump(spec: JobSpec) -> dict[str, Any]:
+    """The full job spec as a JSON-able dict (every field, so an option reads the same to everyone), with the
+    attention the estimate ran: a defaulted sdpa on a model without it (BLOOM) is written as eager, which the
+    estimate accepts when it is given explicitly."""
+    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if "attention" not in spec.model_fields_set:
+        data["attention"] = resolve_attention(info_of(spec), spec, [])
+    return data
+
+
+def _largest(spec: JobSpec, field: str, margin_pct: float) -> int | None:
+    """sweep.largest_fitting, or with a margin the same doubling-then-bisection on fits-with-margin."""
+    if not margin_pct:
+        return largest_fitting(spec, field)
+    limit = FIELD_LIMITS[field]
+
+    def ok(v: int) -> bool:
+        return fits(estimate(with_value(spec, field, v)), margin_pct)
+
+    if not ok(1):
+        return None
+    lo, hi = 1, None
+    while lo < limit:
+        nxt = min(lo * 2, limit)
+        if not ok(nxt):
+            hi = nxt
+            break
+        lo = nxt
+    if hi is None:
+        return limit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+def _training(spec: JobSpec, what: str) -> None:
+    if spec.task != "train":
+        raise SpecError([("task", f"{what} applies to training jobs; for inference use the inference solvers "
+                                  "(largest batch, longest context)")])
+
+
+def largest_micro_batch(job: dict[str, Any] | JobSpec, margin_pct: float = 0.0) -> int | None:
+    """The largest micro_batch_size that fits (exact: it fits, one more does not). None when 1 does not fit."""
+    spec = parse_spec(job)
+    _training(spec, "largest_micro_batch")
+    return _largest(spec, "micro_batch_size", margin_pct)
+
+
+def longest_seq_len(job: dict[str, Any] | JobSpec, margin_pct: float = 0.0) -> int | None:
+    """The longest seq_len that fits, to the token (granularity 1: it fits, one token more does not), by memory
+    alone: the model's max_position_embeddings is not a limit here. None when 1 token does not fit."""
+    spec = parse_spec(job)
+    _training(spec, "longest_seq_len")
+    return _largest(spec, "seq_len", margin_pct)
+
+
+def _fit_stage(spec: JobSpec, n: int, margin_pct: float) -> tuple[JobSpec, Estimate] | None:
+    """The lowest ZeRO stage, from the job's own up to 3, at which the job fits on n GPUs."""
+    for stage in range(spec.zero_stage, 4):
+        if spec.offload_params and stage != 3:
+            continue
+        data = {**spec.model_dump(by_alias=True, exclude_unset=True), "num_gpus": n, "zero_stage": stage}
+        try:
+            candidate = parse_spec(data)
+        except SpecError:
+            continue
+        e = estimate(candidate)
+        if fits(e, margin_pct):
+            return candidate, e
+    return None
+
+
+def fewest_gpus(job: dict[str, Any] | JobSpec, max_gpus: int = MAX_GPUS, margin_pct: float = 0.0
+                ) -> FewestGpus | None:
+    """The fewest GPUs of the job's type on which it fits, raising the ZeRO stage (DeepSpeed ZeRO; FSDP
+    full_shard = 3) from the job's own up to 3 as needed, micro-batch and offload as the job has them.
+
+    Tight: it fits on num_gpus and not on num_gpus - 1 (at any stage from the job's to 3). Search: doubling from
+    1, then bisection (per-GPU bytes never rise with more GPUs at ZeRO >= 1, tests/test_properties.py).
+    Inference: memplan models no tensor parallelism, so 1 if the job fits one GPU, else None.
+    """
+    spec = parse_spec(job)
+    if not 1 <= max_gpus <= 100_000:
+        raise SpecError([("max_gpus", f"must be in 1..100000, got {max_gpus}")])
+
+    def result(hit: tuple[JobSpec, Estimate]) -> FewestGpus:
+        s, e = hit
+        return FewestGpus(num_gpus=s.num_gpus, zero_stage=s.zero_stage, peak_bytes=e.peak_bytes,
+                          headroom_bytes=e.headroom_bytes, job=dump(s))
+
+    if spec.task == "inference":
+        s = parse_spec({**spec.model_dump(by_alias=True, exclude_unset=True), "num_gpus": 1})
+        e = estimate(s)
+        return result((s, e)) if fits(e, margin_pct) else None
+    first = _fit_stage(spec, 1, margin_pct)
+    if first is not None:
+        return result(first)
+    lo, hi, found = 1, None, None
+    while lo < max_gpus:
+        nxt = min(lo * 2, max_gpus)
+        found = _fit_stage(spec, nxt, margin_pct)
+        if found is not None:
+            hi = nxt
+            break
+        lo = nxt
+    if hi is None:
+        return None
+    while hi - lo > 1:  # does not fit on lo, fits on hi
+        mid = (lo + hi) // 2
+        hit = _fit_stage(spec, mid, margin_pct)
+        if hit is not None:
+            hi, found = mid, hit
+        else:
+            lo = mid
+    return result(found)
+
+
+def fitting_gpus(spec: JobSpec, margin_pct: float = 0.0, utilization: float = cp.MFU) -> list[tuple]:
+    """(catalog GPU, job on it, estimate, speed) for every catalog GPU the job fits, as the job is otherwise."""
+    data = spec.model_dump(by_alias=True, exclude_unset=True)
+    out = []
+    for g in catalog.list_gpus():
+        s = parse_spec({**data, "gpu": g.id})
+        e = estimate(s)
+        if fits(e, margin_pct):
+            out.append((g, s, e, job_speed(s, e, utilization)))
+    return out
+
+
+def pick_gpu(candidates: list[tuple], by: str, utilization: float = cp.MFU) -> GpuChoice | None:
+    if not candidates:
+        return None
+    if by == "cheapest":
+        g, s, e, sp = min(candidates, key=lambda c: (c[0].memory_bytes * c[1].num_gpus,
+                                                     c[0].dense_tflops.get(c[1].compute_dtype) or 0.0, c[0].id))
+        basis = f"smallest GPU memory in all ({s.num_gpus} x {g.memory_gib:.1f} GiB); no prices in the catalog"
+    else:
+        g, s, e, sp = min(candidates, key=lambda c: (c[3].step_time_s, c[0].memory_bytes, c[0].id))
+        basis = (f"shortest training step at {utilization:g} MFU" if s.task == "train"
+                 else "shortest decode step (memory bandwidth)")
+    return GpuChoice(gpu=g.id, num_gpus=s.num_gpus, memory_bytes=g.memory_bytes, peak_bytes=e.peak_bytes,
+                     headroom_bytes=e.headroom_bytes, step_time_s=sp.step_time_s, tokens_per_s=sp.tokens_per_s,
+                     basis=basis)
+
+
+def best_gpu(job: dict[str, Any] | JobSpec, by: Literal["cheapest", "fastest"] = "cheapest",
+             margin_pct: float = 0.0, utilization: float = cp.MFU) -> GpuChoice | None:
+    """The catalog GPU on which the job (as it is, with its num_gpus) fits, cheapest or fastest.
+
+    cheapest: the catalog has no prices (no single dated on-demand price list covers its GPUs), so "cheapest"
+    means the smallest GPU memory in all, memory_bytes * num_gpus, ties broken by the lower dense TFLOP/s.
+    fastest: the shortest step time (training: FLOPs at `utilization` of the dense TFLOP/s of the compute dtype;
+    inference: decode step time from the memory bandwidth). None when no catalog GPU fits.
+    """
+    if by not in ("cheapest", "fastest"):
+        raise SpecError([("by", f"unknown '{by}'; allowed: cheapest, fastest")])
+    return pick_gpu(fitting_gpus(parse_spec(job), margin_pct, utilization), by, utilization)
+
+
+def kv_cache_budget(job: dict[str, Any] | JobSpec, gpu_memory_utilization: float = 0.9) -> KvBudget:
+    """The KV-cache budget and the concurrent sequences of a vLLM server for this model, GPU and context.
+
+    vLLM profiles one forward pass of dummy inputs before it allocates the cache (vllm/worker/worker.py
+    Worker.determine_num_available_blocks; vllm/v1/worker/gpu_worker.py determine_available_memory with
+    vllm/utils memory_profiling):
+        budget = total_gpu_memory * gpu_memory_utilization - (weights + peak activation of the profiling forward
+                 + non-torch memory increase)
+        num_gpu_blocks = budget // (block_size * kv_bytes_per_token)
+    gpu_memory_utilization is the share of the GPU's *total* memory (torch.cuda.mem_get_info's total, what
+    nvidia-smi shows) this vLLM instance may use; the CUDA context predates vLLM's baseline snapshot, so it comes out
+    of the other (1 - utilization) share, not out of the budget.
+
+    memplan's terms for each part:
+    - weights: the estimate's weights component (weight_dtype of the job);
+    - profiling forward: max_num_batched_tokens = max(prompt_len + max_new_tokens, 2048) tokens (vLLM's default
+      without chunked prefill, max_model_len taken as the job's context), `kv_cache.prefill_transient_bytes` of one
+      block over them, plus the last position's logits of min(256, tokens) sequences in the compute dtype and
+      their fp32 copy (`logits.logits_bytes`), plus the cuBLAS workspace (one handle, the estimate's
+      cublas_workspace component);
+    - non-torch increase: 0 on one GPU (NCCL buffers only appear with tensor parallelism, not modelled);
+    - sequences = budget // kv_bytes_per_sequence, where a sequence of prompt_len + max_new_tokens tokens takes
+      whole 16-token blocks (`kv_cache.kv_cache_bytes` over every decoder layer: vLLM's paged cache gives sliding
+      window layers full blocks too).
+    """
+    spec = parse_spec(job)
+    if spec.task != "inference":
+        raise SpecError([("task", "kv_cache_budget applies to inference jobs (task: inference)")])
+    if not 0 < gpu_memory_utilization <= 1:
+        raise SpecError([("target.gpu_memory_utilization", f"must be in (0, 1], got {gpu_memory_utilization:g}")])
+    info = info_of(spec)
+    if info.head not in ("causal_lm",) or info.is_encoder_decoder:
+        raise SpecError([("model", f"{info.model_id} is not a decoder-only causal LM: vLLM's paged KV cache budget "
+                                   "is modelled for those only")])
+    e = estimate(spec)
+    inf = spec.inference
+    c = dtype_bytes(spec.compute_dtype)
+    seq_tokens = inf.prompt_len + inf.max_new_tokens
+    profile_tokens = max(seq_tokens, VLLM_MIN_BATCHED_TOKENS)
+    widest = max(info.layers, key=lambda s: s.intermediate_size)
+    activation = (kv.prefill_transient_bytes(profile_tokens, info.hidden_size, widest.intermediate_size,
+                                             widest.gated_mlp, c)
+                  + lg.logits_bytes(min(VLLM_MAX_NUM_SEQS, profile_tokens), info.vocab_size, c + 4)
+                  + e.components.get("cublas_workspace", 0))
+    non_torch = 0
+    weights = e.components["weights"]
+    budget = int(e.gpu.memory_bytes * gpu_memory_utilization) - (weights + activation + non_torch)
+    dec = [s for s in info.layers if s.stack == "decoder"]
+    per_token = kv.kv_cache_bytes(len(dec), info.num_kv_heads, info.head_dim, 1, 1, dtype_bytes(inf.kv_cache_dtype))
+    blocks = -(-seq_tokens // VLLM_BLOCK_SIZE)
+    per_seq = blocks * VLLM_BLOCK_SIZE * per_token
+    return KvBudget(total_memory_bytes=e.gpu.memory_bytes, gpu_memory_utilization=gpu_memory_utilization,
+                    weights_bytes=weights, profile_activation_bytes=activation, non_torch_bytes=non_torch,
+                    profile_tokens=profile_tokens, kv_cache_budget_bytes=budget, kv_bytes_per_token=per_token,
+                    kv_bytes_per_sequence=per_seq, sequence_tokens=seq_tokens,
+                    concurrent_sequences=max(budget, 0) // per_seq)
+
+
+def inference_solvers(spec: JobSpec, margin_pct: float, gpu_memory_utilization: float) -> dict[str, Any]:
+    """largest_batch / longest_prompt_len (HF generate(), memplan's estimate) and vLLM's KV budget."""
+    batch = _largest(spec, "inference.batch_size", margin_pct)
+    prompt = _largest(spec, "inference.prompt_len", margin_pct)
+    out: dict[str, Any] = {
+        "largest_batch": batch,
+        "longest_prompt_len": prompt,
+        "longest_context": prompt + spec.inference.max_new_tokens if prompt is not None else None,
+        "kv_cache_budget_bytes": None, "concurrent_sequences": None, "vllm": None,
+    }
+    try:
+        budget = kv_cache_budget(spec, gpu_memory_utilization)
+    except SpecError as exc:
+        out["vllm_note"] = str(exc)
+        return out
+    out.update(kv_cache_budget_bytes=budget.kv_cache_budget_bytes, concurrent_sequences=budget.concurrent_sequences,
+               vllm=budget.model_dump())
+    return out

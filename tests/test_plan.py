@@ -1,0 +1,306 @@
+"""memplan.plan: every number it shows is an estimate that re-runs to the same bytes, its solvers are tight, its
+changes save what they say, and bad targets are refused by field name."""
+
+import pytest
+
+import memplan
+from memplan.plan import (Plan, PlanTarget, best_gpu, fewest_gpus, kv_cache_budget, largest_micro_batch,
+                          longest_seq_len, plan)
+from memplan.plan.changes import LOW_HEADROOM
+from memplan.plan.solvers import dump, fits
+from memplan.plan.speed import training_speed
+from memplan.spec import SpecError, parse_spec
+from memplan.sweep import with_value
+from memplan.terms import compute as cp
+from memplan import catalog
+
+GIB = 2**30
+SMALL_LORA = {"model": "HuggingFaceTB/SmolLM2-135M", "method": "lora", "seq_len": 1024, "gpu": "L4-24GB"}
+# does not fit: full fine-tuning of 1.5B with a micro-batch of 4 on a 24 GB L4
+TIGHT_FULL = {"model": "Qwen/Qwen2.5-1.5B", "method": "full", "seq_len": 2048, "micro_batch_size": 4,
+              "gpu": "L4-24GB"}
+# needs several GPUs (5 when written) with ZeRO-3 on 10 GiB cards
+SHARDED = {"model": "Qwen/Qwen2.5-1.5B", "method": "full", "gradient_checkpointing": True, "seq_len": 1024,
+           "gpu": {"memory_gib": 10}}
+
+
+@pytest.fixture(scope="module")
+def lora_plan() -> Plan:
+    return plan(SMALL_LORA, {"global_batch_size": 48, "num_gpus": 2})
+
+
+@pytest.fixture(scope="module")
+def full_plan() -> Plan:
+    return plan(TIGHT_FULL, {"global_batch_size": 16})
+
+
+def _check_configurations(p: Plan, margin_pct: float = 0.0) -> None:
+    assert p.configurations
+    for o in p.configurations:
+        e = memplan.estimate(o.job)
+        assert e.peak_bytes == o.peak_bytes and e.headroom_bytes == o.headroom_bytes, o.label
+        assert fits(e, margin_pct), o.label
+        s = parse_spec(o.job)
+        if s.task == "train":
+            assert s.micro_batch_size == o.micro_batch_size and s.gradient_accumulation_steps == o.gradient_accumulation_steps
+            assert s.num_gpus == o.num_gpus
+
+
+@pytest.mark.parametrize("which", ["lora_plan", "full_plan"])
+def test_every_configuration_re_estimates_to_its_bytes_and_reaches_the_global_batch(which, request):
+    p = request.getfixturevalue(which)
+    _check_configurations(p)
+    for o in p.configurations:
+        assert o.micro_batch_size * o.gradient_accumulation_steps * o.num_gpus == p.target.global_batch_size
+
+
+def test_configurations_ranked_and_labelled(lora_plan):
+    keys = [(o.recipe_changes, o.step_time_s / (48 * o.job["seq_len"])) for o in lora_plan.configurations]
+    assert keys == sorted(keys)
+    first = lora_plan.configurations[0]
+    assert first.recipe_changes == 0 and first.job["method"] == "lora" and first.num_gpus == 2
+    assert first.label.startswith("lora r16, ") and "mb " in first.label and first.label.endswith("2 GPUs")
+    assert len({o.label for o in lora_plan.configurations}) == len(lora_plan.configurations)
+    assert {o.job["method"] for o in lora_plan.configurations} >= {"lora", "full"}
+
+
+def test_micro_batch_is_the_largest_divisor_that_fits(lora_plan):
+    """Each option's micro-batch fits and the next divisor of the per-GPU batch (24) does not."""
+    divs = [1, 2, 3, 4, 6, 8, 12, 24]
+    for o in lora_plan.configurations:
+        nxt = [d for d in divs if d > o.micro_batch_size]
+        if nxt:
+            bigger = {**o.job, "micro_batch_size": nxt[0], "gradient_accumulation_steps": 24 // nxt[0]}
+            assert not memplan.estimate(bigger).fits, o.label
+
+
+def test_step_time_by_hand():
+    """Full fine-tuning of SmolLM2-135M, no checkpointing, sdpa (causal: halved), on an L4 (121 bf16 TFLOP/s):
+    N = 106,168,320 Linear weights + 28,311,552 tied lm_head = 134,479,872; T = 2 x 1024;
+    attention 30 layers, h_q = 576: 4*2*1024^2*576*30 / 2; step = 3 micro-steps of (6*N*T + 3*A) / (121e12 * 0.4)."""
+    job = {"model": "HuggingFaceTB/SmolLM2-135M", "method": "full", "seq_len": 1024, "micro_batch_size": 2,
+           "gradient_accumulation_steps": 3, "gpu": "L4-24GB"}
+    N, T = 106_168_320 + 28_311_552, 2 * 1024
+    A = 4 * 2 * 1024**2 * 576 * 30 // 2
+    tflops = catalog.get_gpu("L4-24GB").dense_tflops["bf16"]
+    expected = 3 * (6 * N * T + 3 * A) / (tflops * 1e12 * 0.4)
+    assert training_speed(parse_spec(job)).step_time_s == pytest.approx(expected, rel=1e-12)
+    # checkpointing adds one forward of the blocks (not the head)
+    gc = training_speed(parse_spec({**job, "gradient_checkpointing": True})).step_time_s
+    assert gc == pytest.approx(expected + 3 * (2 * (N - 28_311_552) * T + A) / (tflops * 1e12 * 0.4), rel=1e-12)
+
+
+def test_margin_is_kept():
+    p = plan(SMALL_LORA, {"global_batch_size": 8, "margin_pct": 20, "gpu": "T4-16GB"}, limit=4)
+    _check_configurations(p, margin_pct=20)
+    for o in p.configurations:
+        assert o.headroom_bytes >= 0.2 * memplan.estimate(o.job).gpu.usable_bytes
+    assert len(p.configurations) <= 4
+
+
+# ---------------------------------------------------------------- solvers
+
+
+def test_largest_micro_batch_is_tight():
+    best = largest_micro_batch(TIGHT_FULL)
+    spec = parse_spec(TIGHT_FULL)
+    assert best is not None and best >= 1
+    assert memplan.estimate(with_value(spec, "micro_batch_size", best)).fits
+    assert not memplan.estimate(with_value(spec, "micro_batch_size", best + 1)).fits
+
+
+def test_longest_seq_len_is_tight_to_the_token():
+    best = longest_seq_len(TIGHT_FULL)
+    spec = parse_spec(TIGHT_FULL)
+    assert best is not None
+    assert memplan.estimate(with_value(spec, "seq_len", best)).fits
+    assert not memplan.estimate(with_value(spec, "seq_len", best + 1)).fits
+
+
+def test_largest_micro_batch_with_a_margin_is_tight():
+    best = largest_micro_batch(SMALL_LORA, margin_pct=30)
+    spec = parse_spec(SMALL_LORA)
+    assert fits(memplan.estimate(with_value(spec, "micro_batch_size", best)), 30)
+    assert not fits(memplan.estimate(with_value(spec, "micro_batch_size", best + 1)), 30)
+    assert best < largest_micro_batch(SMALL_LORA)
+
+
+def test_fewest_gpus_is_tight():
+    few = fewest_gpus(SHARDED)
+    assert few is not None and few.num_gpus > 2 and few.zero_stage == 3  # 5 GPUs when written
+    e = memplan.estimate(few.job)
+    assert e.fits and e.peak_bytes == few.peak_bytes
+    for stage in range(4):  # one GPU fewer fits at no stage
+        assert not memplan.estimate({**SHARDED, "num_gpus": few.num_gpus - 1, "zero_stage": stage}).fits
+    assert fewest_gpus(SHARDED, max_gpus=few.num_gpus - 1) is None
+
+
+def test_best_gpu_cheapest_and_fastest():
+    cheap = best_gpu(TIGHT_FULL, "cheapest")
+    fast = best_gpu(TIGHT_FULL, "fastest")
+    assert cheap is not None and fast is not None
+    for g in catalog.list_gpus():
+        e = memplan.estimate({**TIGHT_FULL, "gpu": g.id})
+        if g.memory_bytes < cheap.memory_bytes:
+            assert not e.fits, g.id
+        if e.fits:
+            assert training_speed(parse_spec({**TIGHT_FULL, "gpu": g.id})).step_time_s >= fast.step_time_s
+    assert memplan.estimate({**TIGHT_FULL, "gpu": cheap.gpu}).peak_bytes == cheap.peak_bytes
+
+
+# ---------------------------------------------------------------- changes
+
+
+def test_changes_save_exactly_what_they_say_and_are_sorted(full_plan):
+    assert not full_plan.estimate.fits and full_plan.changes
+    base = full_plan.estimate.peak_bytes
+    baseline = dump(parse_spec({**TIGHT_FULL, "gradient_accumulation_steps": 16 // 4}))
+    assert memplan.estimate(baseline).peak_bytes == base
+    for c in full_plan.changes:
+        e = memplan.estimate(c.job)
+        assert e.peak_bytes == c.peak_bytes and base - e.peak_bytes == c.saves_bytes > 0, c.description
+        assert e.fits == c.fits
+        # one change: the job is the baseline with only the named fields changed
+        changed = {k for k in c.job if c.job[k] != baseline[k]}
+        assert changed == {path.split(".")[0] for path in c.fields}, c.description
+        for path, value in c.fields.items():
+            node = c.job
+            for part in path.split("."):
+                node = node[part]
+            assert node == value
+    keys = [(not c.fits, c.slowdown, -c.saves_bytes) for c in full_plan.changes]
+    assert keys == sorted(keys)
+    kinds = " | ".join(c.description for c in full_plan.changes)
+    # (QLoRA is no change here: its fp32 MLP intermediates at micro-batch 4 outweigh the weights it saves)
+    for expected in ("gradient checkpointing", "halve the micro-batch", "8-bit AdamW", "LoRA", "offload"):
+        assert expected in kinds
+
+
+def test_change_slowdowns_follow_the_compute_terms(full_plan):
+    by = {tuple(c.fields.items()): c for c in full_plan.changes}
+    assert by[(("micro_batch_size", 2), ("gradient_accumulation_steps", 8))].slowdown == 1.0  # same FLOPs
+    assert by[(("gradient_checkpointing", True),)].slowdown > 1.0  # one more forward of the blocks
+    assert by[(("method", "lora"),)].slowdown < 1.0  # LoRA: no weight gradients of the base
+    assert by[(("optimizer", "adamw_8bit"),)].slowdown == 1.0
+
+
+def test_no_changes_with_ample_headroom(lora_plan):
+    e = lora_plan.estimate
+    assert e.headroom_bytes >= LOW_HEADROOM * e.gpu.usable_bytes and lora_plan.changes == []
+
+
+def test_custom_gpu_has_slowdowns_but_no_step_times():
+    p = plan(SHARDED, {"global_batch_size": 4})
+    assert all(o.step_time_s is None for o in p.configurations)
+    assert p.changes and all(c.slowdown is not None for c in p.changes)
+    assert any("custom GPU" in a for a in p.assumptions)
+
+
+# ---------------------------------------------------------------- inference
+
+
+def test_kv_cache_budget_by_hand():
+    """Qwen2.5-0.5B, bf16, on an L4 (24,152,899,584 B), prompt 1000 + 256 new tokens, gpu_memory_utilization 0.9:
+    weights 988,096,512 B (the estimate's weights component); vLLM's profiling forward over max(1256, 2048) = 2048
+    tokens: one block's prefill transient 2*2048*(3*4864 + 2*896) = 67,108,864, the last-position logits of
+    min(256, 2048) sequences in bf16 + fp32, 256*151,936*6 = 233,373,696, the cuBLAS workspace of sm89,
+    8,519,680: 309,002,240 B. budget = int(24,152,899,584 * 0.9) - (988,096,512 + 309,002,240)
+    = 21,737,609,625 - 1,297,098,752 = 20,440,510,873 B. A sequence of 1256 tokens takes ceil(1256 / 16) = 79
+    blocks of 16 tokens = 1264 tokens, at 2 * 24 layers * 2 KV heads * 64 * 2 B = 12,288 B per token:
+    15,532,032 B; 20,440,510,873 // 15,532,032 = 1316 sequences (without the block rounding it would be 1324).
+    """
+    job = {"model": "Qwen/Qwen2.5-0.5B", "task": "inference", "gpu": "L4-24GB",
+           "inference": {"prompt_len": 1000, "max_new_tokens": 256}}
+    b = kv_cache_budget(job, 0.9)
+    assert memplan.estimate(job).components["weights"] == b.weights_bytes == 988_096_512
+    assert b.profile_activation_bytes == 67_108_864 + 233_373_696 + 8_519_680 == 309_002_240
+    assert b.kv_cache_budget_bytes == 20_440_510_873
+    assert b.kv_bytes_per_token == 12_288 and b.kv_bytes_per_sequence == 15_532_032
+    assert b.concurrent_sequences == 1316
+    p = plan(job, {"gpu_memory_utilization": 0.9})
+    inf = p.solvers["inference"]
+    assert inf["kv_cache_budget_bytes"] == 20_440_510_873 and inf["concurrent_sequences"] == 1316
+    assert p.solvers["largest_micro_batch"] is None
+
+
+def test_inference_plan_largest_batch_and_context_are_tight():
+    job = {"model": "Qwen/Qwen2.5-0.5B", "task": "inference", "gpu": "T4-16GB",
+           "inference": {"prompt_len": 2048, "batch_size": 4}}
+    p = plan(job, {"global_batch_size": 8})
+    inf = p.solvers["inference"]
+    spec = parse_spec(job)
+    b, L = inf["largest_batch"], inf["longest_prompt_len"]
+    assert memplan.estimate(with_value(spec, "inference.batch_size", b)).fits
+    assert not memplan.estimate(with_value(spec, "inference.batch_size", b + 1)).fits
+    assert memplan.estimate(with_value(spec, "inference.prompt_len", L)).fits
+    assert not memplan.estimate(with_value(spec, "inference.prompt_len", L + 1)).fits
+    assert inf["longest_context"] == L + 256
+    _check_configurations(p)
+    assert all(o.micro_batch_size >= 8 for o in p.configurations)
+    assert p.configurations[0].recipe_changes == 0
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("target,field", [
+    ({"global_batch_size": 30, "num_gpus": 4}, "target.global_batch_size"),
+    ({"global_batch_size": 0}, "target.global_batch_size"),
+    ({"utilization": 1.5}, "target.utilization"),
+    ({"gpu_memory_utilization": 0}, "target.gpu_memory_utilization"),
+    ({"margin_pct": 100}, "target.margin_pct"),
+    ({"num_gpus": 0}, "target.num_gpus"),
+    ({"gpu": "H100-SXM-81GB"}, "target.gpu"),
+    ({"global_batch": 32}, "target.global_batch"),
+])
+def test_bad_targets_name_the_field(target, field):
+    with pytest.raises(SpecError) as err:
+        plan(SMALL_LORA, target)
+    assert err.value.errors[0][0] == field, err.value.errors
+
+
+def test_bad_target_messages_say_what_is_allowed():
+    with pytest.raises(SpecError, match="nearest that are: 28 or 32"):
+        plan(SMALL_LORA, {"global_batch_size": 30, "num_gpus": 4})
+    with pytest.raises(SpecError, match="allowed fields: global_batch_size"):
+        plan(SMALL_LORA, {"global_batch": 32})
+    with pytest.raises(SpecError) as err:
+        plan(SMALL_LORA, limit=0)
+    assert err.value.errors[0][0] == "limit"
+    with pytest.raises(SpecError) as err:
+        best_gpu(SMALL_LORA, by="priciest")
+    assert err.value.errors[0][0] == "by"
+    with pytest.raises(SpecError) as err:
+        largest_micro_batch({**SMALL_LORA, "task": "inference"})
+    assert err.value.errors[0][0] == "task"
+
+
+def test_micro_batch_that_does_not_divide_the_global_batch_is_rounded_and_said():
+    p = plan({**SMALL_LORA, "micro_batch_size": 5}, PlanTarget(global_batch_size=12))
+    spec = parse_spec(p.configurations[0].job)
+    assert any("micro-batch 5 does not divide the per-GPU batch 12" in a for a in p.assumptions)
+    assert memplan.estimate(p.configurations[0].job).peak_bytes == p.configurations[0].peak_bytes
+    assert spec.micro_batch_size * spec.gradient_accumulation_steps == 12
+
+
+def test_plan_json_round_trip(lora_plan):
+    data = lora_plan.model_dump(mode="json")
+    assert set(data) == {"configurations", "changes", "solvers", "assumptions", "estimate", "target"}
+    assert set(data["solvers"]) >= {"largest_micro_batch", "longest_seq_len", "fewest_gpus", "cheapest_gpu",
+                                    "fastest_gpu", "inference"}
+    assert Plan.model_validate(data).configurations[0].label == lora_plan.configurations[0].label
+    assert any(f"{cp.MFU:g}" in a and "Llama 3" in a for a in lora_plan.assumptions)
+
+
+def test_jobs_shown_re_estimate_on_a_model_without_sdpa():
+    """BLOOM has no sdpa: the defaulted attention runs as eager, and every job the plan shows says so."""
+    job = {"model": "bigscience/bloom-560m", "method": "full", "seq_len": 2048, "micro_batch_size": 8,
+           "gpu": "T4-16GB"}
+    p = plan(job, {"global_batch_size": 16})
+    assert not p.estimate.fits and p.changes
+    jobs = [o.job for o in p.configurations] + [c.job for c in p.changes]
+    if p.solvers["fewest_gpus"]:
+        jobs.append(p.solvers["fewest_gpus"]["job"])
+    for j in jobs:
+        assert j["attention"] == "eager"
+        memplan.estimate(j)  # no SpecError: explicit eager is what the model has

@@ -1,0 +1,67 @@
+"""The two engines on 44 small configurations (tests/trace/crosscheck_configs.py): 9 architectures, every method,
+checkpointing on and off, eager and sdpa, AMP and pure bf16, AdamW (fused / foreach), 8-bit and paged AdamW, SGD,
+Adafactor, inference.
+
+The target is agreement of peak allocated within TARGET_PCT. The trace runs the real code and matches the stored
+CUDA runs to about 1% (docs/accuracy-trace.md), so where the engines disagree the formula is the one to fix.
+KNOWN_GAPS records, per configuration still outside the target, the disagreement measured today rounded up to a
+whole percent: the test fails if a gap grows (the formula drifted further), and also if it closes (then the entry
+must be deleted, so that the target applies again).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from memplan.estimate import estimate
+from tests.trace.crosscheck_configs import CONFIGS, compared_bytes
+
+TARGET_PCT = 2.0
+#: formula vs trace today, |%| rounded up, for the configurations outside TARGET_PCT (see the issue-5 note)
+KNOWN_GAPS: dict[str, float] = {
+    "gpt2-full-eager-gc": 10,
+    "opt-full-bf16": 7,
+    "opt-full-amp-sgd": 7,
+    "pythia-full-gc": 10,
+    "llama-full-bf16": 9,
+    "llama-full-eager": 3,
+    "llama-full-gc-adafactor": 8,
+    "llama-full-amp-adamw8bit": 22,
+    "qwen-full-amp-gc": 16,
+    "gemma2-full-eager": 4,
+    "phi-full-gc-sgd": 10,
+    "bert-full-seqcls": 6,
+    "t5-full-bf16": 6,
+    "opt-lora-qv": 4,
+    "pythia-lora-qkv": 8,
+    "llama-lora-all-gc": 8,
+    "llama-lora-mlp-eager": 19,
+    "phi-lora-all-gc": 5,
+    "bert-lora-qv": 14,
+    "t5-lora-qv": 14,
+    "llama-qlora-nf4-gc": 6,
+    "phi-qlora-paged8bit-gc": 6,
+    "pythia-ia3": 7,
+    "t5-ia3": 4,
+    "llama-infer-bf16": 5,
+    "qwen-infer-nf4": 8,
+}
+
+
+def test_enough_configurations():
+    archs = {job["model_config"]["model_type"] for _, job in CONFIGS}
+    methods = {job.get("method", "lora") for _, job in CONFIGS if job.get("task") != "inference"}
+    assert len(CONFIGS) >= 40 and len(archs) >= 8
+    assert {"full", "lora", "qlora", "prompt_tuning", "prefix_tuning", "ia3"} <= methods
+    assert {job.get("optimizer", "adamw") for _, job in CONFIGS} >= {"adamw", "adamw_8bit", "sgd", "adafactor"}
+
+
+@pytest.mark.parametrize("name,job", CONFIGS, ids=[n for n, _ in CONFIGS])
+def test_formula_agrees_with_trace(name, job):
+    traced = compared_bytes(estimate(job, engine="trace"))
+    formula = compared_bytes(estimate(job))
+    diff_pct = 100 * (formula - traced) / traced
+    bound = KNOWN_GAPS.get(name, TARGET_PCT)
+    assert abs(diff_pct) <= bound, f"{name}: formula {diff_pct:+.1f}% from the trace (allowed {bound:g}%)"
+    if name in KNOWN_GAPS:
+        assert abs(diff_pct) > TARGET_PCT, f"{name} now agrees within {TARGET_PCT}%: delete it from KNOWN_GAPS"

@@ -1,0 +1,71 @@
+"""The trace engine's surface: the same Estimate JSON as the formula engine, clear refusals, the CLI flag, and
+agreement with stored CUDA runs (profiles/) on peak allocated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from memplan.cli import main
+from memplan.estimate import estimate
+from memplan.spec import SpecError
+
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+SMALL = {"model": "openai-community/gpt2", "method": "full", "seq_len": 256, "micro_batch_size": 2}
+
+
+def test_same_json_keys_and_engine_named():
+    traced = estimate(SMALL, engine="trace").model_dump(mode="json")
+    formula = estimate(SMALL).model_dump(mode="json")
+    assert traced.keys() == formula.keys()
+    assert (traced["engine"], formula["engine"]) == ("trace", "formula")
+    assert traced["params"] == formula["params"]  # both count gpt2's 124,439,808 parameters, all trainable
+    assert traced["params"]["total"] == 124_439_808
+    parts = traced["components"]
+    # bf16 weights, each tensor rounded to 512 B; the trace also counts the model's buffers (74 KiB here)
+    assert 0 <= parts["weights"] - formula["components"]["weights"] < 2**20
+    # fused AdamW also keeps one fp32 `step` tensor per parameter on the device (148 x 512 B), which the formula
+    # leaves out
+    assert parts["optimizer_states"] - formula["components"]["optimizer_states"] == 148 * 512
+    assert traced["peak_reserved_bytes"] >= traced["peak_allocated_bytes"]
+    assert traced["peak_bytes"] == traced["peak_reserved_bytes"] + parts["cuda_context"]
+
+
+@pytest.mark.parametrize("job,field_text", [
+    ({**SMALL, "zero_stage": 2, "num_gpus": 2}, "one GPU"),
+    ({**SMALL, "method": "adapter"}, "bottleneck adapters"),
+    ({"model": "openai-community/gpt2", "task": "inference", "inference": {"kv_cache_dtype": "fp8"}}, "kv_cache_dtype"),
+])
+def test_refusals_name_the_engine(job, field_text):
+    with pytest.raises(SpecError) as err:
+        estimate(job, engine="trace")
+    assert err.value.errors[0][0] == "engine" and field_text in err.value.errors[0][1]
+
+
+def test_unknown_engine_is_bad_input():
+    with pytest.raises(SpecError) as err:
+        estimate(SMALL, engine="guess")
+    assert err.value.errors == [("engine", "unknown engine 'guess'; allowed: formula, trace")]
+
+
+def test_cli_engine_flag(capsys):
+    assert main(["estimate", "openai-community/gpt2", "--method", "full", "--seq-len", "256", "--engine", "trace",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["engine"] == "trace"
+    assert out["peak_allocated_bytes"] == estimate(SMALL | {"micro_batch_size": 1}, engine="trace").peak_allocated_bytes
+
+
+#: stored CUDA runs (H100) the trace reproduces; the full table over every run is docs/accuracy-trace.md
+RUNS = ["full-bf16-gpt2-s1024-b4", "full-bf16-pythia410m-s1024-b4", "lora-all-r16-pythia1b-s2048-b4",
+        "ia3-llama1b-s2048-b4", "infer-bf16-llama8b-p8192-n256-b1", "full-adamw8bit-llama1b-s2048-b4"]
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_trace_matches_stored_cuda_runs(run):
+    record = json.loads((PROFILES / f"{run}.json").read_text())
+    traced = estimate(record["job"], engine="trace")
+    error_pct = 100 * (traced.peak_allocated_bytes - record["max_allocated_bytes"]) / record["max_allocated_bytes"]
+    assert abs(error_pct) <= 1.5, f"{run}: trace {error_pct:+.2f}% from the measured max_memory_allocated"
