@@ -84,21 +84,7 @@ def load_job(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"job file not found: {args.job}")
         else:
             job = {"model": args.job}
-    for key, value in vars(args).items():
-        if not key.startswith("set_") or value is None:
-            continue
-        dotted = key[4:].replace("__", ".")
-        target = job
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise UsageError(f"{part}: must be a mapping to set {dotted}")
-        target[leaf] = _parse_value(dotted, value)
-    if args.gpu is not None:
-        job["gpu"] = args.gpu
-    if args.gpu_memory_gib is not None:
-        job["gpu"] = {"memory_gib": args.gpu_memory_gib}
+    _apply_overrides(job, args)
     if "model" not in job and "model_config" not in job:
         raise UsageError("model: required (a job file, a catalog id as JOB, or --model); "
                          "list catalog ids with `memplan models`")
@@ -218,7 +204,7 @@ def _error_text(exc: Exception) -> str:
 
 
 def _apply_overrides(job: dict[str, Any], args: argparse.Namespace) -> None:
-    """The field flags (--seq-len, --lora-r, ..., --model, --gpu, --gpu-memory-gib) over `job`, as load_job does."""
+    """The field flags (--seq-len, --lora-r, ..., --model, --gpu, --gpu-memory-gib) over `job`."""
     for key, value in vars(args).items():
         if not key.startswith("set_") or value is None:
             continue
