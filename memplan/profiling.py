@@ -361,12 +361,16 @@ def _batch(spec: JobSpec, config, head: str, device: str) -> dict:
 # ---------------------------------------------------------------- the run
 
 
-def _train(model, spec: JobSpec, head: str, device: str, steps: int, meter: Meter) -> None:
+def _train(model, spec: JobSpec, head: str, device: str, steps: int, meter: Meter, optimizer_factory=None,
+           batch: dict | None = None) -> None:
+    """The measured steps. The tracer (memplan.trace.run) runs this same loop with its own optimizer factory
+    (bitsandbytes stand-ins) and batch (no attention_mask)."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(spec, params)
-    batch = _batch(spec, model.config, head, device)
+    optimizer = (optimizer_factory or make_optimizer)(spec, params)
+    if batch is None:
+        batch = _batch(spec, model.config, head, device)
     autocast = spec.mixed_precision != "no"
     dtype = _torch_dtype(spec.mixed_precision) if autocast else None
     scaler = torch.amp.GradScaler(device) if spec.mixed_precision == "fp16" and device == "cuda" else None

@@ -69,22 +69,17 @@ def _train(model: Any, spec: JobSpec, head: str, steps: int, tracker: StorageTra
     from memplan import profiling
     from memplan.trace import standins
 
-    original = profiling.make_optimizer
     made: list[Any] = []
 
     def make_optimizer(spec: JobSpec, params: list) -> Any:
-        opt = standins.make_optimizer(spec, params) or original(spec, params)
+        opt = standins.make_optimizer(spec, params) or profiling.make_optimizer(spec, params)
         made.append(opt)
         return opt
 
-    def batch(spec: JobSpec, config: Any, head: str, device: str) -> dict:
-        # no attention_mask: transformers drops an all-ones mask after checking its values, which fake tensors
-        # do not have; without one it takes the same no-padding path
-        data = original_batch(spec, config, head, device)
-        data.pop("attention_mask")
-        return data
-
-    original_batch = profiling._batch
+    # no attention_mask: transformers drops an all-ones mask after checking its values, which fake tensors do not
+    # have; without one it takes the same no-padding path
+    batch = profiling._batch(spec, model.config, head, "cpu")
+    batch.pop("attention_mask")
 
     class Meter:
         """The harness's meter interface; relabels optimizer states after each step."""
@@ -100,11 +95,7 @@ def _train(model: Any, spec: JobSpec, head: str, steps: int, tracker: StorageTra
                             tracker.relabel(t, "optimizer_states")
             tracker.end(phase)
 
-    profiling.make_optimizer, profiling._batch = make_optimizer, batch
-    try:
-        profiling._train(model, spec, head, "cpu", steps, Meter())
-    finally:
-        profiling.make_optimizer, profiling._batch = original, original_batch
+    profiling._train(model, spec, head, "cpu", steps, Meter(), optimizer_factory=make_optimizer, batch=batch)
     paged = getattr(made[0], "outside_bytes", 0) if made else 0
     if paged:
         tracker.log.outside["paged_optimizer_states"] = paged

@@ -9,8 +9,8 @@ Attention:
 
 `F.scaled_dot_product_attention` chooses its kernel by device: on CPU it takes the math kernel (which saves the
 [b, n, s, s] probabilities) for dropout and other cases where CUDA runs a fused kernel that saves only the output
-and an fp32 logsumexp. While tracing, `CudaSdpa` routes each call to the kernel CUDA would choose, whose fake
-(meta) implementations run on any device (`cuda_sdpa_kernels()`):
+and an fp32 logsumexp. While tracing (`cuda_sdpa_kernels()`), `cuda_sdpa` routes each call to the kernel CUDA
+would choose, whose fake (meta) implementations run on any device:
 
 - flash (`_scaled_dot_product_flash_attention`): fp16/bf16, no mask, head_dim <= 256 and a multiple of 8,
   grouped-query heads natively;
