@@ -540,8 +540,23 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
             hidden_dropout=hidden_drop, attention_dropout=attn_drop, linears=lins,
             experts=int(b["experts"] or 0), experts_per_token=int(_cfg(config, "num_experts_per_tok", default=0) or 0),
             attn_softcap=bool(_cfg(config, "attn_logit_softcapping", default=None)),
+            parallel_residual=_parallel_residual(config),
+            # OPT-350m alone of the OPTs normalizes after the residual add (do_layer_norm_before=False)
+            post_norm=config.model_type in _POST_NORM_TYPES or getattr(config, "do_layer_norm_before", True) is False,
         ))
     return shapes
+
+
+#: encoder models whose LayerNorms follow each sublayer's residual add (modeling_bert.py BertSelfOutput)
+_POST_NORM_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert", "deberta", "deberta-v2")
+
+
+def _parallel_residual(config: Any) -> bool:
+    """Attention and MLP side by side on the block input: GPT-NeoX's use_parallel_residual, Falcon's
+    parallel_attn, and Phi / GPT-J, whose blocks always add both to the residual."""
+    if config.model_type in ("phi", "gptj", "codegen"):
+        return True
+    return bool(_cfg(config, "use_parallel_residual", "parallel_attn", default=False))
 
 
 def _relative(mname: str) -> str:

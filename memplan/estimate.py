@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from memplan import catalog
-from memplan.architecture import ArchitectureError, ModelInfo, introspect
+from memplan.architecture import ArchitectureError, ModelInfo, _stack_and_layer, introspect
 from memplan.methods import Trainables, float_dtype, kbit_prepared, trainables, unquantized_dtype
 from memplan.spec import GpuMemorySpec, JobSpec, SpecError, UnknownIdError, parse_spec
 from memplan.terms import activations as act
@@ -165,7 +165,8 @@ def _step_temp(tr: Trainables, optimizer: str, impl: str) -> int:
     if optimizer == "adamw":
         return opt.adamw_step_temp_bytes(impl, sum(sizes), largest)
     if optimizer == "adafactor":
-        return opt.adafactor_step_temp_bytes(max(t.numel for t in tr.tensors))
+        return opt.adafactor_step_temp_bytes([t.numel for t in tr.tensors],
+                                             any(t.dtype in ("bf16", "fp16") for t in tr.tensors))
     if optimizer == "lion" or impl == "for_loop":
         return opt.single_tensor_update_temp_bytes(largest)
     return 0
@@ -287,35 +288,49 @@ def _activation_context(info: ModelInfo, spec: JobSpec, tr: Trainables, attentio
         attention=attention, autocast=autocast, base_trainable=tr.base_linears_trainable,
         norms_trainable=tr.norms_trainable, adapter_input_bytes=4, lora_r=spec.lora.r,
         lora_dropout=spec.lora.dropout if spec.method in ("lora", "qlora") else 0.0,
-        mlp_bytes=resid if kbit_prepared(spec) and spec.weight_dtype in ("nf4", "fp4") else c)
+        mlp_bytes=resid if kbit_prepared(spec) and spec.weight_dtype in ("nf4", "fp4") else c,
+        # memplan.profiling._apply_method: enable_input_require_grads under checkpointing, except for k-bit
+        # models (peft's prepare_model_for_kbit_training skips it with use_reentrant=False)
+        first_input_grad=tr.base_linears_trainable or tr.virtual_tokens > 0 or spec.method == "adapter"
+        or (spec.gradient_checkpointing and not kbit_prepared(spec)))
 
 
 def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> dict[str, int]:
     """Saved activations of all blocks, the largest block, the checkpoints and the model-level extras."""
     tr = st.tr
     blocks = largest = 0
+    first = (info.layers[0].stack, info.layers[0].index)
     for count, layer, lora, ia3 in st.block_groups:  # identical blocks save identical tensors: one call per kind
         one = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size)
         blocks, largest = blocks + count * one, max(largest, one)
+    bottom = largest
+    if not ctx.first_input_grad:  # the first block saves nothing before its first adapter
+        layer0 = info.layers[0]
+        lora0, ia30 = tr.adapted.get(first, ()), tr.ia3.get(first, ())
+        bottom = act.block_activation_bytes(layer0, ctx, lora0, ia30, tr.adapter_size, input_grad=False)
+        blocks -= act.block_activation_bytes(layer0, ctx, lora0, ia30, tr.adapter_size) - bottom
     T, h, c = ctx.tokens, info.hidden_size, ctx.compute_bytes
-    model_level = 0
+    head_level = persistent = 0  # freed by the head's backward / alive until the blocks' backward ends
     if tr.grads_flow or tr.tensors:  # the final norm and the head's input feed the head's gradient
         last = info.layers[-1]
-        model_level += act.norm_saved_bytes(T, h, last.norm_kind, ctx.resid_bytes, ctx.autocast,
-                                            ctx.norms_trainable)
+        head_level += act.norm_saved_bytes(T, h, last.norm_kind, ctx.resid_bytes, ctx.autocast,
+                                           ctx.norms_trainable)
         if ctx.base_trainable:  # a frozen head's matmul needs only its weight for the input gradient
-            model_level += act.linear_inputs_saved_bytes(T, h, 1, ctx.resid_bytes, c, ctx.autocast)
+            head_level += act.linear_inputs_saved_bytes(T, h, 1, ctx.resid_bytes, c, ctx.autocast)
     if tr.grads_flow:
         if info.is_encoder_decoder:  # the encoder output, read by every decoder block's cross-attention k/v
-            model_level += ctx.resid_bytes * T * h
+            persistent += ctx.resid_bytes * T * h
         if ctx.attention == "eager" or (info.sliding_window and ctx.attention == "sdpa"):
-            model_level += (c if ctx.attention == "eager" else 1) * ctx.batch * ctx.seq * ctx.kv_seq
+            persistent += (c if ctx.attention == "eager" else 1) * ctx.batch * ctx.seq * ctx.kv_seq
         if ctx.dropout and info.layers[0].hidden_dropout > 0:
-            model_level += act.dropout_mask_bytes(T, h)
-    checkpoints = len(info.layers) * act.checkpoint_saved_bytes(T, h, ctx.resid_bytes)
+            persistent += act.dropout_mask_bytes(T, h)
     transient = max(act.block_backward_transient_bytes(layer, ctx) for _, layer, _, _ in st.block_groups)
-    return {"blocks": blocks if tr.grads_flow else 0, "largest_block": largest,
-            "checkpoints": checkpoints, "model_level": model_level, "backward_transient": transient}
+    lora_transient = max((act.lora_forward_transient_bytes(T, lin.d_in, c, ctx.adapter_input_bytes, ctx.autocast,
+                                                           ctx.lora_dropout > 0)
+                          for _, _, lora, _ in st.block_groups for lin in lora), default=0)
+    return {"blocks": blocks if tr.grads_flow else 0, "largest_block": largest, "bottom_block": bottom,
+            "checkpoint": act.checkpoint_saved_bytes(T, h, ctx.resid_bytes), "head_level": head_level,
+            "persistent": persistent, "backward_transient": transient, "lora_forward_transient": lora_transient}
 
 
 def _loss_terms(info: ModelInfo, spec: JobSpec, tokens: int) -> tuple[int, int, int]:
@@ -347,6 +362,12 @@ class _Static:
     step_temp: int
     fp32_states: int  # optimizer states if kept in fp32, for ZeRO's partitioned optimizer
     matmul_numel: int  # matmul weights autocast copies (fp32 weights + AMP)
+    blocks_matmul_numel: int  # the same, of all transformer blocks
+    block_matmul_numel: int  # the same, of the largest block
+    grads_bottom: int  # gradients of the block backward reaches last (the first block of the forward)
+    grads_head: int  # gradients alive when backward enters the top block: the head's, the final norm's
+    grads_embedding: int  # input-embedding gradients not tied to the head, made at the very end of backward
+    grads_tied: int  # the tied embedding / lm_head gradient, summed from both uses at the very end
     block_groups: tuple[tuple[int, Any, tuple, tuple], ...]  # (count, layer, lora, ia3) of identical blocks
 
 
@@ -392,14 +413,38 @@ def _compute_static(info: ModelInfo, spec: JobSpec) -> _Static:
         key = (layer.stack, layer.index)
         lora, ia3 = tr.adapted.get(key, ()), tr.ia3.get(key, ())
         groups.setdefault((replace(layer, index=0), lora, ia3), [0, layer, lora, ia3])[0] += 1
+    grads_where = _gradients_by_place(info, tr)
     return _Static(
-        tr=tr, weights=weights, grads=gradient_bytes((t.numel, t.dtype) for t in tr.tensors),
+        tr=tr, weights=weights, grads=gradient_bytes((t.numel, t.dtype) for t in tr.tensors), **grads_where,
         states=states, paged=paged, step_temp=_step_temp(tr, spec.optimizer, resolve_optimizer_impl(spec)),
         fp32_states=sum(_state_bytes(t.numel, t.shape, "fp32", spec.optimizer) for t in tr.tensors),
         # a tied lm_head is the embedding's weight, still cast once by autocast for its F.linear
         matmul_numel=sum(p.numel for p in info.params if p.kind in ("linear", "expert") and not p.bias)
         + (info.vocab_size * info.hidden_size if info.tied_embeddings else 0),
+        blocks_matmul_numel=sum(lin.d_in * lin.d_out for layer in info.layers for lin in layer.linears),
+        block_matmul_numel=max(sum(lin.d_in * lin.d_out for lin in layer.linears) for layer in info.layers),
         block_groups=tuple(tuple(g) for g in groups.values()))
+
+
+def _gradients_by_place(info: ModelInfo, tr: Trainables) -> dict[str, int]:
+    """Gradient bytes by when backward makes them: the bottom block's, the head's (first), the input
+    embedding's (last), and the tied embedding / head weight's (both)."""
+    params = {p.name: p for p in info.params}
+    bottom = (info.layers[0].stack, info.layers[0].index)
+    out = dict.fromkeys(("grads_bottom", "grads_head", "grads_embedding", "grads_tied"), 0)
+    for t in tr.tensors:
+        size = gradient_bytes([(t.numel, t.dtype)])
+        p = params.get(t.name)
+        place = (p.stack, p.layer) if p is not None else _stack_and_layer(t.name + ".", info.is_encoder_decoder)
+        if place[1] is not None:
+            out["grads_bottom"] += size if place == bottom else 0
+        elif p is not None and info.tied_embeddings and t.name in info.head_params:
+            out["grads_tied"] += size
+        elif (p is not None and p.kind == "embedding") or t.name in ("prompt_encoder", "prefix_encoder"):
+            out["grads_embedding"] += size
+        else:
+            out["grads_head"] += size
+    return out
 
 
 def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str, notes: list[str]
@@ -452,7 +497,7 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
         # layers get past_key_values=None (transformers GradientCheckpointingLayer)
         dec = [x for x in info.layers if x.stack == "decoder"]
         fp32_kv = sum(kv.kv_cache_bytes(1, x.kv_heads, x.head_dim, spec.micro_batch_size, ctx.seq, 4) for x in dec)
-    saved = a["checkpoints"] if checkpointing else a["blocks"]
+    saved = len(info.layers) * a["checkpoint"] if checkpointing else a["blocks"]
     loss_tokens = spec.micro_batch_size * ctx.seq if info.head != "sequence_classification" else 0
     loss_fwd, loss_spike, loss_block = _loss_terms(info, spec, loss_tokens)
     grads_accumulated = grads if spec.gradient_accumulation_steps > 1 else 0
@@ -460,25 +505,39 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
     base = {"weights": weights, "optimizer_states": states}
     phases = [Phase("load", {"weights": weights})]
     # a checkpointed (or no-grad) block's intermediates exist only while it runs, not during the loss
-    fwd_block = a["largest_block"] if (checkpointing or not tr.grads_flow) else 0
+    # (checkpointed blocks run forward without saving: their intermediates are freed as they go)
+    fwd_block = (a["largest_block"] if not tr.grads_flow else 0) + a["lora_forward_transient"]
     phases.append(Phase("forward", {**base, "gradients": grads_accumulated, "zero_buffers": live,
-                                     "activations": saved + a["model_level"] + autocast_copies + head_cast + fp32_kv,
+                                     "activations": saved + a["head_level"] + a["persistent"] + autocast_copies
+                                     + head_cast + fp32_kv,
                                      "logits": loss_fwd if loss_fwd >= fwd_block else 0,
                                      "temporaries": fwd_block if fwd_block > loss_fwd else 0}))
-    # backward peaks at its start (the loss spike), at its end (all gradients, the first block's activations),
-    # or, with checkpointing, while the top block is recomputed: report the largest of these points
+    # backward walks from the loss down: its peak is at the start (the loss spike), in the top block (every
+    # block's saved tensors, the head's gradients), in the bottom block (one block's saved tensors, every other
+    # gradient) or at the embedding (every gradient; a tied embedding sums its two gradients out of place:
+    # autograd's InputBuffer cannot add in place into the head's transposed gradient)
+    if zero == 0 and spec.gradient_accumulation_steps == 1:
+        g_top, g_bottom = st.grads_head + st.grads_tied, grads - st.grads_bottom - st.grads_embedding
+    else:
+        g_top, g_bottom = grads_accumulated, grads
+    cast_blocks = autocast_weight_copies_bytes(st.blocks_matmul_numel, spec.mixed_precision) if autocast_copies else 0
+    cast_block = autocast_weight_copies_bytes(st.block_matmul_numel, spec.mixed_precision) if autocast_copies else 0
+    ckpt = a["checkpoint"] if checkpointing else 0
+    top_saved = len(info.layers) * ckpt + a["largest_block"] if checkpointing else a["blocks"]
+    # a checkpointed block's recompute ends with its largest LoRA input's forward transient
+    top_transient = max(a["backward_transient"], a["lora_forward_transient"] if checkpointing else 0)
     backward_points = [
         {**base, "gradients": grads_accumulated, "zero_buffers": live,
-         "activations": saved + a["model_level"] + autocast_copies + head_cast, "logits": loss_spike,
-         "temporaries": 0},
-        {**base, "gradients": grads, "zero_buffers": live + buckets,
-         "activations": a["largest_block"] + autocast_copies, "logits": 0, "temporaries": a["backward_transient"]},
+         "activations": saved + a["head_level"] + a["persistent"] + autocast_copies + head_cast,
+         "logits": loss_spike, "temporaries": 0},
+        {**base, "gradients": g_top, "zero_buffers": live,
+         "activations": top_saved + a["persistent"] + cast_blocks, "logits": 0, "temporaries": top_transient},
+        {**base, "gradients": g_bottom, "zero_buffers": live + buckets,
+         "activations": ckpt + a["bottom_block"] + a["persistent"] + cast_block, "logits": 0,
+         "temporaries": a["backward_transient"]},
+        {**base, "gradients": grads, "zero_buffers": live + buckets, "activations": 0, "logits": 0,
+         "temporaries": 2 * st.grads_tied if zero == 0 else 0},
     ]
-    if checkpointing:
-        backward_points.append(
-            {**base, "gradients": grads_accumulated, "zero_buffers": live,
-             "activations": saved + a["model_level"] + a["largest_block"] + autocast_copies,
-             "logits": 0, "temporaries": a["backward_transient"]})
     phases.append(max((Phase("backward", p) for p in backward_points), key=lambda p: p.total))
     if spec.optimizer != "none" and tr.tensors:
         phases.append(Phase("optimizer_step", {"weights": weights, "gradients": grads, "optimizer_states": states,

@@ -56,10 +56,22 @@ class ActivationContext:
     #: input's dtype (bitsandbytes nn/modules.py Linear4bit.forward: `.to(inp_dtype)`) and SiLU / the gate product
     #: are not autocast ops (traced on CPU, profiles/qlora-nf4-llama8b-s2048-b2-nogc: +10.5 GiB at 8B, T=4096)
     mlp_bytes: int = 0
+    #: does the first block's input need a gradient: trained embeddings, prompt tuning's virtual tokens, or
+    #: `enable_input_require_grads` (the Trainer's PEFT + checkpointing setup); False for other adapter runs
+    first_input_grad: bool = True
 
     @property
     def tokens(self) -> int:
         return self.batch * self.seq
+
+
+def activation_saves_output(layer: LayerShape) -> bool:
+    """ReLU's backward reads its output (aten threshold_backward(grad, result, 0)), which is also the next
+    linear's input in a plain MLP: one saved tensor serves both. Traced: OPT-350m's fc2 input is relu's output.
+
+    Example: OPT's relu MLP -> True; Llama's SwiGLU (the product feeds down_proj) -> False.
+    """
+    return layer.activation == "relu" and not layer.gated_mlp
 
 
 def norm_saved_bytes(tokens: int, width: int, kind: str, resid_bytes: int, autocast: bool,
@@ -162,6 +174,25 @@ def lora_saved_bytes(tokens: int, d_in: int, r: int, input_bytes: int, dropout: 
     return input_bytes * tokens * d_in + (tokens * d_in if dropout else 0) + input_bytes * tokens * r
 
 
+def lora_forward_transient_bytes(tokens: int, d_in: int, input_bytes: int, adapter_bytes: int, autocast: bool,
+                                 dropout: bool) -> int:
+    """Bytes a LoRA adapter holds for an instant in forward beyond what it saves: PEFT casts x to the adapter's
+    dtype (`x.to(lora_A.weight.dtype)`, a*T*d_in when x is not already in it), dropout returns a new a-byte tensor,
+    and under autocast lora_A then saves its own c-byte cast of that, so the a-byte tensors are not kept.
+    Formula: cast = a*T*d_in if input_bytes != a else 0; with autocast, cast + (a*T*d_in if dropout); without,
+    the dropout output is what lora_A saves, so cast if dropout else 0 (the cast itself is saved).
+    Source: peft/tuners/lora/layer.py Linear.forward (`lora_A(dropout(x))` after `x = self._cast_input_dtype(x,
+    lora_A.weight.dtype)`); traced, llama-lora-all-gc: 64 MiB at down_proj's recompute (T=1024, d_in=8192).
+    Example: down_proj of Llama-3.1-8B, T=4096, bf16 x, fp32 adapter, autocast, dropout: 8*4096*14336 =
+      469,762,048 B.
+    """
+    a = adapter_bytes
+    cast = a * tokens * d_in if input_bytes != a else 0
+    if autocast:
+        return cast + (a * tokens * d_in if dropout else 0)
+    return cast if dropout else 0
+
+
 def ia3_saved_bytes(tokens: int, width: int, compute_bytes: int, feedforward: bool = False) -> int:
     """(IA)^3 scales a tensor by a learned vector; the product saves the scaled tensor for the vector's gradient:
     c*T*d_out for key/value targets (the base output), 4*T*d_in for feed-forward targets (PEFT casts the input to
@@ -189,13 +220,38 @@ def checkpoint_saved_bytes(tokens: int, hidden: int, resid_bytes: int) -> int:
 
 
 def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tuple[LinearShape, ...] = (),
-                           ia3: tuple[tuple[LinearShape, bool], ...] = (), adapter_size: int = 0) -> int:
+                           ia3: tuple[tuple[LinearShape, bool], ...] = (), adapter_size: int = 0,
+                           input_grad: bool = True) -> int:
     """All tensors one block saves for backward: norms + trained linears' inputs + attention + MLP + dropout
-    masks + adapters. The sum of the functions above (see the module docstring for the worked example)."""
+    masks + adapters. The sum of the functions above (see the module docstring for the worked example).
+
+    input_grad=False is the first block under an adapter method: its input (the frozen embeddings' output) needs
+    no gradient, so autograd saves nothing for the ops before the first adapter (an op saves inputs only for the
+    gradients it must compute: torch codegen `should_compute_output`). The gradient starts at the attention when
+    a q/k/v projection is adapted (or prefix tuning adds trainable keys), at o_proj, or inside the MLP; with a
+    parallel residual (GPT-NeoX, Phi) the MLP branch gets none from the attention. Traced: the first block of
+    llama-lora-mlp-eager saves no attention probabilities (tests/trace/test_crosscheck.py).
+    """
     T, c, r = ctx.tokens, ctx.compute_bytes, ctx.resid_bytes
     h = layer.hidden
-    total = layer.norms * norm_saved_bytes(T, h, layer.norm_kind, r, ctx.autocast, ctx.norms_trainable)
-    if layer.head_norms:  # per-head q/k RMSNorms (Qwen3, Gemma 3) over the q and k projections
+    groups_adapted = {lin.group for lin in lora} | {lin.group for lin, _ in ia3}
+    attn_core = input_grad or "attn_in" in groups_adapted or ctx.kv_seq > ctx.seq  # prefix keys are trained
+    after_attn = attn_core or "attn_out" in groups_adapted
+    mlp_input = input_grad or (after_attn and not layer.parallel_residual)
+    mlp_core = mlp_input or "mlp_in" in groups_adapted
+    after_mlp = mlp_core or "mlp_out" in groups_adapted
+    # which of the block's norms see a gradient, in order: pre-norm (input, [post-attn, pre-ff, post-ff] for
+    # Gemma 2's four, the MLP's otherwise), post-norm (after attention, after the MLP); T5's decoder: 3
+    if input_grad:
+        norms = layer.norms
+    elif layer.post_norm:
+        norms = [after_attn, after_mlp][:layer.norms].count(True)
+    elif layer.norms == 4:
+        norms = [False, attn_core, mlp_input, after_mlp].count(True)
+    else:
+        norms = [False, mlp_input, mlp_input][:layer.norms].count(True)
+    total = norms * norm_saved_bytes(T, h, layer.norm_kind, r, ctx.autocast, ctx.norms_trainable)
+    if layer.head_norms and attn_core:  # per-head q/k RMSNorms (Qwen3, Gemma 3) over the q and k projections
         total += norm_saved_bytes(T, layer.q_width, "rms", c, ctx.autocast, ctx.norms_trainable)
         total += norm_saved_bytes(T, layer.kv_width, "rms", c, ctx.autocast, ctx.norms_trainable)
     norm_out_bytes = 4 if (layer.norm_kind == "layer" and ctx.autocast) else r
@@ -210,21 +266,28 @@ def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tupl
             if group == "attn_out" and ctx.attention != "eager" and not any(
                     lin.name.endswith(("EncDecAttention.o", "crossattention.output.dense")) for lin in lins):
                 continue  # o_proj's input is the SDPA output, already saved by the attention
+            if group == "mlp_out" and activation_saves_output(layer) and not any(
+                    "DenseReluDense" in lin.name for lin in lins):  # T5 puts a dropout between
+                continue  # fc2's input is ReLU's output, which ReLU saves for its own backward (OPT)
             in_bytes = norm_out_bytes if group in ("attn_in", "mlp_in", "cross_q") else c
             total += sum(linear_inputs_saved_bytes(T, d_in, len([x for x in lins if x.d_in == d_in]), in_bytes, c,
                                                    ctx.autocast)
                          for d_in in {x.d_in for x in lins})
         if layer.experts:  # routed experts: each token's hidden state is gathered k times and read by the experts
             total += c * T * moe_factor * h * 2 + c * T * moe_factor * layer.intermediate_size
-    total += attention_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, layer.heads, layer.kv_heads, layer.head_dim, c,
-                                   ctx.attention, ctx.dropout and layer.attention_dropout > 0, layer.attn_softcap)
+    if attn_core:
+        total += attention_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, layer.heads, layer.kv_heads,
+                                       layer.head_dim, c, ctx.attention,
+                                       ctx.dropout and layer.attention_dropout > 0, layer.attn_softcap)
     if layer.cross_attention:
         total += attention_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, layer.heads, layer.heads, layer.head_dim, c,
                                        ctx.attention, ctx.dropout and layer.attention_dropout > 0)
-    total += mlp_saved_bytes(T * moe_factor, layer.intermediate_size, ctx.mlp_bytes or c, layer.gated_mlp,
-                             layer.activation, ctx.autocast)
+    if mlp_core:
+        total += mlp_saved_bytes(T * moe_factor, layer.intermediate_size, ctx.mlp_bytes or c, layer.gated_mlp,
+                                 layer.activation, ctx.autocast)
     if ctx.dropout and layer.hidden_dropout > 0:
         sublayers = 3 if layer.cross_attention else 2
+        sublayers = sublayers if input_grad else [after_attn, after_mlp].count(True)
         total += sublayers * dropout_mask_bytes(T, h)
     shared_groups: set[str] = set()
     for lin in lora:
@@ -262,12 +325,29 @@ def attention_backward_workspace_bytes(layer: LayerShape, ctx: ActivationContext
     return workspace
 
 
+def mlp_backward_transient_bytes(tokens: int, intermediate: int, compute_bytes: int, activation: str,
+                                 autocast: bool) -> int:
+    """The gradients transformers' python GELU (gelu_new) holds at once in backward under CUDA autocast, where
+    its chain runs in fp32: the fp32 gradient of its output (the backward of the cast to c for the next linear),
+    the two fp32 gradients of the product 0.5*x * (1 + tanh(...)) and the c-byte cast of the one for 0.5*x,
+    (12 + c)*T*I, while the c-byte input the next linear saved (c*T*I) is already freed: net 12*T*I beyond the
+    block's saved tensors. 0 for other activations (covered by block_backward_transient_bytes' flowing gradients).
+    Source: activations.py NewGELUActivation; traced (phi-full-bf16, T=1024, I=10240: 140 MiB in the top block).
+    Example: Phi-2, T=4096, I=10240, bf16: 12*4096*10240 = 503,316,480 B.
+    """
+    if activation in ("gelu_new", "gelu_fast", "gelu_python") and autocast and compute_bytes != 4:
+        return 12 * tokens * intermediate
+    return 0
+
+
 def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext) -> int:
-    """Gradient buffers alive while one block runs backward, beyond what it saved: the gradients flowing through
-    the block (c*T*(2h + 2I): hidden-state and MLP gradients in flight) plus the attention backward's workspace
-    (`attention_backward_workspace_bytes`); eager instead materializes the fp32 gradient of the probabilities and
-    its cast ((4 + c)*b*n_q*s*s_k).
-    Source: memory-mechanics.md A5. Not yet calibrated on a GPU.
+    """Gradient buffers alive while one block runs backward, beyond what it saved: the larger of
+    - the gradients flowing through the block (c*T*(2h + 2I): hidden-state and MLP gradients in flight) plus the
+      attention backward's workspace (`attention_backward_workspace_bytes`); eager instead materializes the fp32
+      gradient of the probabilities and its cast ((4 + c)*b*n_q*s*s_k);
+    - the MLP activation's backward (`mlp_backward_transient_bytes`), which runs right after the output
+      projection's, whose weight gradient (r bytes per weight) then exists when the base weights train.
+    Source: memory-mechanics.md A5; traced (tests/trace/test_crosscheck.py).
     Example: Llama-3.1-8B, T=4096, bf16, sdpa: 2*4096*(8192 + 28672) + 134,742,016 (the attention workspace)
       = 301,989,888 + 134,742,016 = 436,731,904 B.
     """
@@ -275,5 +355,10 @@ def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext) ->
     inter = layer.intermediate_size * (layer.experts_per_token if layer.experts else 1)
     flowing = c * T * (2 * layer.hidden + 2 * inter)
     if ctx.attention == "eager":
-        return flowing + (4 + c) * ctx.batch * layer.heads * ctx.seq * ctx.kv_seq
-    return flowing + attention_backward_workspace_bytes(layer, ctx)
+        flowing += (4 + c) * ctx.batch * layer.heads * ctx.seq * ctx.kv_seq
+    else:
+        flowing += attention_backward_workspace_bytes(layer, ctx)
+    mlp = mlp_backward_transient_bytes(T, inter, c, layer.activation, ctx.autocast)
+    if mlp and ctx.base_trainable:
+        mlp += sum(ctx.resid_bytes * lin.d_in * lin.d_out for lin in layer.linears if lin.group == "mlp_out")
+    return max(flowing, mlp)

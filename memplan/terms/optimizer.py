@@ -92,14 +92,24 @@ def adamw_step_temp_bytes(impl: str, group_bytes: int, largest_param_bytes: int)
     return 0
 
 
-def adafactor_step_temp_bytes(largest_numel: int) -> int:
-    """HF Adafactor step on the largest parameter: fp32 copies of the grad and the param (grad.float(),
-    p_data_fp32), the fp32 update, and the reconstructed full-size second moment (_approx_sq_grad): 4 fp32
-    tensors of the largest parameter, 16 * n bytes.
-
-    Source: transformers/optimization.py Adafactor.step. Example: the 525,336,576-element 8B embedding: 8.41 GB.
+def adafactor_step_temp_bytes(numels: list[int], low_precision: bool = True) -> int:
+    """HF Adafactor's step, one parameter at a time in the optimizer's order: for parameter i, fp32 copies of its
+    grad and itself (grad.float(), p.float(): 16-bit parameters only), then `update = grad**2 + eps` makes two
+    fp32 tensors at once, while the previous parameter's `update` is still bound to the loop's variable (Python
+    frees it only at this reassignment). Peak: max over i of 4*4*n_i + 4*n_(i-1) bytes (fp32 parameters:
+    2*4*n_i + 4*n_(i-1)); the factored moment's `_approx_sq_grad` outer product comes after the pow is freed.
+    Source: transformers/optimization.py Adafactor.step; traced (llama-full-gc-adafactor: gate_proj right after
+    another 16.8M-element matrix, 5 fp32 tensors of 64 MiB).
+    Example: Llama-3.1-8B's MLP projections, 58,720,256 elements each, one after another:
+      4*4*58,720,256 + 4*58,720,256 = 1,174,405,120 B; its 525,336,576-element embedding comes first:
+      16 * 525,336,576 = 8,405,385,216 B, the step's peak.
     """
-    return 4 * allocation_bytes(4 * largest_numel)
+    copies = 4 if low_precision else 2
+    peak, previous = 0, 0
+    for n in numels:
+        peak = max(peak, copies * allocation_bytes(4 * n) + previous)
+        previous = allocation_bytes(4 * n)
+    return peak
 
 
 def single_tensor_update_temp_bytes(largest_param_bytes: int) -> int:

@@ -37,6 +37,8 @@ class LayerShape:
     experts: int = 0
     experts_per_token: int = 0
     attn_softcap: bool = False  # attention logit softcapping (Gemma 2): eager saves the tanh output
+    parallel_residual: bool = False  # attention and MLP both read the block input (GPT-NeoX, Phi, GPT-J)
+    post_norm: bool = False  # norms after each sublayer's residual add (BERT) instead of before it
 
     @property
     def kv_width(self) -> int:

@@ -38,7 +38,10 @@ def test_32bit_bnb_and_momentum():
 def test_adafactor():
     assert adafactor_state_bytes((4096, 14336)) == 73_728
     assert adafactor_state_bytes((4096,)) == 16_384
-    assert adafactor_step_temp_bytes(525_336_576) == 16 * 525_336_576
+    assert adafactor_step_temp_bytes([525_336_576, 4096]) == 16 * 525_336_576
+    mlp = 58_720_256
+    assert adafactor_step_temp_bytes([4096, mlp, mlp]) == 4 * 4 * mlp + 4 * mlp == 1_174_405_120
+    assert adafactor_step_temp_bytes([4096, mlp, mlp], low_precision=False) == 2 * 4 * mlp + 4 * mlp
 
 
 def test_adamw_step_temporaries():
