@@ -55,3 +55,15 @@ def test_remote_code_and_unknown_types_are_refused():
         introspect(inline={"model_type": "qwen", "auto_map": {"AutoModelForCausalLM": "modeling_qwen.QWenLMHeadModel"}})
     with pytest.raises(ArchitectureError, match="unknown model_type 'my_secret_arch'"):
         introspect(inline={"model_type": "my_secret_arch", "hidden_size": 8})
+
+
+def test_residual_layout():
+    """Where the gradient of an adapter-trained first block starts depends on the block's layout (the first-block
+    rule of terms.activations.block_activation_bytes)."""
+    llama = introspect("meta-llama/Llama-3.2-1B").layers[0]
+    assert not llama.parallel_residual and not llama.post_norm
+    assert introspect("EleutherAI/pythia-410m").layers[0].parallel_residual  # use_parallel_residual
+    assert introspect("microsoft/phi-2").layers[0].parallel_residual
+    assert introspect("google-bert/bert-base-uncased").layers[0].post_norm
+    assert introspect("facebook/opt-350m").layers[0].post_norm  # do_layer_norm_before=False
+    assert not introspect("facebook/opt-1.3b").layers[0].post_norm

@@ -77,3 +77,32 @@ def test_attention_backward_workspace_example():
     """dq accumulator 4*T*n_q*d + softmax_d 4*b*n_q*s + GQA-expanded dk/dv 2*c*T*n_q*d (the docstring)."""
     assert a.attention_backward_workspace_bytes(LLAMA8B_BLOCK, ctx()) == 134_742_016
     assert a.attention_backward_workspace_bytes(LLAMA8B_BLOCK, ctx(attention="eager")) == 0
+
+
+def test_traced_transients():
+    """Docstring examples of the transients the cross-check with the trace engine found (tests/trace)."""
+    # LoRA on down_proj under autocast with dropout: x.to(fp32) and dropout's fp32 output, 8*T*d_in
+    assert a.lora_forward_transient_bytes(T, I, 2, 4, True, True) == 8 * T * I == 469_762_048
+    assert a.lora_forward_transient_bytes(T, I, 2, 4, False, False) == 0  # the fp32 cast is what lora_A saves
+    # gelu_new's fp32 backward chain under autocast: 12*T*I net of the freed input of the next linear
+    assert a.mlp_backward_transient_bytes(4096, 10240, 2, "gelu_new", True) == 503_316_480
+    assert a.mlp_backward_transient_bytes(4096, 10240, 2, "gelu", True) == 0
+    relu = LayerShape(stack="decoder", index=0, hidden=1024, heads=16, kv_heads=16, head_dim=64,
+                      intermediate_size=4096, gated_mlp=False, activation="relu", norm_kind="layer", norms=2)
+    assert a.activation_saves_output(relu) and not a.activation_saves_output(LLAMA8B_BLOCK)
+
+
+def test_first_block_saves_from_its_first_adapter():
+    """LoRA on the MLP only: the first block's input needs no gradient, so its norms and attention save nothing;
+    the MLP (its norm's output feeds the adapters) saves as in any block."""
+    c = ctx(base_trainable=False, norms_trainable=False, lora_r=16)
+    mlp = tuple(lin for lin in LLAMA8B_BLOCK.linears if lin.group.startswith("mlp"))
+    full = a.block_activation_bytes(LLAMA8B_BLOCK, c, lora=mlp)
+    first = a.block_activation_bytes(LLAMA8B_BLOCK, c, lora=mlp, input_grad=False)
+    assert full - first == 2 * a.norm_saved_bytes(T, H, "rms", 2, False, False) \
+        + a.attention_saved_bytes(1, T, T, NQ, 8, 128, 2, "sdpa")
+    # an adapter on q_proj starts the gradient before the attention: only the input norm is skipped
+    q = (LLAMA8B_BLOCK.linears[0],)
+    assert a.block_activation_bytes(LLAMA8B_BLOCK, c, lora=q) - \
+        a.block_activation_bytes(LLAMA8B_BLOCK, c, lora=q, input_grad=False) == a.norm_saved_bytes(T, H, "rms", 2,
+                                                                                                   False, False)
