@@ -258,7 +258,9 @@ def _stack_and_layer(name: str, encoder_decoder: bool) -> tuple[str | None, int 
 
 def _norm_kind(module: Any) -> str | None:
     cls = type(module).__name__
-    if "RMSNorm" in cls or cls in ("T5LayerNorm", "MistralRMSNorm"):
+    if cls == "T5LayerNorm":  # T5 and its descendants: keeps its input for the product with rsqrt
+        return "t5_rms"
+    if "RMSNorm" in cls or cls == "MistralRMSNorm":
         return "rms"
     if "LayerNorm" in cls or "GroupNorm" in cls:
         return "layer"
@@ -541,6 +543,9 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
             experts=int(b["experts"] or 0), experts_per_token=int(_cfg(config, "num_experts_per_tok", default=0) or 0),
             attn_softcap=bool(_cfg(config, "attn_logit_softcapping", default=None)),
             parallel_residual=_parallel_residual(config),
+            # T5's relative position bias, an additive [n, s, s] mask each attention call receives
+            attn_bias=_cfg(config, "relative_attention_num_buckets", default=None) is not None,
+            mlp_dropout=any(".DenseReluDense." in f".{lin.name}." for lin in lins),
             # OPT-350m alone of the OPTs normalizes after the residual add (do_layer_norm_before=False)
             post_norm=config.model_type in _POST_NORM_TYPES or getattr(config, "do_layer_norm_before", True) is False,
         ))

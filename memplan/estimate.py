@@ -320,17 +320,27 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
     if tr.grads_flow:
         if info.is_encoder_decoder:  # the encoder output, read by every decoder block's cross-attention k/v
             persistent += ctx.resid_bytes * T * h
+            if any(x.attn_bias for x in info.layers):  # the cross-attentions' shared zeros bias (T5)
+                persistent += act.attention_bias_saved_bytes(info.num_heads, ctx.seq, ctx.seq, c, ctx.attention)
         if ctx.attention == "eager" or (info.sliding_window and ctx.attention == "sdpa"):
             persistent += (c if ctx.attention == "eager" else 1) * ctx.batch * ctx.seq * ctx.kv_seq
         if ctx.dropout and info.layers[0].hidden_dropout > 0:
             persistent += act.dropout_mask_bytes(T, h)
     transient = max(act.block_backward_transient_bytes(layer, ctx) for _, layer, _, _ in st.block_groups)
-    lora_transient = max((act.lora_forward_transient_bytes(T, lin.d_in, c, ctx.adapter_input_bytes, ctx.autocast,
-                                                           ctx.lora_dropout > 0)
-                          for _, _, lora, _ in st.block_groups for lin in lora), default=0)
+    lora_transient = recompute = 0
+    for _, layer, lora, _ in st.block_groups:
+        for lin in lora:
+            in_bytes = act.linear_input_bytes(layer, lin.group, ctx)
+            one = act.lora_forward_transient_bytes(T, lin.d_in, in_bytes, ctx.adapter_input_bytes, ctx.autocast,
+                                                   ctx.lora_dropout > 0)
+            out_bytes = ctx.mlp_bytes or c if lin.group in ("mlp_in", "mlp_out") else c
+            lora_transient = max(lora_transient, one)
+            recompute = max(recompute, one + act.recompute_in_flight_bytes(T, h, lin, c, ctx.resid_bytes, in_bytes,
+                                                                           out_bytes, ctx.base_trainable))
     return {"blocks": blocks if tr.grads_flow else 0, "largest_block": largest, "bottom_block": bottom,
             "checkpoint": act.checkpoint_saved_bytes(T, h, ctx.resid_bytes), "head_level": head_level,
-            "persistent": persistent, "backward_transient": transient, "lora_forward_transient": lora_transient}
+            "persistent": persistent, "backward_transient": transient, "lora_forward_transient": lora_transient,
+            "recompute_transient": recompute}
 
 
 def _loss_terms(info: ModelInfo, spec: JobSpec, tokens: int) -> tuple[int, int, int]:
@@ -525,7 +535,7 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
     ckpt = a["checkpoint"] if checkpointing else 0
     top_saved = len(info.layers) * ckpt + a["largest_block"] if checkpointing else a["blocks"]
     # a checkpointed block's recompute ends with its largest LoRA input's forward transient
-    top_transient = max(a["backward_transient"], a["lora_forward_transient"] if checkpointing else 0)
+    top_transient = max(a["backward_transient"], a["recompute_transient"] if checkpointing else 0)
     backward_points = [
         {**base, "gradients": grads_accumulated, "zero_buffers": live,
          "activations": saved + a["head_level"] + a["persistent"] + autocast_copies + head_cast,
@@ -571,7 +581,7 @@ def _inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: lis
     transient = kv.prefill_transient_bytes(prefill_tokens, info.hidden_size, widest.intermediate_size,
                                            widest.gated_mlp, c)
     if attention == "eager":
-        transient += (4 + c) * b * info.num_heads * prompt * prompt
+        transient = max(transient, kv.eager_prefill_transient_bytes(b, info.num_heads, prompt, info.hidden_size, c))
     if info.is_encoder_decoder:
         cross = kv.kv_cache_bytes(len(dec), info.num_kv_heads, info.head_dim, b, prompt, kvb)
         prefill_kv, decode_kv = cross, cross + cache(inf.max_new_tokens)

@@ -202,24 +202,24 @@ def test_custom_gpu_has_slowdowns_but_no_step_times():
 def test_kv_cache_budget_by_hand():
     """Qwen2.5-0.5B, bf16, on an L4 (24,152,899,584 B), prompt 1000 + 256 new tokens, gpu_memory_utilization 0.9:
     weights 988,096,512 B (the estimate's weights component); vLLM's profiling forward over max(1256, 2048) = 2048
-    tokens: one block's prefill transient 2*2048*(3*4864 + 2*896) = 67,108,864, the last-position logits of
+    tokens: one block's prefill transient 2*2048*(3*4864 + 4*896) = 74,448,896, the last-position logits of
     min(256, 2048) sequences in bf16 + fp32, 256*151,936*6 = 233,373,696, the cuBLAS workspace of sm89,
-    8,519,680: 309,002,240 B. budget = int(24,152,899,584 * 0.9) - (988,096,512 + 309,002,240)
-    = 21,737,609,625 - 1,297,098,752 = 20,440,510,873 B. A sequence of 1256 tokens takes ceil(1256 / 16) = 79
+    8,519,680: 316,342,272 B. budget = int(24,152,899,584 * 0.9) - (988,096,512 + 316,342,272)
+    = 21,737,609,625 - 1,304,438,784 = 20,433,170,841 B. A sequence of 1256 tokens takes ceil(1256 / 16) = 79
     blocks of 16 tokens = 1264 tokens, at 2 * 24 layers * 2 KV heads * 64 * 2 B = 12,288 B per token:
-    15,532,032 B; 20,440,510,873 // 15,532,032 = 1316 sequences (without the block rounding it would be 1324).
+    15,532,032 B; 20,433,170,841 // 15,532,032 = 1315 sequences (without the block rounding it would be 1323).
     """
     job = {"model": "Qwen/Qwen2.5-0.5B", "task": "inference", "gpu": "L4-24GB",
            "inference": {"prompt_len": 1000, "max_new_tokens": 256}}
     b = kv_cache_budget(job, 0.9)
     assert memplan.estimate(job).components["weights"] == b.weights_bytes == 988_096_512
-    assert b.profile_activation_bytes == 67_108_864 + 233_373_696 + 8_519_680 == 309_002_240
-    assert b.kv_cache_budget_bytes == 20_440_510_873
+    assert b.profile_activation_bytes == 74_448_896 + 233_373_696 + 8_519_680 == 316_342_272
+    assert b.kv_cache_budget_bytes == 20_433_170_841
     assert b.kv_bytes_per_token == 12_288 and b.kv_bytes_per_sequence == 15_532_032
-    assert b.concurrent_sequences == 1316
+    assert b.concurrent_sequences == 1315
     p = plan(job, {"gpu_memory_utilization": 0.9})
     inf = p.solvers["inference"]
-    assert inf["kv_cache_budget_bytes"] == 20_440_510_873 and inf["concurrent_sequences"] == 1316
+    assert inf["kv_cache_budget_bytes"] == 20_433_170_841 and inf["concurrent_sequences"] == 1315
     assert p.solvers["largest_micro_batch"] is None
 
 

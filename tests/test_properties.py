@@ -58,14 +58,25 @@ def test_zero3_never_above_zero2_at_scale(model, gpus, batch, seq):
 
 
 @SETTINGS
-@given(specs)
-def test_lora_never_above_full_with_checkpointing(spec):
+@given(specs, st.sampled_from(["meta-llama/Llama-3.2-1B", "microsoft/phi-2"]))
+def test_lora_never_above_full_with_checkpointing(spec, model):
     """With gradient checkpointing both keep the same block inputs, and LoRA drops the gradients and optimizer
-    states of the base weights. Adafactor is left out: its factored states are so small that at the start of
-    backward (no gradients yet) full fine-tuning can sit a few MB below LoRA, whose adapters are extra weights."""
-    spec = {**spec, "gradient_checkpointing": True,
+    states of the base weights: for 1B+ models that outweighs what LoRA adds. Adafactor is left out: its factored
+    states are so small that at the start of backward (no gradients yet) full fine-tuning can sit a few MB below
+    LoRA, whose adapters are extra weights. Small models are the exception below."""
+    spec = {**spec, "model": model, "gradient_checkpointing": True,
             "optimizer": "adamw" if spec["optimizer"] == "adafactor" else spec["optimizer"]}
     assert peak({**spec, "method": "lora"}) <= peak({**spec, "method": "full"})
+
+
+def test_lora_can_exceed_full_with_checkpointing_on_a_small_model():
+    """The trace engine runs BERT-base (110M parameters), batch 16 x 512, checkpointing, SGD with momentum, LoRA on
+    every linear (dropout 0.05) to a 1,298,371,584 B peak and full fine-tuning to 1,218,246,144 B: the recomputed
+    block's fp32 adapter-input copies outweigh the 0.4 GB of base gradients and momentum. The formula agrees on
+    the order."""
+    spec = {"model": "google-bert/bert-base-uncased", "micro_batch_size": 16, "seq_len": 512,
+            "gradient_checkpointing": True, "optimizer": "sgd_momentum", "gpu": "H200-141GB"}
+    assert peak({**spec, "method": "lora"}) > peak({**spec, "method": "full"})
 
 
 def test_lora_can_exceed_full_at_long_context_without_checkpointing():

@@ -80,13 +80,16 @@ def norm_saved_bytes(tokens: int, width: int, kind: str, resid_bytes: int, autoc
 
     - RMSNorm (Llama family, T5LayerNorm): `x.to(float32).pow(2)` saves an fp32 copy, 4*T*w; `weight * x_norm`
       saves x_norm (r*T*w) only when the weight is trained (frozen weight: its grad is not needed).
+    - T5LayerNorm: as RMSNorm, and `hidden_states * rsqrt(variance)` multiplies the r-byte input itself (not the
+      fp32 copy), so the input is saved too: (4 + r)*T*w (transformers modeling_t5.py T5LayerNorm; traced).
     - LayerNorm (native_layer_norm): saves its input (r*T*w, fp32 4*T*w under autocast, which runs layer_norm in
       fp32) and fp32 mean and rstd, 8*T.
     Source: transformers models/llama/modeling_llama.py LlamaRMSNorm; aten native_layer_norm_backward inputs.
     Example: Llama-3.1-8B, T=4096, w=4096, bf16, trained weight: 4*T*w + 2*T*w = 100,663,296 B.
     """
-    if kind == "rms":
-        return 4 * tokens * width + (resid_bytes * tokens * width if weight_trainable else 0)
+    if kind in ("rms", "t5_rms"):
+        kept_input = resid_bytes * tokens * width if kind == "t5_rms" else 0
+        return 4 * tokens * width + kept_input + (resid_bytes * tokens * width if weight_trainable else 0)
     return (4 if autocast else resid_bytes) * tokens * width + 8 * tokens
 
 
@@ -133,6 +136,18 @@ def attention_saved_bytes(batch: int, seq: int, kv_seq: int, heads: int, kv_head
     return 2 * q_bytes + kv_bytes + 4 * batch * heads * seq
 
 
+def attention_bias_saved_bytes(heads: int, seq: int, kv_seq: int, compute_bytes: int, attention: str) -> int:
+    """T5's relative position bias ([1, n_q, s, s_k], the causal mask folded in for the decoder) goes to SDPA as
+    attn_mask; the memory-efficient kernel keeps its bias for backward, and each call saves its own contiguous
+    copy: c*n_q*s*s_k per self-attention. Eager adds the bias to the scores, which saves nothing. (The decoder's
+    cross-attention gets one zeros bias, shared by its layers: a model-level term.)
+    Source: transformers modeling_t5.py T5Attention (position_bias passed as the mask); aten
+    _efficient_attention_forward/backward (attn_bias is a saved input); traced (t5-lora-qv: 4 MiB per call).
+    Example: T5 at s=512, 8 heads, bf16: 2*8*512*512 = 4,194,304 B.
+    """
+    return compute_bytes * heads * seq * kv_seq if attention != "eager" else 0
+
+
 def mlp_saved_bytes(tokens: int, intermediate: int, compute_bytes: int, gated: bool, activation: str,
                     autocast: bool = False) -> int:
     """The MLP's internal tensors (its input and the down projection's input are linear inputs, counted there).
@@ -174,6 +189,19 @@ def lora_saved_bytes(tokens: int, d_in: int, r: int, input_bytes: int, dropout: 
     return input_bytes * tokens * d_in + (tokens * d_in if dropout else 0) + input_bytes * tokens * r
 
 
+def linear_input_bytes(layer: LayerShape, group: str, ctx: ActivationContext) -> int:
+    """Bytes per element of what a block's linear reads: a norm's output for the input projections (fp32 for a
+    LayerNorm under autocast, else r), the MLP's dtype for its output projection, c for the rest.
+
+    Example: Llama under QLoRA (r = 4, MLP in fp32): q_proj and down_proj read 4-byte inputs, o_proj 2-byte.
+    """
+    if group in ("attn_in", "mlp_in", "cross_q"):
+        return 4 if (layer.norm_kind == "layer" and ctx.autocast) else ctx.resid_bytes
+    if group == "mlp_out":
+        return ctx.mlp_bytes or ctx.compute_bytes
+    return ctx.compute_bytes
+
+
 def lora_forward_transient_bytes(tokens: int, d_in: int, input_bytes: int, adapter_bytes: int, autocast: bool,
                                  dropout: bool) -> int:
     """Bytes a LoRA adapter holds for an instant in forward beyond what it saves: PEFT casts x to the adapter's
@@ -191,6 +219,24 @@ def lora_forward_transient_bytes(tokens: int, d_in: int, input_bytes: int, adapt
     if autocast:
         return cast + (a * tokens * d_in if dropout else 0)
     return cast if dropout else 0
+
+
+def recompute_in_flight_bytes(tokens: int, hidden: int, lin: LinearShape, compute_bytes: int, resid_bytes: int,
+                              input_bytes: int, output_bytes: int, input_saved: bool) -> int:
+    """Beyond the saved tensors, what is alive while a checkpointed block recomputes an adapted linear `lin` (the
+    LoRA forward transient's moment): the gradient arriving from the block above (the residual stream's, r bytes,
+    and the norm backward's c-byte product), the residual stream kept for the block's add (r*T*h), the linear's
+    base output until the adapter's is added to it (o*T*d_out) and its input (i*T*d_in) when nothing saves it (a
+    frozen base layer; the adapter saves its own cast).
+    Formula: (2r + c)*T*h + o*T*d_out + (i*T*d_in if not input_saved).
+    Source: transformers GradientCheckpointingLayer + torch.utils.checkpoint (non-reentrant) recompute inside
+    backward; traced (llama-lora-all-gc at down_proj: 32 MiB at T=1024, h=2048, I=8192; under QLoRA, where the
+    residual and the MLP are fp32: 60 MiB).
+    Example: Llama-3.1-8B's down_proj, T=4096, bf16, LoRA: 6*4096*4096 + 2*4096*4096 + 2*4096*14336
+      = 251,658,240 B.
+    """
+    in_flight = (2 * resid_bytes + compute_bytes) * tokens * hidden + output_bytes * tokens * lin.d_out
+    return in_flight + (0 if input_saved else input_bytes * tokens * lin.d_in)
 
 
 def ia3_saved_bytes(tokens: int, width: int, compute_bytes: int, feedforward: bool = False) -> int:
@@ -254,7 +300,7 @@ def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tupl
     if layer.head_norms and attn_core:  # per-head q/k RMSNorms (Qwen3, Gemma 3) over the q and k projections
         total += norm_saved_bytes(T, layer.q_width, "rms", c, ctx.autocast, ctx.norms_trainable)
         total += norm_saved_bytes(T, layer.kv_width, "rms", c, ctx.autocast, ctx.norms_trainable)
-    norm_out_bytes = 4 if (layer.norm_kind == "layer" and ctx.autocast) else r
+    norm_out_bytes = linear_input_bytes(layer, "attn_in", ctx)
     groups: dict[str, list[LinearShape]] = {}
     for lin in layer.linears:
         groups.setdefault(lin.group, []).append(lin)
@@ -279,6 +325,8 @@ def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tupl
         total += attention_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, layer.heads, layer.kv_heads,
                                        layer.head_dim, c, ctx.attention,
                                        ctx.dropout and layer.attention_dropout > 0, layer.attn_softcap)
+    if attn_core and layer.attn_bias:
+        total += attention_bias_saved_bytes(layer.heads, ctx.seq, ctx.kv_seq, c, ctx.attention)
     if layer.cross_attention:
         total += attention_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, layer.heads, layer.heads, layer.head_dim, c,
                                        ctx.attention, ctx.dropout and layer.attention_dropout > 0)
@@ -289,6 +337,8 @@ def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tupl
         sublayers = 3 if layer.cross_attention else 2
         sublayers = sublayers if input_grad else [after_attn, after_mlp].count(True)
         total += sublayers * dropout_mask_bytes(T, h)
+        if layer.mlp_dropout and mlp_core:  # T5: dropout between the activation and wo
+            total += dropout_mask_bytes(T * moe_factor, layer.intermediate_size)
     shared_groups: set[str] = set()
     for lin in lora:
         in_bytes = c if ctx.autocast else ctx.adapter_input_bytes

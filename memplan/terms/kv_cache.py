@@ -37,10 +37,28 @@ def kv_append_transient_bytes(kv_heads: int, head_dim: int, batch: int, tokens: 
 
 def prefill_transient_bytes(tokens: int, hidden: int, intermediate: int, gated: bool, compute_bytes: int) -> int:
     """Largest working set of one block in a no-grad forward: the MLP's intermediates (gate, up and their
-    product for gated MLPs: 3*c*T*I; fc1 out and act out: 2*c*T*I) plus the block's input and output (2*c*T*h).
-    Nothing is saved across blocks without autograd.
-    Source: memory-mechanics.md A6 (8B prefill, T=4096: about 4*T*I*2 B above weights and KV). Example:
-    Llama-3.1-8B, T=4096, bf16: 3*2*4096*14336 + 2*2*4096*4096 = 352,321,536 + 67,108,864 = 419,430,400 B.
+    product for gated MLPs: 3*c*T*I; fc1 out and act out: 2*c*T*I) plus four c*T*h tensors: the block's input
+    kept as the residual, the norm's output the MLP reads, the MLP's output projection, and the embedding output,
+    which the model's forward keeps in `inputs_embeds` through every layer. Nothing is saved across blocks
+    without autograd.
+    Source: memory-mechanics.md A6 (8B prefill, T=4096: about 4*T*I*2 B above weights and KV); traced
+    (llama-infer-bf16: silu, up and product of 32 MiB with four 8 MiB [T, h] tensors at T=2048).
+    Example: Llama-3.1-8B, T=4096, bf16: 3*2*4096*14336 + 4*2*4096*4096 = 352,321,536 + 134,217,728
+      = 486,539,264 B.
     """
-    return compute_bytes * tokens * ((3 if gated else 2) * intermediate + 2 * hidden)
+    return compute_bytes * tokens * ((3 if gated else 2) * intermediate + 4 * hidden)
 
+
+
+def eager_prefill_transient_bytes(batch: int, heads: int, seq: int, hidden: int, compute_bytes: int) -> int:
+    """Eager attention's working set in a no-grad forward: softmax(scores, dtype=float32) first copies the c-byte
+    scores to fp32, then writes its fp32 output while both are alive: (c + 8)*b*n_q*s^2, with the same four
+    c*T*h tensors as `prefill_transient_bytes` (the residual, the embedding output, the norm's output, the query).
+    The MLP runs after the scores are freed, so a block's peak is the larger of the two, not their sum.
+    Source: transformers modeling_llama.py / modeling_gemma2.py eager_attention_forward
+    (softmax(dtype=float32).to(query.dtype)); traced (Gemma-2-2B, b=8, s=4096: 2 + 4 + 4 GiB of scores at the
+    peak, profiles/infer-bf16-gemma2b-p4096-n256-b8 allocated within 0.3%).
+    Example: Llama-3.1-8B, b=1, s=4096, bf16: 10*32*4096^2 + 4*2*4096*4096 = 5,368,709,120 + 134,217,728
+      = 5,502,926,848 B.
+    """
+    return (8 + compute_bytes) * batch * heads * seq * seq + 4 * compute_bytes * batch * seq * hidden

@@ -27,7 +27,7 @@ class LayerShape:
     intermediate_size: int  # I
     gated_mlp: bool  # SwiGLU / GeGLU: two input projections and a product
     activation: str  # config's activation name
-    norm_kind: str  # rms | layer
+    norm_kind: str  # rms | t5_rms | layer
     norms: int  # norms over h in the block (2 for pre-norm blocks, 4 for Gemma 2, 3 for T5 decoder)
     head_norms: int = 0  # per-head q/k norms (Qwen3, Gemma 3)
     cross_attention: bool = False
@@ -39,6 +39,8 @@ class LayerShape:
     attn_softcap: bool = False  # attention logit softcapping (Gemma 2): eager saves the tanh output
     parallel_residual: bool = False  # attention and MLP both read the block input (GPT-NeoX, Phi, GPT-J)
     post_norm: bool = False  # norms after each sublayer's residual add (BERT) instead of before it
+    attn_bias: bool = False  # an additive position bias per attention call (T5's relative attention)
+    mlp_dropout: bool = False  # a dropout between the MLP's activation and its output projection (T5)
 
     @property
     def kv_width(self) -> int:

@@ -25,4 +25,5 @@ def test_sliding_window_gemma2():
 
 def test_prefill_and_append():
     assert kv.kv_append_transient_bytes(8, 128, 1, 4096, 2) == 8_388_608
-    assert kv.prefill_transient_bytes(4096, 4096, 14336, True, 2) == 419_430_400
+    assert kv.prefill_transient_bytes(4096, 4096, 14336, True, 2) == 486_539_264
+    assert kv.eager_prefill_transient_bytes(1, 32, 4096, 4096, 2) == 5_502_926_848

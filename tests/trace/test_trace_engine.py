@@ -44,6 +44,14 @@ def test_refusals_name_the_engine(job, field_text):
     assert err.value.errors[0][0] == "engine" and field_text in err.value.errors[0][1]
 
 
+def test_beyond_learned_positions_is_bad_input():
+    """BERT's position table has 512 rows: a longer job cannot run, and the tracer says so instead of failing."""
+    with pytest.raises(SpecError) as err:
+        estimate({"model": "google-bert/bert-base-uncased", "seq_len": 2691}, engine="trace")
+    assert err.value.errors == [("seq_len", "bert has learned absolute positions for 512 tokens; the job needs "
+                                            "2691, which the model cannot run")]
+
+
 def test_unknown_engine_is_bad_input():
     with pytest.raises(SpecError) as err:
         estimate(SMALL, engine="guess")
