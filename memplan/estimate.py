@@ -292,7 +292,8 @@ def _activation_context(info: ModelInfo, spec: JobSpec, tr: Trainables, attentio
         # memplan.profiling._apply_method: enable_input_require_grads under checkpointing, except for k-bit
         # models (peft's prepare_model_for_kbit_training skips it with use_reentrant=False)
         first_input_grad=tr.base_linears_trainable or tr.virtual_tokens > 0 or spec.method == "adapter"
-        or (spec.gradient_checkpointing and not kbit_prepared(spec)))
+        or (spec.gradient_checkpointing and not kbit_prepared(spec)),
+        weight_cast_bytes=c if spec.weight_dtype == "fp32" and autocast else 0)
 
 
 def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> dict[str, int]:
@@ -326,7 +327,14 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
             persistent += (c if ctx.attention == "eager" else 1) * ctx.batch * ctx.seq * ctx.kv_seq
         if ctx.dropout and info.layers[0].hidden_dropout > 0:
             persistent += act.dropout_mask_bytes(T, h)
-    transient = max(act.block_backward_transient_bytes(layer, ctx) for _, layer, _, _ in st.block_groups)
+    # the top block's (the largest's) and the bottom block's backward transients, net of their freed MLP side
+    transient = max(act.block_backward_transient_bytes(
+        layer, ctx, act.block_mlp_saved_bytes(layer, ctx, lora, ia3, tr.adapter_size))
+        for _, layer, lora, ia3 in st.block_groups)
+    layer0 = info.layers[0]
+    lora0, ia30 = tr.adapted.get(first, ()), tr.ia3.get(first, ())
+    bottom_transient = act.block_backward_transient_bytes(layer0, ctx, act.block_mlp_saved_bytes(
+        layer0, ctx, lora0, ia30, tr.adapter_size, input_grad=ctx.first_input_grad))
     lora_transient = recompute = 0
     for _, layer, lora, _ in st.block_groups:
         for lin in lora:
@@ -339,7 +347,7 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
                                                                            out_bytes, ctx.base_trainable))
     return {"blocks": blocks if tr.grads_flow else 0, "largest_block": largest, "bottom_block": bottom,
             "checkpoint": act.checkpoint_saved_bytes(T, h, ctx.resid_bytes), "head_level": head_level,
-            "persistent": persistent, "backward_transient": transient, "lora_forward_transient": lora_transient,
+            "persistent": persistent, "backward_transient": transient, "bottom_transient": bottom_transient, "lora_forward_transient": lora_transient,
             "recompute_transient": recompute}
 
 
@@ -544,7 +552,7 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
          "activations": top_saved + a["persistent"] + cast_blocks, "logits": 0, "temporaries": top_transient},
         {**base, "gradients": g_bottom, "zero_buffers": live + buckets,
          "activations": ckpt + a["bottom_block"] + a["persistent"] + cast_block, "logits": 0,
-         "temporaries": a["backward_transient"]},
+         "temporaries": a["bottom_transient"]},
         {**base, "gradients": grads, "zero_buffers": live + buckets, "activations": 0, "logits": 0,
          "temporaries": 2 * st.grads_tied if zero == 0 else 0},
     ]

@@ -13,7 +13,7 @@ T = 4096 (b=1, s=4096): block_activation_bytes = 822,607,872 B = 49.03 * T * h.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from memplan.terms.shapes import LayerShape, LinearShape
 
@@ -59,6 +59,8 @@ class ActivationContext:
     #: does the first block's input need a gradient: trained embeddings, prompt tuning's virtual tokens, or
     #: `enable_input_require_grads` (the Trainer's PEFT + checkpointing setup); False for other adapter runs
     first_input_grad: bool = True
+    #: bytes of the autocast copy each matmul weight keeps for backward (fp32 weights under AMP: c), else 0
+    weight_cast_bytes: int = 0
 
     @property
     def tokens(self) -> int:
@@ -390,25 +392,52 @@ def mlp_backward_transient_bytes(tokens: int, intermediate: int, compute_bytes: 
     return 0
 
 
-def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext) -> int:
-    """Gradient buffers alive while one block runs backward, beyond what it saved: the larger of
-    - the gradients flowing through the block (c*T*(2h + 2I): hidden-state and MLP gradients in flight) plus the
-      attention backward's workspace (`attention_backward_workspace_bytes`); eager instead materializes the fp32
-      gradient of the probabilities and its cast ((4 + c)*b*n_q*s*s_k);
-    - the MLP activation's backward (`mlp_backward_transient_bytes`), which runs right after the output
+def block_mlp_saved_bytes(layer: LayerShape, ctx: ActivationContext, lora: tuple[LinearShape, ...] = (),
+                          ia3: tuple[tuple[LinearShape, bool], ...] = (), adapter_size: int = 0,
+                          input_grad: bool = True) -> int:
+    """What the MLP side of a block saves (its norm, its intermediates, its linears' and adapters' inputs, its
+    weights' autocast copies): freed once the MLP's backward is done, before the attention's backward runs. The block's bytes less those of the
+    same block with no MLP and one norm fewer. Example: the Llama-3.1-8B full-fine-tuning block of the module
+    docstring saves 4*T*h + 2*T*h (the norm) + 2*T*h + 2*T*I + 3*2*T*I (gate/up input, down input, SwiGLU)
+    = 603,979,776 B on its MLP side."""
+    attn_only = replace(layer, intermediate_size=0, mlp_dropout=False, norms=max(layer.norms - 1, 0),
+                        linears=tuple(lin for lin in layer.linears if not lin.group.startswith("mlp")))
+    lora_attn = tuple(lin for lin in lora if not lin.group.startswith("mlp"))
+    ia3_attn = tuple((lin, ff) for lin, ff in ia3 if not lin.group.startswith("mlp"))
+    casts = ctx.weight_cast_bytes * sum(lin.d_in * lin.d_out for lin in layer.linears if lin.group.startswith("mlp"))
+    return block_activation_bytes(layer, ctx, lora, ia3, adapter_size, input_grad) \
+        - block_activation_bytes(attn_only, ctx, lora_attn, ia3_attn, adapter_size, input_grad) + casts
+
+
+def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext, mlp_saved: int = 0) -> int:
+    """Bytes a block's backward holds beyond what the blocks saved: the larger of its two phases.
+    - MLP phase: the gradients flowing through it, c*T*(2h + 2I) (hidden-state and MLP gradients in flight), or
+      the MLP activation's own backward (`mlp_backward_transient_bytes`), which runs right after the output
       projection's, whose weight gradient (r bytes per weight) then exists when the base weights train.
-    Source: memory-mechanics.md A5; traced (tests/trace/test_crosscheck.py).
-    Example: Llama-3.1-8B, T=4096, bf16, sdpa: 2*4096*(8192 + 28672) + 134,742,016 (the attention workspace)
-      = 301,989,888 + 134,742,016 = 436,731,904 B.
+    - attention phase: the hidden-state gradients, c*T*2h, and the attention backward's buffers: the fused
+      kernels' workspace (`attention_backward_workspace_bytes`), or eager's fp32 gradient of the probabilities
+      (the backward of their cast to c) and softmax's fp32 input gradient, 8*b*n_q*s*s_k. (On CPU the trace
+      frees the c-byte cast the matmul with v saved before softmax's backward, (8 - c) net; the H100 run
+      profiles/lora-all-r16-llama8b-s4096-b2-eager measured more than either, so the full 8 is kept.) The MLP's
+      `mlp_saved` bytes are freed by then, and when the base weights train, the weight gradients of the MLP and
+      the attention output projection (r bytes per weight) exist.
+    Source: memory-mechanics.md A5; traced (tests/trace/test_crosscheck.py: llama-lora-mlp-eager peaks before the
+    top block's attention backward, whose MLP tensors are gone).
+    Example: Llama-3.1-8B, T=4096, bf16, sdpa, LoRA (frozen base): MLP phase 2*4096*(8192 + 28672)
+      = 301,989,888 B; attention phase 2*4096*8192 + 134,742,016 (the workspace) = 201,850,880 B: 301,989,888 B.
     """
     T, c = ctx.tokens, ctx.compute_bytes
     inter = layer.intermediate_size * (layer.experts_per_token if layer.experts else 1)
-    flowing = c * T * (2 * layer.hidden + 2 * inter)
-    if ctx.attention == "eager":
-        flowing += (4 + c) * ctx.batch * layer.heads * ctx.seq * ctx.kv_seq
-    else:
-        flowing += attention_backward_workspace_bytes(layer, ctx)
     mlp = mlp_backward_transient_bytes(T, inter, c, layer.activation, ctx.autocast)
     if mlp and ctx.base_trainable:
         mlp += sum(ctx.resid_bytes * lin.d_in * lin.d_out for lin in layer.linears if lin.group == "mlp_out")
-    return max(flowing, mlp)
+    mlp_phase = max(c * T * (2 * layer.hidden + 2 * inter), mlp)
+    attention = c * T * 2 * layer.hidden
+    if ctx.base_trainable:
+        attention += sum(ctx.resid_bytes * lin.d_in * lin.d_out for lin in layer.linears
+                         if lin.group in ("mlp_in", "mlp_out", "attn_out"))
+    if ctx.attention == "eager":
+        attention += 8 * ctx.batch * layer.heads * ctx.seq * ctx.kv_seq
+    else:
+        attention += attention_backward_workspace_bytes(layer, ctx)
+    return max(mlp_phase, attention - mlp_saved)
