@@ -260,6 +260,8 @@ def _norm_kind(module: Any) -> str | None:
     cls = type(module).__name__
     if cls == "T5LayerNorm":  # T5 and its descendants: keeps its input for the product with rsqrt
         return "t5_rms"
+    if cls.startswith("Gemma") and cls.endswith("RMSNorm"):  # scales in fp32: (x_norm * (1 + w.float()))
+        return "gemma_rms"
     if "RMSNorm" in cls or cls == "MistralRMSNorm":
         return "rms"
     if "LayerNorm" in cls or "GroupNorm" in cls:

@@ -324,7 +324,8 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
             if any(x.attn_bias for x in info.layers):  # the cross-attentions' shared zeros bias (T5)
                 persistent += act.attention_bias_saved_bytes(info.num_heads, ctx.seq, ctx.seq, c, ctx.attention)
         if ctx.attention == "eager" or (info.sliding_window and ctx.attention == "sdpa"):
-            persistent += (c if ctx.attention == "eager" else 1) * ctx.batch * ctx.seq * ctx.kv_seq
+            persistent += act.attention_mask_bytes(ctx.batch, ctx.seq, ctx.kv_seq, c, ctx.attention,
+                                                   _mask_count(info))
         if ctx.dropout and info.layers[0].hidden_dropout > 0:
             persistent += act.dropout_mask_bytes(T, h)
     # the top block's (the largest's) and the bottom block's backward transients, net of their freed MLP side
@@ -349,6 +350,11 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
             "checkpoint": act.checkpoint_saved_bytes(T, h, ctx.resid_bytes), "head_level": head_level,
             "persistent": persistent, "backward_transient": transient, "bottom_transient": bottom_transient, "lora_forward_transient": lora_transient,
             "recompute_transient": recompute}
+
+
+def _mask_count(info: ModelInfo) -> int:
+    """One 4-D mask per attention kind the model mixes: sliding-window and full layers (Gemma 2) make two."""
+    return 2 if info.sliding_window and 0 < info.sliding_window_layers < info.num_layers else 1
 
 
 def _loss_terms(info: ModelInfo, spec: JobSpec, tokens: int) -> tuple[int, int, int]:
@@ -465,9 +471,23 @@ def _gradients_by_place(info: ModelInfo, tr: Trainables) -> dict[str, int]:
     return out
 
 
-def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str, notes: list[str]
-                     ) -> tuple[list[Phase], dict[str, int], int]:
-    """The phases, the components outside PyTorch's allocator, and the loss block (for fragmentation)."""
+@dataclass
+class HeldStates:
+    """Per-GPU bytes of what a training step holds besides activations, after data parallelism / ZeRO."""
+
+    weights: int
+    grads: int
+    states: int  # optimizer states inside PyTorch's allocator
+    step_temp: int  # the optimizer step's temporaries
+    buckets: int  # DDP / ZeRO communication buckets (backward and step)
+    live: int  # ZeRO-3's gathered parameters
+    outside: dict[str, int]  # bytes outside PyTorch's allocator (paged states, NCCL)
+
+
+def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
+    """Weights, gradients, optimizer states and communication buffers per GPU (memplan.terms.sharding); used by
+    both engines (the trace engine traces one GPU and places these)."""
+    st = _static_terms(info, spec)
     zero, n_gpu, tr = spec.zero_stage, spec.num_gpus, st.tr
     quantized = spec.weight_dtype in ("int8", "nf4", "fp4", "int4")
     weights = st.weights
@@ -496,6 +516,16 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
                      "partitioned as deepspeed's estimators count them; HF 'auto' bucket sizes (h^2)")
     if n_gpu > 1:
         outside["nccl_buffers"] = sh.nccl_buffer_bytes(n_gpu)
+    return HeldStates(weights, grads, states, step_temp, buckets, live, outside)
+
+
+def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str, notes: list[str]
+                     ) -> tuple[list[Phase], dict[str, int], int]:
+    """The phases, the components outside PyTorch's allocator, and the loss block (for fragmentation)."""
+    zero, tr = spec.zero_stage, st.tr
+    held = held_states(info, spec, notes)
+    weights, grads, states, step_temp = held.weights, held.grads, held.states, held.step_temp
+    buckets, live, outside = held.buckets, held.live, held.outside
 
     if spec.weight_dtype == "fp32" and spec.mixed_precision != "no":
         autocast_copies = autocast_weight_copies_bytes(st.matmul_numel, spec.mixed_precision)
@@ -590,6 +620,8 @@ def _inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: lis
                                            widest.gated_mlp, c)
     if attention == "eager":
         transient = max(transient, kv.eager_prefill_transient_bytes(b, info.num_heads, prompt, info.hidden_size, c))
+    if attention == "eager" or (info.sliding_window and attention == "sdpa"):
+        transient += act.attention_mask_bytes(b, prompt, prompt, c, attention, _mask_count(info))
     if info.is_encoder_decoder:
         cross = kv.kv_cache_bytes(len(dec), info.num_kv_heads, info.head_dim, b, prompt, kvb)
         prefill_kv, decode_kv = cross, cross + cache(inf.max_new_tokens)

@@ -84,14 +84,17 @@ def norm_saved_bytes(tokens: int, width: int, kind: str, resid_bytes: int, autoc
       saves x_norm (r*T*w) only when the weight is trained (frozen weight: its grad is not needed).
     - T5LayerNorm: as RMSNorm, and `hidden_states * rsqrt(variance)` multiplies the r-byte input itself (not the
       fp32 copy), so the input is saved too: (4 + r)*T*w (transformers modeling_t5.py T5LayerNorm; traced).
+    - Gemma's RMSNorm: as RMSNorm, but it scales in fp32 (`output * (1.0 + self.weight.float())`), so a trained
+      weight saves the fp32 x_norm: 4*T*w + 4*T*w (transformers modeling_gemma2.py Gemma2RMSNorm).
     - LayerNorm (native_layer_norm): saves its input (r*T*w, fp32 4*T*w under autocast, which runs layer_norm in
       fp32) and fp32 mean and rstd, 8*T.
     Source: transformers models/llama/modeling_llama.py LlamaRMSNorm; aten native_layer_norm_backward inputs.
     Example: Llama-3.1-8B, T=4096, w=4096, bf16, trained weight: 4*T*w + 2*T*w = 100,663,296 B.
     """
-    if kind in ("rms", "t5_rms"):
+    if kind in ("rms", "t5_rms", "gemma_rms"):
         kept_input = resid_bytes * tokens * width if kind == "t5_rms" else 0
-        return 4 * tokens * width + kept_input + (resid_bytes * tokens * width if weight_trainable else 0)
+        scaled_bytes = 4 if kind == "gemma_rms" else resid_bytes
+        return 4 * tokens * width + kept_input + (scaled_bytes * tokens * width if weight_trainable else 0)
     return (4 if autocast else resid_bytes) * tokens * width + 8 * tokens
 
 
@@ -136,6 +139,16 @@ def attention_saved_bytes(batch: int, seq: int, kv_seq: int, heads: int, kv_head
                                      + (compute_bytes if softcap else 0)) * scores
     kv_bytes = 2 * compute_bytes * batch * kv_seq * kv_heads * head_dim
     return 2 * q_bytes + kv_bytes + 4 * batch * heads * seq
+
+
+def attention_mask_bytes(batch: int, seq: int, kv_seq: int, compute_bytes: int, attention: str,
+                         masks: int = 1) -> int:
+    """The 4-D masks transformers builds once per forward and keeps through it (masking_utils.py): eager adds a
+    float mask to the scores (c bytes per element), SDPA gets a boolean one (1 byte) when it needs one at all;
+    models mixing sliding-window and full layers (Gemma 2) build one of each. Formula: masks*e*b*s*s_k.
+    Example: Gemma-2 eager, b=2, s=512, bf16, two masks: 2*2*2*512*512 = 2,097,152 B.
+    """
+    return masks * (compute_bytes if attention == "eager" else 1) * batch * seq * kv_seq
 
 
 def attention_bias_saved_bytes(heads: int, seq: int, kv_seq: int, compute_bytes: int, attention: str) -> int:

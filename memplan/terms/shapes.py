@@ -27,7 +27,7 @@ class LayerShape:
     intermediate_size: int  # I
     gated_mlp: bool  # SwiGLU / GeGLU: two input projections and a product
     activation: str  # config's activation name
-    norm_kind: str  # rms | t5_rms | layer
+    norm_kind: str  # rms | t5_rms | gemma_rms | layer
     norms: int  # norms over h in the block (2 for pre-norm blocks, 4 for Gemma 2, 3 for T5 decoder)
     head_norms: int = 0  # per-head q/k norms (Qwen3, Gemma 3)
     cross_attention: bool = False

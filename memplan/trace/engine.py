@@ -21,11 +21,9 @@ PHASE_ORDER = ("load", "forward", "backward", "optimizer_step", "prefill", "deco
 
 
 def check_traceable(r: ResolvedJob) -> None:
-    """The tracer runs one process: no ZeRO / FSDP sharding, and only PEFT's methods."""
+    """What the tracer cannot run: methods without a PEFT implementation, GPTQ/AWQ kernels, fp8 KV caches, and
+    jobs longer than a learned position table."""
     spec = r.spec
-    if spec.num_gpus > 1 or spec.zero_stage:
-        raise SpecError([("engine", "the trace engine traces one GPU (num_gpus 1, zero_stage 0); use engine "
-                                    "'formula' for DeepSpeed ZeRO / FSDP jobs")])
     if spec.task == "train" and spec.method == "adapter":
         raise SpecError([("engine", "bottleneck adapters have no PEFT implementation to trace; use engine "
                                     "'formula'")])
@@ -57,7 +55,11 @@ def trace_estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
     from memplan.trace.run import trace_job
 
     check_traceable(r)
-    log = trace_job(r.spec, r.attention, r.info.head_params, progress=progress)
+    spec = r.spec
+    distributed = spec.task == "train" and (spec.num_gpus > 1 or spec.zero_stage > 0)
+    # one GPU's step is traced; data parallelism and ZeRO change what it holds, not what it computes
+    one_gpu = spec.model_copy(update={"num_gpus": 1, "zero_stage": 0}) if distributed else spec
+    log = trace_job(one_gpu, r.attention, r.info.head_params, progress=progress)
     peaks: dict[str, Phase] = {}
     for ph in log.phases:  # steady state: the largest occurrence of each phase over the traced steps
         if ph.name in PHASE_ORDER and (ph.name not in peaks or ph.peak_bytes > peaks[ph.name].total):
@@ -67,6 +69,8 @@ def trace_estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
         backward.parts["attention_backward_workspace"] = _attention_workspace(r)
     phases = [peaks[name] for name in PHASE_ORDER if name in peaks]
     outside = {k: v for k, v in log.outside.items() if v}
+    if distributed:
+        outside = _place_held_states(r, one_gpu, phases, outside)
     replayed = replay((e.key, e.nbytes) for e in log.events)
 
     def fragmentation(allocated: int) -> int:
@@ -77,6 +81,35 @@ def trace_estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
                    "reserved memory from replaying the allocation log through a caching-allocator model")
     return assemble(r, phases, log.trainable if r.spec.task == "train" else 0, outside, fragmentation,
                     engine="trace")
+
+
+def _place_held_states(r: ResolvedJob, one_gpu: Any, phases: list[Phase], outside: dict[str, int]
+                       ) -> dict[str, int]:
+    """Turn the traced one-GPU step into one GPU's share of a data-parallel / ZeRO job: weights, optimizer states
+    and communication buffers as memplan.estimate.held_states places them (memplan.terms.sharding); the traced
+    gradients scaled by the share each GPU keeps (ZeRO-2/3 reduce-scatter them as backward makes them); DeepSpeed's
+    optimizer steps in place, so the traced step's temporaries go. Activations stay as traced."""
+    from memplan.estimate import held_states
+
+    held = held_states(r.info, r.spec, r.notes)
+    single = held_states(r.info, one_gpu, [])
+    grad_share = held.grads / single.grads if single.grads else 0.0
+    zero = r.spec.zero_stage
+    for ph in phases:
+        parts = ph.parts
+        if zero:
+            parts["weights"] = held.weights
+            if ph.name != "load":
+                parts["optimizer_states"] = held.states
+            if "gradients" in parts:
+                parts["gradients"] = int(parts["gradients"] * grad_share)
+            if ph.name == "optimizer_step":
+                parts["temporaries"] = held.step_temp
+        if ph.name != "load":
+            parts["zero_buffers"] = held.live + (held.buckets if ph.name in ("backward", "optimizer_step") else 0)
+    r.notes.append("traced one GPU's step; weights, gradients, optimizer states and buffers per GPU placed by the "
+                   "data-parallel / ZeRO terms (memplan.terms.sharding)")
+    return {**{k: v for k, v in outside.items() if not (zero and k == "paged_optimizer_states")}, **held.outside}
 
 
 def _attention_workspace(r: ResolvedJob) -> int:

@@ -21,14 +21,12 @@ TARGET_PCT = 2.0
 KNOWN_GAPS: dict[str, float] = {
     "opt-full-amp-sgd": 3,
     "llama-full-eager": 4,
-    "gemma2-full-eager": 3,
     "t5-full-bf16": 3,
     "opt-lora-qv": 4,
     "phi-lora-all-gc": 3,
     "bert-lora-qv": 3,
     "phi-qlora-paged8bit-gc": 3,
     "qwen-prefix": 4,
-    "gemma2-infer-eager": 3,
 }
 
 
