@@ -312,16 +312,18 @@ def prepare_config(raw: dict, head: str = "auto", num_labels: int = 2) -> tuple[
     return config, head, _auto_class(head)
 
 
-def build_meta_model(raw: dict, head: str = "auto", num_labels: int = 2) -> tuple[Any, Any, str]:
+def build_meta_model(raw: dict, head: str = "auto", num_labels: int = 2, dtype: Any = None,
+                     attention: str = "eager") -> tuple[Any, Any, str]:
     """(model on the meta device, its config, the resolved head) from a config.json dict: no weights, no network,
-    tied weights tied as the checkpoint ties them."""
+    tied weights tied as the checkpoint ties them; `dtype` and `attention` as `from_config` takes them (the trace
+    engine builds the job's own; shapes and counts do not depend on them)."""
     import torch
 
     config, head, auto_cls = prepare_config(raw, head, num_labels)
     try:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")
-            model = auto_cls.from_config(config, attn_implementation="eager")
+            model = auto_cls.from_config(config, dtype=dtype, attn_implementation=attention)
     except ValueError as exc:
         raise ArchitectureError(f"model_type '{config.model_type}' has no {head} head in transformers: {exc}",
                                 "head") from None

@@ -19,28 +19,23 @@ def build_meta_stack(spec: JobSpec, attention: str, head_params: tuple[str, ...]
     """(the model with the spec's method applied, on meta; its head)."""
     import torch
 
-    from memplan.architecture import load_config, prepare_config
+    from memplan.architecture import build_meta_model, load_config
     from memplan.profiling import _apply_method, _torch_dtype
     from memplan.trace import standins
 
     _, raw = load_config(spec.model, spec.inline_config, allow_path=True)
-    config, head, auto_cls = prepare_config(raw, spec.head, spec.num_labels)
     quantized = spec.weight_dtype in ("nf4", "fp4", "int8")
     # bitsandbytes loads the unquantized tensors in the compute dtype (from_pretrained dtype=compute)
     dtype = _torch_dtype(spec.compute_dtype if quantized else spec.weight_dtype)
     # flash_attention_2 needs the flash-attn package and a GPU; its saved tensors (output and fp32 logsumexp)
     # are those of SDPA's flash kernel, which the CPU SDPA kernel also saves
     impl = "sdpa" if attention == "flash_attention_2" else attention
+    model, _, head = build_meta_model(raw, spec.head, spec.num_labels, dtype=dtype, attention=impl)
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
-        model = auto_cls.from_config(config, dtype=dtype, attn_implementation=impl)
-        model.tie_weights()
         if quantized:
             standins.quantize_linears(model, spec)
         if spec.task == "train":
-            from memplan.architecture import _follow_config_tying
-
-            _follow_config_tying(model, raw)
             model = _apply_method(model, spec, head, head_params)
     return model, head
 
