@@ -297,19 +297,18 @@ def _activation_context(info: ModelInfo, spec: JobSpec, tr: Trainables, attentio
 
 
 def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> dict[str, int]:
-    """Saved activations of all blocks, the largest block, the checkpoints and the model-level extras."""
+    """Saved activations of all blocks, of the largest (top) and the bottom block, one checkpoint, the model-level
+    extras, and the transients of backward (per block), of LoRA forward and of checkpoint recompute."""
     tr = st.tr
     blocks = largest = 0
-    first = (info.layers[0].stack, info.layers[0].index)
     for count, layer, lora, ia3 in st.block_groups:  # identical blocks save identical tensors: one call per kind
         one = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size)
         blocks, largest = blocks + count * one, max(largest, one)
-    bottom = largest
-    if not ctx.first_input_grad:  # the first block saves nothing before its first adapter
-        layer0 = info.layers[0]
-        lora0, ia30 = tr.adapted.get(first, ()), tr.ia3.get(first, ())
-        bottom = act.block_activation_bytes(layer0, ctx, lora0, ia30, tr.adapter_size, input_grad=False)
-        blocks -= act.block_activation_bytes(layer0, ctx, lora0, ia30, tr.adapter_size) - bottom
+    # the bottom block, which backward reaches last; under adapters it saves nothing before its first adapter
+    layer0 = info.layers[0]
+    lora0, ia30 = tr.adapted.get((layer0.stack, layer0.index), ()), tr.ia3.get((layer0.stack, layer0.index), ())
+    bottom = act.block_activation_bytes(layer0, ctx, lora0, ia30, tr.adapter_size, ctx.first_input_grad)
+    blocks -= act.block_activation_bytes(layer0, ctx, lora0, ia30, tr.adapter_size) - bottom
     T, h, c = ctx.tokens, info.hidden_size, ctx.compute_bytes
     head_level = persistent = 0  # freed by the head's backward / alive until the blocks' backward ends
     if tr.grads_flow or tr.tensors:  # the final norm and the head's input feed the head's gradient
@@ -332,10 +331,8 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
     transient = max(act.block_backward_transient_bytes(
         layer, ctx, act.block_mlp_saved_bytes(layer, ctx, lora, ia3, tr.adapter_size))
         for _, layer, lora, ia3 in st.block_groups)
-    layer0 = info.layers[0]
-    lora0, ia30 = tr.adapted.get(first, ()), tr.ia3.get(first, ())
     bottom_transient = act.block_backward_transient_bytes(layer0, ctx, act.block_mlp_saved_bytes(
-        layer0, ctx, lora0, ia30, tr.adapter_size, input_grad=ctx.first_input_grad))
+        layer0, ctx, lora0, ia30, tr.adapter_size, ctx.first_input_grad))
     lora_transient = recompute = 0
     for _, layer, lora, _ in st.block_groups:
         for lin in lora:
@@ -348,8 +345,8 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
                                                                            out_bytes, ctx.base_trainable))
     return {"blocks": blocks if tr.grads_flow else 0, "largest_block": largest, "bottom_block": bottom,
             "checkpoint": act.checkpoint_saved_bytes(T, h, ctx.resid_bytes), "head_level": head_level,
-            "persistent": persistent, "backward_transient": transient, "bottom_transient": bottom_transient, "lora_forward_transient": lora_transient,
-            "recompute_transient": recompute}
+            "persistent": persistent, "backward_transient": transient, "bottom_transient": bottom_transient,
+            "lora_forward_transient": lora_transient, "recompute_transient": recompute}
 
 
 def _mask_count(info: ModelInfo) -> int:

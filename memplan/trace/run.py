@@ -10,9 +10,8 @@ from typing import Any
 from memplan.spec import JobSpec
 from memplan.trace.tracker import StorageTracker, TraceLog
 
-#: optimizer steps traced: the optimizer's states are made before the first one (`_prime`), so one step is
-#: already the steady state that the CUDA runs measure from their second step on
-TRACE_STEPS = 1
+#: optimizer steps traced: states appear lazily in step 1, so the peak is in step 2 or later
+TRACE_STEPS = 2
 
 
 def trace_job(spec: JobSpec, attention: str, head_params: tuple[str, ...], steps: int = TRACE_STEPS,
@@ -75,8 +74,6 @@ def _train(model: Any, spec: JobSpec, head: str, steps: int, tracker: StorageTra
     def make_optimizer(spec: JobSpec, params: list) -> Any:
         opt = standins.make_optimizer(spec, params) or profiling.make_optimizer(spec, params)
         made.append(opt)
-        if opt is not None:
-            _prime(opt, params, tracker)
         return opt
 
     # no attention_mask: transformers drops an all-ones mask after checking its values, which fake tensors do not
@@ -99,19 +96,6 @@ def _train(model: Any, spec: JobSpec, head: str, steps: int, tracker: StorageTra
     paged = getattr(made[0], "outside_bytes", 0) if made else 0
     if paged:
         tracker.log.outside["paged_optimizer_states"] = paged
-
-
-def _prime(optimizer: Any, params: list, tracker: StorageTracker) -> None:
-    """Make the optimizer's states as its first step does (torch and bitsandbytes create them lazily there), on
-    zero gradients, then drop the gradients: the traced step that follows holds what every later step holds."""
-    import torch
-
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    optimizer.step()
-    for p in params:
-        p.grad = None
-    _relabel_states(optimizer, tracker)
 
 
 def _relabel_states(optimizer: Any, tracker: StorageTracker) -> None:
