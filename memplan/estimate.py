@@ -300,15 +300,21 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
     """Saved activations of all blocks, of the largest (top) and the bottom block, one checkpoint, the model-level
     extras, and the transients of backward (per block), of LoRA forward and of checkpoint recompute."""
     tr = st.tr
-    blocks = largest = 0
+    blocks = largest = transient = 0
+    layer0 = info.layers[0]  # the bottom block, which backward reaches last: the first of its group
     for count, layer, lora, ia3 in st.block_groups:  # identical blocks save identical tensors: one call per kind
         one = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size)
-        blocks, largest = blocks + count * one, max(largest, one)
-    # the bottom block, which backward reaches last; under adapters it saves nothing before its first adapter
-    layer0 = info.layers[0]
-    lora0, ia30 = tr.adapted.get((layer0.stack, layer0.index), ()), tr.ia3.get((layer0.stack, layer0.index), ())
-    bottom = act.block_activation_bytes(layer0, ctx, lora0, ia30, tr.adapter_size, ctx.first_input_grad)
-    blocks -= act.block_activation_bytes(layer0, ctx, lora0, ia30, tr.adapter_size) - bottom
+        # its backward transient, net of its MLP side, which is freed before its attention's backward
+        one_transient = act.block_backward_transient_bytes(
+            layer, ctx, act.block_mlp_saved_bytes(layer, ctx, lora, ia3, tr.adapter_size))
+        blocks, largest, transient = blocks + count * one, max(largest, one), max(transient, one_transient)
+        if layer is layer0:
+            bottom, bottom_transient = one, one_transient
+            if not ctx.first_input_grad:  # under adapters it saves nothing before its first adapter
+                bottom = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size, input_grad=False)
+                blocks -= one - bottom
+                bottom_transient = act.block_backward_transient_bytes(layer, ctx, act.block_mlp_saved_bytes(
+                    layer, ctx, lora, ia3, tr.adapter_size, input_grad=False))
     T, h, c = ctx.tokens, info.hidden_size, ctx.compute_bytes
     head_level = persistent = 0  # freed by the head's backward / alive until the blocks' backward ends
     if tr.grads_flow or tr.tensors:  # the final norm and the head's input feed the head's gradient
@@ -327,12 +333,22 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
                                                    _mask_count(info))
         if ctx.dropout and info.layers[0].hidden_dropout > 0:
             persistent += act.dropout_mask_bytes(T, h)
-    # the top block's (the largest's) and the bottom block's backward transients, net of their freed MLP side
-    transient = max(act.block_backward_transient_bytes(
-        layer, ctx, act.block_mlp_saved_bytes(layer, ctx, lora, ia3, tr.adapter_size))
-        for _, layer, lora, ia3 in st.block_groups)
-    bottom_transient = act.block_backward_transient_bytes(layer0, ctx, act.block_mlp_saved_bytes(
-        layer0, ctx, lora0, ia30, tr.adapter_size, ctx.first_input_grad))
+    tr = st.tr
+    blocks = largest = transient = 0
+    layer0 = info.layers[0]  # the bottom block, which backward reaches last: the first of its group
+    for count, layer, lora, ia3 in st.block_groups:  # identical blocks save identical tensors: one call per kind
+        one = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size)
+        # its backward transient, net of its MLP side, which is freed before its attention's backward
+        one_transient = act.block_backward_transient_bytes(
+            layer, ctx, act.block_mlp_saved_bytes(layer, ctx, lora, ia3, tr.adapter_size))
+        blocks, largest, transient = blocks + count * one, max(largest, one), max(transient, one_transient)
+        if layer is layer0:
+            bottom, bottom_transient = one, one_transient
+            if not ctx.first_input_grad:  # under adapters it saves nothing before its first adapter
+                bottom = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size, input_grad=False)
+                blocks -= one - bottom
+                bottom_transient = act.block_backward_transient_bytes(layer, ctx, act.block_mlp_saved_bytes(
+                    layer, ctx, lora, ia3, tr.adapter_size, input_grad=False))
     lora_transient = recompute = 0
     for _, layer, lora, _ in st.block_groups:
         for lin in lora:
@@ -447,14 +463,19 @@ def _compute_static(info: ModelInfo, spec: JobSpec) -> _Static:
         block_groups=tuple(tuple(g) for g in groups.values()))
 
 
+@lru_cache(maxsize=64)
+def _params_by_name(info: ModelInfo) -> dict[str, Any]:
+    return {p.name: p for p in info.params}
+
+
 def _gradients_by_place(info: ModelInfo, tr: Trainables) -> dict[str, int]:
     """Gradient bytes by when backward makes them: the bottom block's, the head's (first), the input
     embedding's (last), and the tied embedding / head weight's (both)."""
-    params = {p.name: p for p in info.params}
+    params = _params_by_name(info)
     bottom = (info.layers[0].stack, info.layers[0].index)
     out = dict.fromkeys(("grads_bottom", "grads_head", "grads_embedding", "grads_tied"), 0)
     for t in tr.tensors:
-        size = gradient_bytes([(t.numel, t.dtype)])
+        size = allocation_bytes(t.numel * dtype_bytes(t.dtype))  # gradient_bytes of one tensor
         p = params.get(t.name)
         place = (p.stack, p.layer) if p is not None else _stack_and_layer(t.name + ".", info.is_encoder_decoder)
         if place[1] is not None:

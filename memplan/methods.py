@@ -6,6 +6,7 @@ This is selection logic (which modules, which dtype), not byte formulas: counts 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from memplan.architecture import ModelInfo
 from memplan.spec import JobSpec
@@ -60,7 +61,7 @@ class Trainables:
     adapter_size: int = 0  # bottleneck adapters per block
     adapter_dtype: str = "fp32"
 
-    @property
+    @cached_property  # read on every estimate (ZeRO partitions, the trainable count): summed once
     def count(self) -> int:
         return sum(t.numel for t in self.tensors)
 

@@ -14,6 +14,7 @@ T = 4096 (b=1, s=4096): block_activation_bytes = 822,607,872 B = 49.03 * T * h.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from memplan.terms.shapes import LayerShape, LinearShape
 
@@ -405,6 +406,13 @@ def mlp_backward_transient_bytes(tokens: int, intermediate: int, compute_bytes: 
     return 0
 
 
+@lru_cache(maxsize=256)
+def _without_mlp(layer: LayerShape) -> LayerShape:
+    """The block with no MLP and one norm fewer (block_mlp_saved_bytes); LayerShape is frozen, so cached."""
+    return replace(layer, intermediate_size=0, mlp_dropout=False, norms=max(layer.norms - 1, 0),
+                   linears=tuple(lin for lin in layer.linears if not lin.group.startswith("mlp")))
+
+
 def block_mlp_saved_bytes(layer: LayerShape, ctx: ActivationContext, lora: tuple[LinearShape, ...] = (),
                           ia3: tuple[tuple[LinearShape, bool], ...] = (), adapter_size: int = 0,
                           input_grad: bool = True) -> int:
@@ -413,8 +421,7 @@ def block_mlp_saved_bytes(layer: LayerShape, ctx: ActivationContext, lora: tuple
     same block with no MLP and one norm fewer. Example: the Llama-3.1-8B full-fine-tuning block of the module
     docstring saves 4*T*h + 2*T*h (the norm) + 2*T*h + 2*T*I + 3*2*T*I (gate/up input, down input, SwiGLU)
     = 603,979,776 B on its MLP side."""
-    attn_only = replace(layer, intermediate_size=0, mlp_dropout=False, norms=max(layer.norms - 1, 0),
-                        linears=tuple(lin for lin in layer.linears if not lin.group.startswith("mlp")))
+    attn_only = _without_mlp(layer)
     lora_attn = tuple(lin for lin in lora if not lin.group.startswith("mlp"))
     ia3_attn = tuple((lin, ff) for lin, ff in ia3 if not lin.group.startswith("mlp"))
     casts = ctx.weight_cast_bytes * sum(lin.d_in * lin.d_out for lin in layer.linears if lin.group.startswith("mlp"))
