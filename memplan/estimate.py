@@ -333,29 +333,13 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
                                                    _mask_count(info))
         if ctx.dropout and info.layers[0].hidden_dropout > 0:
             persistent += act.dropout_mask_bytes(T, h)
-    tr = st.tr
-    blocks = largest = transient = 0
-    layer0 = info.layers[0]  # the bottom block, which backward reaches last: the first of its group
-    for count, layer, lora, ia3 in st.block_groups:  # identical blocks save identical tensors: one call per kind
-        one = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size)
-        # its backward transient, net of its MLP side, which is freed before its attention's backward
-        one_transient = act.block_backward_transient_bytes(
-            layer, ctx, act.block_mlp_saved_bytes(layer, ctx, lora, ia3, tr.adapter_size))
-        blocks, largest, transient = blocks + count * one, max(largest, one), max(transient, one_transient)
-        if layer is layer0:
-            bottom, bottom_transient = one, one_transient
-            if not ctx.first_input_grad:  # under adapters it saves nothing before its first adapter
-                bottom = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size, input_grad=False)
-                blocks -= one - bottom
-                bottom_transient = act.block_backward_transient_bytes(layer, ctx, act.block_mlp_saved_bytes(
-                    layer, ctx, lora, ia3, tr.adapter_size, input_grad=False))
     lora_transient = recompute = 0
     for _, layer, lora, _ in st.block_groups:
         for lin in lora:
             in_bytes = act.linear_input_bytes(layer, lin.group, ctx)
             one = act.lora_forward_transient_bytes(T, lin.d_in, in_bytes, ctx.adapter_input_bytes, ctx.autocast,
                                                    ctx.lora_dropout > 0)
-            out_bytes = ctx.mlp_bytes or c if lin.group in ("mlp_in", "mlp_out") else c
+            out_bytes = (ctx.mlp_bytes or c) if lin.group in ("mlp_in", "mlp_out") else c
             lora_transient = max(lora_transient, one)
             recompute = max(recompute, one + act.recompute_in_flight_bytes(T, h, lin, c, ctx.resid_bytes, in_bytes,
                                                                            out_bytes, ctx.base_trainable))

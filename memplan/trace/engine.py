@@ -89,11 +89,11 @@ def _place_held_states(r: ResolvedJob, one_gpu: Any, phases: list[Phase], outsid
     and communication buffers as memplan.estimate.held_states places them (memplan.terms.sharding); the traced
     gradients scaled by the share each GPU keeps (ZeRO-2/3 reduce-scatter them as backward makes them); DeepSpeed's
     optimizer steps in place, so the traced step's temporaries go. Activations stay as traced."""
-    from memplan.estimate import held_states
+    from memplan.estimate import _static_terms, held_states
 
     held = held_states(r.info, r.spec, r.notes)
-    single = held_states(r.info, one_gpu, [])
-    grad_share = held.grads / single.grads if single.grads else 0.0
+    one_gpu_grads = _static_terms(r.info, one_gpu).grads  # what the traced step's gradients add up to
+    grad_share = held.grads / one_gpu_grads if one_gpu_grads else 0.0
     zero = r.spec.zero_stage
     for ph in phases:
         parts = ph.parts
