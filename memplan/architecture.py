@@ -82,6 +82,9 @@ class ModelInfo:
     sliding_window: int | None = None
     sliding_window_layers: int = 0  # how many layers use the sliding window
     final_logit_softcap: bool = False  # Gemma 2: tanh over the [T, V] logits before the loss
+    # dropouts over [T, h] outside the blocks, per stack: after the embeddings (GPT-2, BERT, T5, Phi, GPT-NeoX)
+    # and after T5's final norm; OPT has none
+    outer_dropouts: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -468,7 +471,26 @@ def _build_info(model_id: str, raw: dict, head: str, num_labels: int) -> ModelIn
         sliding_window=int(sliding) if sliding else None,
         sliding_window_layers=n_sliding,
         final_logit_softcap=bool(_cfg(config, "final_logit_softcapping", default=None)),
+        outer_dropouts=_outer_dropouts(model, enc_dec, output_modules),
     )
+
+
+def _outer_dropouts(model: Any, enc_dec: bool, output_modules: list[str]) -> int:
+    """How many [T, h] dropouts a stack applies outside its blocks: the active (p > 0) nn.Dropout modules that
+    sit in no block and not on the task model itself (a classifier's dropout, `BertForSequenceClassification.dropout`,
+    reads the pooled [b, h]); T5's stack applies its one
+    module twice, after the embedding and after the final norm (modeling_t5.py T5Stack.forward)."""
+    import torch
+
+    heads = tuple(output_modules) + ("classifier", "score", "qa_outputs", "pooler", "cls")
+    count = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Dropout) or module.p <= 0 or "." not in name:
+            continue
+        if _stack_and_layer(name + ".x", enc_dec)[1] is None and not any(name.startswith(h + ".") for h in heads):
+            count += 2 if type(model).__module__.endswith(("modeling_t5", "modeling_mt5", "modeling_umt5")) else 1
+    stacks = 2 if enc_dec else 1
+    return count // stacks
 
 
 def _follow_config_tying(model: Any, raw: dict) -> None:
@@ -526,6 +548,7 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
                 b["experts"] = p.shape[0]
 
     hidden_drop, attn_drop = _dropout_probs(config)
+    rotary = any(name.endswith("rotary_emb") for name, _ in model.named_modules())
     act = str(_cfg(config, "hidden_act", "activation_function", "dense_act_fn", "feed_forward_proj", default="gelu"))
     shapes = []
     for (stack, layer), b in sorted(blocks.items(), key=lambda kv: (kv[0][0] != "encoder", kv[0][1])):
@@ -552,6 +575,8 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
             mlp_dropout=any(".DenseReluDense." in f".{lin.name}." for lin in lins),
             # OPT-350m alone of the OPTs normalizes after the residual add (do_layer_norm_before=False)
             post_norm=config.model_type in _POST_NORM_TYPES or getattr(config, "do_layer_norm_before", True) is False,
+            fused_qkv_view=not rotary and any(lin.group == "attn_in" and lin.d_out == n_q * d_head + 2 * n_kv * d_head
+                                              for lin in lins),
         ))
     return shapes
 

@@ -293,7 +293,8 @@ def _activation_context(info: ModelInfo, spec: JobSpec, tr: Trainables, attentio
         # models (peft's prepare_model_for_kbit_training skips it with use_reentrant=False)
         first_input_grad=tr.base_linears_trainable or tr.virtual_tokens > 0 or spec.method == "adapter"
         or (spec.gradient_checkpointing and not kbit_prepared(spec)),
-        weight_cast_bytes=c if spec.weight_dtype == "fp32" and autocast else 0)
+        weight_cast_bytes=c if spec.weight_dtype == "fp32" and autocast else 0,
+        kv_cache_copies=not (spec.gradient_checkpointing and tr.grads_flow))
 
 
 def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> dict[str, int]:
@@ -304,9 +305,12 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
     layer0 = info.layers[0]  # the bottom block, which backward reaches last: the first of its group
     for count, layer, lora, ia3 in st.block_groups:  # identical blocks save identical tensors: one call per kind
         one = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size)
+        out_adapted = sum(act.lora_saved_bytes(ctx.tokens, lin.d_in, ctx.lora_r, ctx.compute_bytes if ctx.autocast
+                                               else ctx.adapter_input_bytes, ctx.lora_dropout > 0)
+                          for lin in lora if lin.group == "mlp_out")
         # its backward transient, net of its MLP side, which is freed before its attention's backward
         one_transient = act.block_backward_transient_bytes(
-            layer, ctx, act.block_mlp_saved_bytes(layer, ctx, lora, ia3, tr.adapter_size))
+            layer, ctx, act.block_mlp_saved_bytes(layer, ctx, lora, ia3, tr.adapter_size), out_adapted)
         blocks, largest, transient = blocks + count * one, max(largest, one), max(transient, one_transient)
         if layer is layer0:
             bottom, bottom_transient = one, one_transient
@@ -314,12 +318,13 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
                 bottom = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size, input_grad=False)
                 blocks -= one - bottom
                 bottom_transient = act.block_backward_transient_bytes(layer, ctx, act.block_mlp_saved_bytes(
-                    layer, ctx, lora, ia3, tr.adapter_size, input_grad=False))
+                    layer, ctx, lora, ia3, tr.adapter_size, input_grad=False), out_adapted)
     T, h, c = ctx.tokens, info.hidden_size, ctx.compute_bytes
     head_level = persistent = 0  # freed by the head's backward / alive until the blocks' backward ends
     if tr.grads_flow or tr.tensors:  # the final norm and the head's input feed the head's gradient
         last = info.layers[-1]
-        head_level += act.norm_saved_bytes(T, h, last.norm_kind, ctx.resid_bytes, ctx.autocast,
+        # a post-norm stack (BERT, OPT-350m) ends with its last block's norm: no final norm
+        head_level += 0 if last.post_norm else act.norm_saved_bytes(T, h, last.norm_kind, ctx.resid_bytes, ctx.autocast,
                                            ctx.norms_trainable)
         if ctx.base_trainable:  # a frozen head's matmul needs only its weight for the input gradient
             head_level += act.linear_inputs_saved_bytes(T, h, 1, ctx.resid_bytes, c, ctx.autocast)
@@ -331,8 +336,12 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
         if ctx.attention == "eager" or (info.sliding_window and ctx.attention == "sdpa"):
             persistent += act.attention_mask_bytes(ctx.batch, ctx.seq, ctx.kv_seq, c, ctx.attention,
                                                    _mask_count(info))
-        if ctx.dropout and info.layers[0].hidden_dropout > 0:
-            persistent += act.dropout_mask_bytes(T, h)
+        if ctx.dropout and info.outer_dropouts:
+            # each stack's dropout after its embeddings saves a mask only when the embeddings' output needs a
+            # gradient; T5's after its final norm always does
+            stacks = 2 if info.is_encoder_decoder else 1
+            masks = stacks * (info.outer_dropouts - 1) + (stacks if ctx.first_input_grad else 0)
+            persistent += masks * act.dropout_mask_bytes(T, h)
     lora_transient = recompute = 0
     for _, layer, lora, _ in st.block_groups:
         for lin in lora:
@@ -557,6 +566,8 @@ def _training_phases(info: ModelInfo, spec: JobSpec, st: _Static, attention: str
     # a checkpointed (or no-grad) block's intermediates exist only while it runs, not during the loss
     # (checkpointed blocks run forward without saving: their intermediates are freed as they go)
     fwd_block = (a["largest_block"] if not tr.grads_flow else 0) + a["lora_forward_transient"]
+    if info.layers[-1].post_norm and tr.grads_flow and not checkpointing:
+        fwd_block = max(fwd_block, act.post_norm_block_end_bytes(info.layers[-1], ctx))
     phases.append(Phase("forward", {**base, "gradients": grads_accumulated, "zero_buffers": live,
                                      "activations": saved + a["head_level"] + a["persistent"] + autocast_copies
                                      + head_cast + fp32_kv,
@@ -621,7 +632,8 @@ def _inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: lis
     transient = kv.prefill_transient_bytes(prefill_tokens, info.hidden_size, widest.intermediate_size,
                                            widest.gated_mlp, c)
     if attention == "eager":
-        transient = max(transient, kv.eager_prefill_transient_bytes(b, info.num_heads, prompt, info.hidden_size, c))
+        transient = max(transient + kv.eager_probs_held_bytes(b, info.num_heads, prompt, prompt, c),
+                        kv.eager_prefill_transient_bytes(b, info.num_heads, prompt, info.hidden_size, c))
     if attention == "eager" or (info.sliding_window and attention == "sdpa"):
         transient += act.attention_mask_bytes(b, prompt, prompt, c, attention, _mask_count(info))
     if info.is_encoder_decoder:

@@ -67,3 +67,18 @@ def test_residual_layout():
     assert introspect("google-bert/bert-base-uncased").layers[0].post_norm
     assert introspect("facebook/opt-350m").layers[0].post_norm  # do_layer_norm_before=False
     assert not introspect("facebook/opt-1.3b").layers[0].post_norm
+
+
+def test_fused_qkv_views_and_outer_dropouts():
+    """GPT-2's q, k and v stay views of c_attn's output (no rotary makes new ones); GPT-NeoX's fused projection
+    is rotated into new tensors; separate projections are never views of one output. Dropouts outside the blocks:
+    GPT-2's after the embeddings, BERT's (its classifier's dropout reads [b, h] and is not counted), T5's module
+    applied twice per stack, none in OPT-350m or Llama."""
+    gpt2 = introspect("openai-community/gpt2")
+    assert gpt2.layers[0].fused_qkv_view and gpt2.outer_dropouts == 1
+    assert not introspect("EleutherAI/pythia-410m").layers[0].fused_qkv_view
+    assert not introspect("meta-llama/Llama-3.2-1B").layers[0].fused_qkv_view
+    assert introspect("facebook/opt-350m").outer_dropouts == 0
+    assert introspect("meta-llama/Llama-3.2-1B").outer_dropouts == 0
+    assert introspect("google-bert/bert-base-uncased", head="sequence_classification").outer_dropouts == 1
+    assert introspect("google-t5/t5-small").outer_dropouts == 2

@@ -62,6 +62,9 @@ class ActivationContext:
     first_input_grad: bool = True
     #: bytes of the autocast copy each matmul weight keeps for backward (fp32 weights under AMP: c), else 0
     weight_cast_bytes: int = 0
+    #: the training forward builds a DynamicCache (use_cache, no checkpointing): each self-attention's k and v are
+    #: copied into it (torch.cat onto an empty tensor) and attention saves the copies
+    kv_cache_copies: bool = False
 
     @property
     def tokens(self) -> int:
@@ -142,6 +145,27 @@ def attention_saved_bytes(batch: int, seq: int, kv_seq: int, heads: int, kv_head
     return 2 * q_bytes + kv_bytes + 4 * batch * heads * seq
 
 
+def fused_qkv_kept_bytes(tokens: int, kv_width: int, compute_bytes: int) -> int:
+    """The k and v parts of a fused qkv output that attention keeps through q's view while it saves the cache's
+    copies of k and v (GPT-2: c_attn's [T, 3h] output is split into views, the DynamicCache concatenates k and v
+    onto empty tensors, and SDPA saves q, a view of the whole output, with the two copies).
+    Formula: 2*c*T*h_kv. Source: transformers gpt2 GPT2Attention.forward, cache_utils.py DynamicLayer.update;
+    traced: gpt2-lora-all (tests/trace/test_crosscheck.py) saved 9.05 MiB of attention per block, not 6.05.
+    Example: GPT-2, T=1024, h=768, bf16: 2*2*1024*768 = 3,145,728 B.
+    """
+    return 2 * compute_bytes * tokens * kv_width
+
+
+def sdpa_mask_bias_saved_bytes(batch: int, seq: int, kv_seq: int, compute_bytes: int) -> int:
+    """A boolean attention mask given to SDPA is turned into an additive c-byte bias on every call
+    (ATen attention.cpp convert_boolean_attn_mask: zeros, then -inf where masked), which the memory-efficient
+    kernel saves for backward: c*b*s*s_k per self-attention. Taken with an explicit mask: prefix tuning's
+    virtual keys (traced: qwen-prefix, 1.04 MiB per block at b=2, s=512, s_k=532).
+    Example: b=2, s=512, s_k=532, bf16: 2*2*512*532 = 1,089,536 B.
+    """
+    return compute_bytes * batch * seq * kv_seq
+
+
 def attention_mask_bytes(batch: int, seq: int, kv_seq: int, compute_bytes: int, attention: str,
                          masks: int = 1) -> int:
     """The 4-D masks transformers builds once per forward and keeps through it (masking_utils.py): eager adds a
@@ -205,6 +229,10 @@ def lora_saved_bytes(tokens: int, d_in: int, r: int, input_bytes: int, dropout: 
     return input_bytes * tokens * d_in + (tokens * d_in if dropout else 0) + input_bytes * tokens * r
 
 
+#: transformers' python GELUs (activations.py NewGELUActivation and kin), whose pow/tanh chain autocast runs in fp32
+_FP32_CHAIN_GELUS = ("gelu_new", "gelu_fast", "gelu_python")
+
+
 def linear_input_bytes(layer: LayerShape, group: str, ctx: ActivationContext) -> int:
     """Bytes per element of what a block's linear reads: a norm's output for the input projections (fp32 for a
     LayerNorm under autocast, else r), the MLP's dtype for its output projection, c for the rest.
@@ -214,6 +242,8 @@ def linear_input_bytes(layer: LayerShape, group: str, ctx: ActivationContext) ->
     if group in ("attn_in", "mlp_in", "cross_q"):
         return 4 if (layer.norm_kind == "layer" and ctx.autocast) else ctx.resid_bytes
     if group == "mlp_out":
+        if layer.activation in _FP32_CHAIN_GELUS and ctx.autocast and ctx.compute_bytes != 4:
+            return 4  # the python GELU's chain runs in fp32 under autocast (pow is an fp32 op): so is its output
         return ctx.mlp_bytes or ctx.compute_bytes
     return ctx.compute_bytes
 
@@ -253,6 +283,30 @@ def recompute_in_flight_bytes(tokens: int, hidden: int, lin: LinearShape, comput
     """
     in_flight = (2 * resid_bytes + compute_bytes) * tokens * hidden + output_bytes * tokens * lin.d_out
     return in_flight + (0 if input_saved else input_bytes * tokens * lin.d_in)
+
+
+def post_norm_block_end_bytes(layer: LayerShape, ctx: ActivationContext) -> int:
+    """Beyond the saved tensors, what a post-norm block's Python frames hold at its last op (the norm after the
+    MLP's residual add), the forward peak of an encoder whose loss is small (BERT classification): the new norm
+    output (x*T*h, x the norm output's bytes: 4 for a LayerNorm under autocast), the dropped-out MLP output the add
+    read (c*T*h), and, when no trained linear saves them as they are (frozen weights, or autocast saving c-byte
+    casts of x-byte tensors), the block's input, held by the encoder loop, the attention's normed output, held by
+    the layer (x*T*h each), and the embeddings' output, held by the model's forward around the loop (x*T*h); with
+    a frozen output projection, the activation's output (c*T*I), held until the MLP returns.
+    Formula: (x + c)*T*h + (3x*T*h if not kept) + (c*T*I if frozen).
+    Source: transformers bert BertEncoder.forward / BertLayer.feed_forward_chunk / BertOutput.forward; traced
+    (bert-lora-qv, T=1024, h=768, I=3072, AMP: 19.5 MiB at the last block's output norm).
+    Example: BERT-base, T=1024, LoRA on q, v under AMP: (4 + 2)*1024*768 + 3*4*1024*768 + 2*1024*3072
+      = 4,718,592 + 9,437,184 + 6,291,456 = 20,447,232 B.
+    """
+    T, c, h = ctx.tokens, ctx.compute_bytes, layer.hidden
+    x = linear_input_bytes(layer, "attn_in", ctx)
+    held = (x + c) * T * h
+    if not (ctx.base_trainable and x == c):
+        held += 3 * x * T * h
+    if not ctx.base_trainable:
+        held += c * T * layer.intermediate_size
+    return held
 
 
 def ia3_saved_bytes(tokens: int, width: int, compute_bytes: int, feedforward: bool = False) -> int:
@@ -337,10 +391,18 @@ def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tupl
                          for d_in in {x.d_in for x in lins})
         if layer.experts:  # routed experts: each token's hidden state is gathered k times and read by the experts
             total += c * T * moe_factor * h * 2 + c * T * moe_factor * layer.intermediate_size
+    # prefix keys make SDPA take an explicit mask: transformers then repeats k and v to n_q heads (use_gqa_in_sdpa
+    # needs attention_mask None) and the memory-efficient kernel saves the mask as a float bias per call
+    prefix_masked = ctx.attention == "sdpa" and ctx.kv_seq > ctx.seq
     if attn_core:
-        total += attention_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, layer.heads, layer.kv_heads,
+        total += attention_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, layer.heads,
+                                       layer.heads if prefix_masked else layer.kv_heads,
                                        layer.head_dim, c, ctx.attention,
                                        ctx.dropout and layer.attention_dropout > 0, layer.attn_softcap)
+    if attn_core and prefix_masked:
+        total += sdpa_mask_bias_saved_bytes(ctx.batch, ctx.seq, ctx.kv_seq, c)
+    if attn_core and layer.fused_qkv_view and ctx.kv_cache_copies:
+        total += fused_qkv_kept_bytes(T, layer.kv_width, c)
     if attn_core and layer.attn_bias:
         total += attention_bias_saved_bytes(layer.heads, ctx.seq, ctx.kv_seq, c, ctx.attention)
     if layer.cross_attention:
@@ -356,6 +418,9 @@ def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tupl
         if layer.mlp_dropout and mlp_core:  # T5: dropout between the activation and wo
             total += dropout_mask_bytes(T * moe_factor, layer.intermediate_size)
     shared_groups: set[str] = set()
+    # which groups read a tensor that needs a gradient: dropout saves its mask only for those
+    grad_in = {"attn_in": input_grad, "cross_q": input_grad, "attn_out": attn_core, "mlp_in": mlp_input,
+               "mlp_out": mlp_core}
     for lin in lora:
         in_bytes = c if ctx.autocast else ctx.adapter_input_bytes
         source_bytes = norm_out_bytes if lin.group in ("attn_in", "mlp_in", "cross_q") else c
@@ -365,7 +430,8 @@ def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tupl
                 total += in_bytes * T * ctx.lora_r
                 continue
             shared_groups.add(lin.group)
-        total += lora_saved_bytes(T, lin.d_in, ctx.lora_r, in_bytes, ctx.lora_dropout > 0)
+        total += lora_saved_bytes(T, lin.d_in, ctx.lora_r, in_bytes,
+                                  ctx.lora_dropout > 0 and grad_in.get(lin.group, True))
     for lin, is_ff in ia3:
         total += ia3_saved_bytes(T, lin.d_in if is_ff else lin.d_out, c, is_ff)
     if adapter_size:
@@ -401,7 +467,7 @@ def mlp_backward_transient_bytes(tokens: int, intermediate: int, compute_bytes: 
     Source: activations.py NewGELUActivation; traced (phi-full-bf16, T=1024, I=10240: 140 MiB in the top block).
     Example: Phi-2, T=4096, I=10240, bf16: 12*4096*10240 = 503,316,480 B.
     """
-    if activation in ("gelu_new", "gelu_fast", "gelu_python") and autocast and compute_bytes != 4:
+    if activation in _FP32_CHAIN_GELUS and autocast and compute_bytes != 4:
         return 12 * tokens * intermediate
     return 0
 
@@ -429,7 +495,8 @@ def block_mlp_saved_bytes(layer: LayerShape, ctx: ActivationContext, lora: tuple
         - block_activation_bytes(attn_only, ctx, lora_attn, ia3_attn, adapter_size, input_grad) + casts
 
 
-def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext, mlp_saved: int = 0) -> int:
+def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext, mlp_saved: int = 0,
+                                   mlp_out_adapter_saved: int = 0) -> int:
     """Bytes a block's backward holds beyond what the blocks saved: the larger of its two phases.
     - MLP phase: the gradients flowing through it, c*T*(2h + 2I) (hidden-state and MLP gradients in flight), or
       the MLP activation's own backward (`mlp_backward_transient_bytes`), which runs right after the output
@@ -441,6 +508,8 @@ def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext, ml
       profiles/lora-all-r16-llama8b-s4096-b2-eager measured more than either, so the full 8 is kept.) The MLP's
       `mlp_saved` bytes are freed by then, and when the base weights train, the weight gradients of the MLP and
       the attention output projection (r bytes per weight) exist.
+    `mlp_out_adapter_saved`: what adapters on the MLP's output projection saved (`lora_saved_bytes`), freed before
+    the activation's backward runs, so not held beside its gradients.
     Source: memory-mechanics.md A5; traced (tests/trace/test_crosscheck.py: llama-lora-mlp-eager peaks before the
     top block's attention backward, whose MLP tensors are gone).
     Example: Llama-3.1-8B, T=4096, bf16, sdpa, LoRA (frozen base): MLP phase 2*4096*(8192 + 28672)
@@ -449,6 +518,9 @@ def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext, ml
     T, c = ctx.tokens, ctx.compute_bytes
     inter = layer.intermediate_size * (layer.experts_per_token if layer.experts else 1)
     mlp = mlp_backward_transient_bytes(T, inter, c, layer.activation, ctx.autocast)
+    if mlp and mlp_out_adapter_saved:
+        # an adapted output projection's backward has freed what its adapter saved (traced: phi-lora-all-gc)
+        mlp -= mlp_out_adapter_saved
     if mlp and ctx.base_trainable:
         mlp += sum(ctx.resid_bytes * lin.d_in * lin.d_out for lin in layer.linears if lin.group == "mlp_out")
     mlp_phase = max(c * T * (2 * layer.hidden + 2 * inter), mlp)

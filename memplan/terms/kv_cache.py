@@ -50,6 +50,17 @@ def prefill_transient_bytes(tokens: int, hidden: int, intermediate: int, gated: 
 
 
 
+def eager_probs_held_bytes(batch: int, heads: int, seq: int, kv_seq: int, compute_bytes: int) -> int:
+    """Eager attention returns its probabilities (c bytes, cast back from the fp32 softmax) with its output, and
+    the decoder layer keeps them in a local (`hidden_states, _ = self.self_attn(...)`) until it returns: in a
+    no-grad forward they are alive through the MLP, c*b*n_q*s*s_k on top of `prefill_transient_bytes`.
+    Source: transformers modeling_llama.py / modeling_gemma2.py DecoderLayer.forward, eager_attention_forward;
+    traced (gemma2-infer-eager, b=2, s=512, 8 heads, bf16: 8 MiB of probabilities at the MLP's peak).
+    Example: Llama-3.1-8B, b=1, s=4096, bf16: 2*32*4096*4096 = 1,073,741,824 B.
+    """
+    return compute_bytes * batch * heads * seq * kv_seq
+
+
 def eager_prefill_transient_bytes(batch: int, heads: int, seq: int, hidden: int, compute_bytes: int) -> int:
     """Eager attention's working set in a no-grad forward: softmax(scores, dtype=float32) first copies the c-byte
     scores to fp32, then writes its fp32 output while both are alive: (c + 8)*b*n_q*s^2, with the same four

@@ -41,6 +41,9 @@ class LayerShape:
     post_norm: bool = False  # norms after each sublayer's residual add (BERT) instead of before it
     attn_bias: bool = False  # an additive position bias per attention call (T5's relative attention)
     mlp_dropout: bool = False  # a dropout between the MLP's activation and its output projection (T5)
+    #: q, k and v stay views of one fused projection's output (GPT-2's c_attn: no rotary makes new q, k); when the
+    #: training forward's cache copies k and v, attention saves q's view, so the whole fused output stays too
+    fused_qkv_view: bool = False
 
     @property
     def kv_width(self) -> int:

@@ -95,6 +95,23 @@ def test_traced_transients():
     # gelu_new's fp32 backward chain under autocast: 12*T*I net of the freed input of the next linear
     assert a.mlp_backward_transient_bytes(4096, 10240, 2, "gelu_new", True) == 503_316_480
     assert a.mlp_backward_transient_bytes(4096, 10240, 2, "gelu", True) == 0
+    # an adapted output projection has freed its saved cast and mask: 12*T*I - (2 + 1)*T*I - 2*T*r
+    saved = a.lora_saved_bytes(4096, 10240, 16, 2, True)
+    phi = LayerShape(stack="decoder", index=0, hidden=2560, heads=32, kv_heads=32, head_dim=80,
+                     intermediate_size=10240, gated_mlp=False, activation="gelu_new", norm_kind="layer", norms=1)
+    c = ctx(autocast=True, base_trainable=False, norms_trainable=False, seq=4096)
+    assert a.block_backward_transient_bytes(phi, c, 0, saved) == 503_316_480 - saved
+    assert a.linear_input_bytes(phi, "mlp_out", c) == 4  # the python GELU's output is fp32 under autocast
+    # GPT-2's fused qkv output kept by q's view beside the cache's k, v copies, T=1024, h=768, bf16
+    assert a.fused_qkv_kept_bytes(1024, 768, 2) == 3_145_728
+    # prefix tuning's boolean mask as a saved bf16 bias, b=2, s=512, s_k=532
+    assert a.sdpa_mask_bias_saved_bytes(2, 512, 532, 2) == 1_089_536
+    # BERT-base's last block under LoRA q, v and AMP, T=1024: (4 + 2)*T*h + 3*4*T*h + 2*T*I
+    bert = LayerShape(stack="encoder", index=11, hidden=768, heads=12, kv_heads=12, head_dim=64,
+                      intermediate_size=3072, gated_mlp=False, activation="gelu", norm_kind="layer", norms=2,
+                      post_norm=True)
+    bert_ctx = ctx(batch=2, seq=512, kv_seq=512, autocast=True, base_trainable=False, norms_trainable=False)
+    assert a.post_norm_block_end_bytes(bert, bert_ctx) == 20_447_232
     relu = LayerShape(stack="decoder", index=0, hidden=1024, heads=16, kv_heads=16, head_dim=64,
                       intermediate_size=4096, gated_mlp=False, activation="relu", norm_kind="layer", norms=2)
     assert a.activation_saves_output(relu) and not a.activation_saves_output(LLAMA8B_BLOCK)
@@ -109,6 +126,11 @@ def test_first_block_saves_from_its_first_adapter():
     first = a.block_activation_bytes(LLAMA8B_BLOCK, c, lora=mlp, input_grad=False)
     assert full - first == 2 * a.norm_saved_bytes(T, H, "rms", 2, False, False) \
         + a.attention_saved_bytes(1, T, T, NQ, 8, 128, 2, "sdpa")
+    # with LoRA dropout, an adapter whose input needs no gradient saves no mask: q_proj in the first block
+    drop = ctx(base_trainable=False, norms_trainable=False, lora_r=16, lora_dropout=0.05)
+    q = (LLAMA8B_BLOCK.linears[0],)
+    assert a.block_activation_bytes(LLAMA8B_BLOCK, drop, lora=q) - a.block_activation_bytes(
+        LLAMA8B_BLOCK, drop, lora=q, input_grad=False) == a.norm_saved_bytes(T, H, "rms", 2, False, False) + T * H
     # an adapter on q_proj starts the gradient before the attention: only the input norm is skipped
     q = (LLAMA8B_BLOCK.linears[0],)
     assert a.block_activation_bytes(LLAMA8B_BLOCK, c, lora=q) - \

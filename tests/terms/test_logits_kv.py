@@ -27,3 +27,4 @@ def test_prefill_and_append():
     assert kv.kv_append_transient_bytes(8, 128, 1, 4096, 2) == 8_388_608
     assert kv.prefill_transient_bytes(4096, 4096, 14336, True, 2) == 486_539_264
     assert kv.eager_prefill_transient_bytes(1, 32, 4096, 4096, 2) == 5_502_926_848
+    assert kv.eager_probs_held_bytes(1, 32, 4096, 4096, 2) == 1_073_741_824
