@@ -21,12 +21,16 @@ PHASE_ORDER = ("load", "forward", "backward", "optimizer_step", "prefill", "deco
 
 
 def check_traceable(r: ResolvedJob) -> None:
-    """What the tracer cannot run: methods without a PEFT implementation, GPTQ/AWQ kernels, fp8 KV caches, and
-    jobs longer than a learned position table."""
+    """What the tracer cannot run: methods without a PEFT implementation, training through LLM.int8() layers,
+    GPTQ/AWQ kernels, fp8 KV caches, and jobs longer than a learned position table."""
     spec = r.spec
     if spec.task == "train" and spec.method == "adapter":
         raise SpecError([("engine", "bottleneck adapters have no PEFT implementation to trace; use engine "
                                     "'formula'")])
+    if spec.task == "train" and spec.weight_dtype == "int8":
+        raise SpecError([("engine", "training through bitsandbytes LLM.int8() layers (an adapter on an 8-bit base) "
+                                    "has no stand-in yet: weight_dtype 'int8' is traced for inference only; use "
+                                    "engine 'formula'")])
     if spec.weight_dtype == "int4":
         raise SpecError([("engine", "int4 (GPTQ/AWQ) kernels are not traced; use engine 'formula'")])
     if spec.task == "inference" and spec.inference.kv_cache_dtype != spec.compute_dtype:

@@ -35,6 +35,7 @@ def test_same_json_keys_and_engine_named():
 
 @pytest.mark.parametrize("job,field_text", [
     ({**SMALL, "method": "adapter"}, "bottleneck adapters"),
+    ({**SMALL, "method": "lora", "weight_dtype": "int8"}, "LLM.int8()"),
     ({"model": "openai-community/gpt2", "task": "inference", "inference": {"kv_cache_dtype": "fp8"}}, "kv_cache_dtype"),
 ])
 def test_refusals_name_the_engine(job, field_text):
