@@ -477,9 +477,9 @@ def _build_info(model_id: str, raw: dict, head: str, num_labels: int) -> ModelIn
 
 def _outer_dropouts(model: Any, enc_dec: bool, output_modules: list[str]) -> int:
     """How many [T, h] dropouts a stack applies outside its blocks: the active (p > 0) nn.Dropout modules that
-    sit in no block and not on the task model itself (a classifier's dropout, `BertForSequenceClassification.dropout`,
-    reads the pooled [b, h]); T5's stack applies its one
-    module twice, after the embedding and after the final norm (modeling_t5.py T5Stack.forward)."""
+    sit in no block, no head and not on the task model itself (a classifier's dropout,
+    `BertForSequenceClassification.dropout`, reads the pooled [b, h]); T5's stack applies its one module twice,
+    after the embedding and after the final norm (modeling_t5.py T5Stack.forward)."""
     import torch
 
     heads = tuple(output_modules) + ("classifier", "score", "qa_outputs", "pooler", "cls")

@@ -323,9 +323,9 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
     head_level = persistent = 0  # freed by the head's backward / alive until the blocks' backward ends
     if tr.grads_flow or tr.tensors:  # the final norm and the head's input feed the head's gradient
         last = info.layers[-1]
-        # a post-norm stack (BERT, OPT-350m) ends with its last block's norm: no final norm
-        head_level += 0 if last.post_norm else act.norm_saved_bytes(T, h, last.norm_kind, ctx.resid_bytes, ctx.autocast,
-                                           ctx.norms_trainable)
+        if not last.post_norm:  # a post-norm stack (BERT, OPT-350m) ends with its last block's norm
+            head_level += act.norm_saved_bytes(T, h, last.norm_kind, ctx.resid_bytes, ctx.autocast,
+                                               ctx.norms_trainable)
         if ctx.base_trainable:  # a frozen head's matmul needs only its weight for the input gradient
             head_level += act.linear_inputs_saved_bytes(T, h, 1, ctx.resid_bytes, c, ctx.autocast)
     if tr.grads_flow:
