@@ -190,19 +190,59 @@ class ResolvedJob:
 def resolve_job(job: dict[str, Any] | JobSpec, allow_path: bool = False) -> ResolvedJob:
     """Validate the spec, introspect the model and look up the GPU. Raises SpecError naming the field."""
     spec = parse_spec(job)
-    try:
-        info = introspect(spec.model, spec.inline_config, spec.head, spec.num_labels, allow_path=allow_path)
-    except ArchitectureError as exc:
-        if exc.suggestions is not None:
-            raise UnknownIdError("model", str(exc), exc.suggestions) from None
-        raise SpecError([(exc.field if spec.inline_config is None else "model_config", str(exc))]) from None
+    info = model_info(spec, allow_path)
     try:
         gpu, cc = _gpu(spec)
     except catalog.CatalogError as exc:
         raise UnknownIdError("gpu", f"{exc} or give {{memory_gib: N}}", exc.suggestions) from None
+    _check_positions(spec, info)
     notes: list[str] = []
     attention = resolve_attention(info, spec, notes)
     return ResolvedJob(spec, info, gpu, cc, attention, notes)
+
+
+def model_info(spec: JobSpec, allow_path: bool = False) -> ModelInfo:
+    """The spec's model, introspected; a model that cannot be built is bad input naming its field."""
+    try:
+        return introspect(spec.model, spec.inline_config, spec.head, spec.num_labels, allow_path=allow_path)
+    except ArchitectureError as exc:
+        if exc.suggestions is not None:
+            raise UnknownIdError("model", str(exc), exc.suggestions) from None
+        raise SpecError([(exc.field if spec.inline_config is None else "model_config", str(exc))]) from None
+
+
+def learned_positions(info: ModelInfo) -> int | None:
+    """How many positions a learned absolute position table covers (BERT, GPT-2, OPT), None for rotary or
+    relative positions, which run at any length."""
+    if not any(p.kind == "embedding" and ("position" in p.name or p.name.endswith("wpe.weight"))
+               for p in info.params):
+        return None
+    return info.max_positions
+
+
+def position_cap(spec: JobSpec, info: ModelInfo, field: str) -> int | None:
+    """The largest `field` (seq_len, inference.prompt_len) a learned position table lets the job run: the table's
+    rows less prompt tuning's virtual tokens / the tokens generation appends. None when positions do not limit it
+    (rotary or relative positions, or a batch field)."""
+    positions = learned_positions(info)
+    if positions is None:
+        return None
+    if field == "seq_len":
+        return positions - (spec.num_virtual_tokens if spec.method == "prompt_tuning" else 0)
+    if field == "inference.prompt_len":
+        return positions - spec.inference.max_new_tokens
+    return None
+
+
+def _check_positions(spec: JobSpec, info: ModelInfo) -> None:
+    """A job longer than a learned position table cannot run (the embedding lookup fails): refuse it."""
+    field = "seq_len" if spec.task == "train" else "inference.prompt_len"
+    cap = position_cap(spec, info, field)
+    value = spec.seq_len if spec.task == "train" else spec.inference.prompt_len
+    if cap is not None and value > cap:
+        positions = learned_positions(info)
+        raise SpecError([(field, f"{info.model_type} has learned absolute positions for {positions} tokens; "
+                                 f"the job needs {value + positions - cap}, which the model cannot run")])
 
 
 def estimate(job: dict[str, Any] | JobSpec, engine: str = "formula", allow_path: bool = False,

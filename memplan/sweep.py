@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from memplan.estimate import Estimate, estimate
+from memplan.estimate import Estimate, estimate, model_info, position_cap
 from memplan.spec import JobSpec, SpecError, parse_spec
 
 SweepField = Literal["micro_batch_size", "seq_len", "inference.batch_size", "inference.prompt_len"]
@@ -49,6 +49,13 @@ def with_value(spec: JobSpec, field: str, value: int) -> JobSpec:
     return parse_spec(data)
 
 
+def field_limit(spec: JobSpec, field: str) -> int:
+    """The largest value of `field` the search tries: the spec's own bound, or, for a sequence field of a model with
+    a learned position table (GPT-2, BERT, OPT), the longest it can run."""
+    cap = position_cap(spec, model_info(spec), field)
+    return FIELD_LIMITS[field] if cap is None else max(1, min(cap, FIELD_LIMITS[field]))
+
+
 def _check_field(field: str) -> None:
     if field not in SWEEP_FIELDS:
         raise SpecError([("field", f"cannot sweep {field!r}; allowed: {', '.join(SWEEP_FIELDS)}")])
@@ -59,7 +66,7 @@ def largest_fitting(job: dict[str, Any] | JobSpec, field: str) -> int | None:
     estimates). None when 1 does not fit."""
     _check_field(field)
     spec = parse_spec(job)
-    limit = FIELD_LIMITS[field]
+    limit = field_limit(spec, field)
 
     def fits(v: int) -> bool:
         return estimate(with_value(spec, field, v)).fits
@@ -88,7 +95,7 @@ def sweep(job: dict[str, Any] | JobSpec, field: str, values: list[int] | None = 
     best = largest_fitting(spec, field)
     if values is None:
         start, least = GRID[field]
-        top = min(max(least, 2 * (best or 0)), FIELD_LIMITS[field])
+        top = min(max(least, 2 * (best or 0)), field_limit(spec, field))
         values = []
         v = start
         while v <= top and len(values) < MAX_POINTS:

@@ -70,3 +70,19 @@ def test_sweep_rejects_unknown_fields_and_bad_values():
         sweep(EXAMPLE, "micro_batch_size", [0])
     with pytest.raises(SpecError, match="1 to 64 values"):
         sweep(EXAMPLE, "micro_batch_size", list(range(1, 70)))
+
+
+def test_searches_stop_at_a_learned_position_table():
+    """GPT-2's 1,024 learned positions bound the sequence searches where memory does not: the longest fitting
+    seq_len is the table, and the default grid stops there instead of asking for jobs the model cannot run."""
+    from memplan.plan import longest_seq_len
+
+    job = {"model": "openai-community/gpt2", "method": "full", "seq_len": 512, "gpu": "H200-141GB"}
+    assert largest_fitting(job, "seq_len") == 1024
+    assert longest_seq_len(job, margin_pct=10) == 1024
+    assert [p.value for p in sweep(job, "seq_len").points] == [128, 256, 512, 1024]
+    prompt = {**job, "method": "prompt_tuning"}  # 20 virtual tokens take 20 of the positions
+    assert largest_fitting(prompt, "seq_len") == 1004
+    generation = {"model": "openai-community/gpt2", "task": "inference", "gpu": "H200-141GB",
+                  "inference": {"prompt_len": 128, "max_new_tokens": 24}}
+    assert largest_fitting(generation, "inference.prompt_len") == 1000

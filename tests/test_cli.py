@@ -89,10 +89,11 @@ def test_console_script_runs():
 def test_name_flags_are_not_read_as_yaml(capsys):
     """`--mixed-precision no` is the choice 'no', not YAML's false."""
     code, out, _ = run(capsys, "estimate", "openai-community/gpt2", "--method", "full", "--weight-dtype", "fp32",
-                       "--mixed-precision", "no", "--json")
+                       "--mixed-precision", "no", "--seq-len", "1024", "--json")
     assert code == 0
     import json
 
     from memplan import estimate
     assert json.loads(out)["peak_bytes"] == estimate({"model": "openai-community/gpt2", "method": "full",
-                                                      "weight_dtype": "fp32", "mixed_precision": "no"}).peak_bytes
+                                                      "weight_dtype": "fp32", "mixed_precision": "no",
+                                                      "seq_len": 1024}).peak_bytes

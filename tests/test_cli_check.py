@@ -69,15 +69,15 @@ def test_several_jobs_one_line_each_and_the_exit_code(capsys, jobs):
     assert lines[1].startswith(f"memplan check: {jobs['typo']}: error: method: ") and "'fulll'" in lines[1]
     assert lines[2] == f"memplan check: {jobs['too_big']}: {too_big.message}"
 
-    code, out, _ = run(capsys, "check", jobs["fits"], "openai-community/gpt2", "--gpu", "T4-16GB")
-    assert code == 0 and len(out.splitlines()) == 2 and "gpt2: FITS: openai-community/gpt2 on T4-16GB" in out
+    code, out, _ = run(capsys, "check", jobs["fits"], "Qwen/Qwen2.5-0.5B", "--gpu", "T4-16GB")
+    assert code == 0 and len(out.splitlines()) == 2 and "Qwen2.5-0.5B: FITS: Qwen/Qwen2.5-0.5B on T4-16GB" in out
 
 
 def test_field_flags_and_the_margin_apply_to_every_job(capsys, jobs):
-    code, out, _ = run(capsys, "check", jobs["fits"], "openai-community/gpt2", "--gpu", "T4-16GB", "--margin", "50")
-    gpt2 = check({"model": "openai-community/gpt2", "gpu": "T4-16GB"}, 50, allow_path=True)
+    code, out, _ = run(capsys, "check", jobs["fits"], "Qwen/Qwen2.5-0.5B", "--gpu", "T4-16GB", "--margin", "50")
+    qwen = check({"model": "Qwen/Qwen2.5-0.5B", "gpu": "T4-16GB"}, 50, allow_path=True)
     assert code == 1  # the 8B example fits only without a margin
-    assert out.splitlines()[1] == f"memplan check: openai-community/gpt2: {gpt2.message}"
+    assert out.splitlines()[1] == f"memplan check: Qwen/Qwen2.5-0.5B: {qwen.message}"
     code, out, _ = run(capsys, "check", jobs["fits"], jobs["fits"], "--seq-len", "8192", "--micro-batch-size", "4")
     assert code == 1 and out.count("DOES NOT FIT") == 2
 

@@ -9,16 +9,25 @@ MODELS = ["openai-community/gpt2", "meta-llama/Llama-3.2-1B", "Qwen/Qwen2.5-0.5B
           "google-bert/bert-base-uncased", "EleutherAI/pythia-160m", "microsoft/phi-2"]
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-specs = st.fixed_dictionaries({
-    "model": st.sampled_from(MODELS),
+#: learned position tables: longer jobs cannot run and are refused (tests/trace/test_trace_engine.py)
+POSITIONS = {"openai-community/gpt2": 1024, "google-bert/bert-base-uncased": 512}
+
+
+def longest(model: str) -> int:
+    """The longest seq_len the properties use: the position table less prompt tuning's 20 virtual tokens."""
+    return POSITIONS.get(model, 4096 + 2048 + 20) - 20
+
+
+specs = st.sampled_from(MODELS).flatmap(lambda model: st.fixed_dictionaries({
+    "model": st.just(model),
     "method": st.sampled_from(["full", "lora", "qlora", "freeze", "prompt_tuning", "prefix_tuning", "ia3", "adapter"]),
     "micro_batch_size": st.integers(1, 8),
-    "seq_len": st.integers(16, 4096),
+    "seq_len": st.integers(16, min(4096, longest(model))),
     "gradient_checkpointing": st.booleans(),
     "attention": st.sampled_from(["eager", "sdpa"]),
     "optimizer": st.sampled_from(["adamw", "adamw_8bit", "sgd_momentum", "adafactor", "lion"]),
     "gpu": st.just("H200-141GB"),
-}).filter(lambda s: not (s["method"] == "prefix_tuning" and s["gradient_checkpointing"]))  # PEFT refuses it
+})).filter(lambda s: not (s["method"] == "prefix_tuning" and s["gradient_checkpointing"]))  # PEFT refuses it
 
 
 def peak(spec: dict) -> int:
@@ -30,7 +39,7 @@ def peak(spec: dict) -> int:
 def test_more_batch_or_sequence_never_lowers_the_peak(spec, more_batch, more_seq):
     base = peak(spec)
     assert peak({**spec, "micro_batch_size": spec["micro_batch_size"] + more_batch}) >= base
-    assert peak({**spec, "seq_len": spec["seq_len"] + more_seq}) >= base
+    assert peak({**spec, "seq_len": min(spec["seq_len"] + more_seq, longest(spec["model"]))}) >= base
 
 
 @SETTINGS

@@ -11,7 +11,7 @@ from memplan.estimate import Estimate, estimate, resolve_attention
 from memplan.plan.models import FewestGpus, GpuChoice, KvBudget
 from memplan.plan.speed import info_of, job_speed
 from memplan.spec import JobSpec, SpecError, parse_spec
-from memplan.sweep import FIELD_LIMITS, largest_fitting, with_value
+from memplan.sweep import field_limit, largest_fitting, with_value
 from memplan.terms import compute as cp
 from memplan.terms import kv_cache as kv
 from memplan.terms import logits as lg
@@ -42,7 +42,7 @@ def _largest(spec: JobSpec, field: str, margin_pct: float) -> int | None:
     """sweep.largest_fitting, or with a margin the same doubling-then-bisection on fits-with-margin."""
     if not margin_pct:
         return largest_fitting(spec, field)
-    limit = FIELD_LIMITS[field]
+    limit = field_limit(spec, field)
 
     def ok(v: int) -> bool:
         return fits(estimate(with_value(spec, field, v)), margin_pct)
@@ -78,8 +78,9 @@ def largest_micro_batch(job: dict[str, Any] | JobSpec, margin_pct: float = 0.0) 
 
 
 def longest_seq_len(job: dict[str, Any] | JobSpec, margin_pct: float = 0.0) -> int | None:
-    """The longest seq_len that fits, to the token (granularity 1: it fits, one token more does not), by memory
-    alone: the model's max_position_embeddings is not a limit here. None when 1 token does not fit."""
+    """The longest seq_len that fits, to the token (granularity 1: it fits, one token more does not), by memory,
+    and no longer than a learned position table runs (GPT-2, BERT, OPT); a rotary model's max_position_embeddings
+    is not a limit here. None when 1 token does not fit."""
     spec = parse_spec(job)
     _training(spec, "longest_seq_len")
     return _largest(spec, "seq_len", margin_pct)

@@ -22,7 +22,8 @@ PHASE_ORDER = ("load", "forward", "backward", "optimizer_step", "prefill", "deco
 
 def check_traceable(r: ResolvedJob) -> None:
     """What the tracer cannot run: methods without a PEFT implementation, training through LLM.int8() layers,
-    GPTQ/AWQ kernels, fp8 KV caches, and jobs longer than a learned position table."""
+    GPTQ/AWQ kernels and fp8 KV caches. (Jobs longer than a learned position table are refused for both engines,
+    `memplan.estimate.resolve_job`.)"""
     spec = r.spec
     if spec.task == "train" and spec.method == "adapter":
         raise SpecError([("engine", "bottleneck adapters have no PEFT implementation to trace; use engine "
@@ -37,22 +38,6 @@ def check_traceable(r: ResolvedJob) -> None:
         raise SpecError([("engine", f"transformers' DynamicCache stores the compute dtype ({spec.compute_dtype}); "
                                     f"kv_cache_dtype {spec.inference.kv_cache_dtype} is not traced: use engine "
                                     "'formula'")])
-    positions = _learned_positions(r)
-    tokens = spec.seq_len + (spec.num_virtual_tokens if spec.method == "prompt_tuning" else 0) \
-        if spec.task == "train" else spec.inference.prompt_len + spec.inference.max_new_tokens
-    if positions is not None and tokens > positions:
-        field = "seq_len" if spec.task == "train" else "inference.prompt_len"
-        raise SpecError([(field, f"{r.info.model_type} has learned absolute positions for {positions} tokens; "
-                                 f"the job needs {tokens}, which the model cannot run")])
-
-
-def _learned_positions(r: ResolvedJob) -> int | None:
-    """How many positions a learned absolute position table covers (BERT, GPT-2, OPT), None for rotary or
-    relative positions, which run at any length."""
-    if not any(p.kind == "embedding" and ("position" in p.name or p.name.endswith("wpe.weight"))
-               for p in r.info.params):
-        return None
-    return r.info.max_positions
 
 
 def trace_estimate(r: ResolvedJob, progress: Any = None) -> Estimate:

@@ -36,7 +36,8 @@ def test_same_json_keys_and_engine_named():
 @pytest.mark.parametrize("job,field_text", [
     ({**SMALL, "method": "adapter"}, "bottleneck adapters"),
     ({**SMALL, "method": "lora", "weight_dtype": "int8"}, "LLM.int8()"),
-    ({"model": "openai-community/gpt2", "task": "inference", "inference": {"kv_cache_dtype": "fp8"}}, "kv_cache_dtype"),
+    ({"model": "openai-community/gpt2", "task": "inference", "inference": {"kv_cache_dtype": "fp8", "prompt_len": 512}},
+     "kv_cache_dtype"),
 ])
 def test_refusals_name_the_engine(job, field_text):
     with pytest.raises(SpecError) as err:
@@ -67,12 +68,20 @@ def test_zero_places_the_sharded_states_on_the_traced_step():
     assert stage3["weights"] < one.components["weights"] / 3  # 16-bit weights partitioned over 4 GPUs
 
 
-def test_beyond_learned_positions_is_bad_input():
-    """BERT's position table has 512 rows: a longer job cannot run, and the tracer says so instead of failing."""
+@pytest.mark.parametrize("engine", ["formula", "trace"])
+def test_beyond_learned_positions_is_bad_input(engine):
+    """BERT's position table has 512 rows, GPT-2's 1024: a longer job cannot run, and both engines say so instead
+    of failing (the tracer) or estimating a job that would crash (the formula)."""
     with pytest.raises(SpecError) as err:
-        estimate({"model": "google-bert/bert-base-uncased", "seq_len": 2691}, engine="trace")
+        estimate({"model": "google-bert/bert-base-uncased", "seq_len": 2691}, engine=engine)
     assert err.value.errors == [("seq_len", "bert has learned absolute positions for 512 tokens; the job needs "
                                             "2691, which the model cannot run")]
+    generation = {"model": "openai-community/gpt2", "task": "inference",
+                  "inference": {"prompt_len": 1000, "max_new_tokens": 25}}
+    with pytest.raises(SpecError) as err:
+        estimate(generation, engine=engine)
+    assert err.value.errors[0][0] == "inference.prompt_len" and "needs 1025" in err.value.errors[0][1]
+    assert estimate({**generation, "inference": {"prompt_len": 1000, "max_new_tokens": 24}}, engine=engine).fits
 
 
 def test_unknown_engine_is_bad_input():
