@@ -393,9 +393,16 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
             recompute = max(recompute, one + act.recompute_in_flight_bytes(T, h, lin, c, ctx.resid_bytes, in_bytes,
                                                                            out_bytes, ctx.base_trainable))
     return {"blocks": blocks if tr.grads_flow else 0, "largest_block": largest, "bottom_block": bottom,
-            "checkpoint": act.checkpoint_saved_bytes(T, h, ctx.resid_bytes), "head_level": head_level,
+            "checkpoint": act.checkpoint_saved_bytes(T, h, _block_input_bytes(info.layers[-1], ctx)),
+            "head_level": head_level,
             "persistent": persistent, "backward_transient": transient, "bottom_transient": bottom_transient,
             "lora_forward_transient": lora_transient, "recompute_transient": recompute}
+
+
+def _block_input_bytes(layer: act.LayerShape, ctx: act.ActivationContext) -> int:
+    """Bytes per element of what a block receives: the residual stream (r), or for a post-norm stack (BERT) the
+    previous block's closing norm output, fp32 for a LayerNorm under autocast."""
+    return act.linear_input_bytes(layer, "attn_in", ctx) if layer.post_norm else ctx.resid_bytes
 
 
 def _mask_count(info: ModelInfo) -> int:

@@ -64,6 +64,7 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("phi-full-bf16", _job(PHI, method="full")),
     ("phi-full-gc-sgd", _job(PHI, method="full", gradient_checkpointing=True, optimizer="sgd")),
     ("bert-full-seqcls", _job(BERT, method="full")),
+    ("bert-full-gc", _job(BERT, method="full", gradient_checkpointing=True)),
     ("t5-full-bf16", _job(T5, method="full", attention="eager")),
     # LoRA, several targets
     ("gpt2-lora-all", _job(GPT2)),
