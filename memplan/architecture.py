@@ -548,7 +548,6 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
                 b["experts"] = p.shape[0]
 
     hidden_drop, attn_drop = _dropout_probs(config)
-    rotary = any(name.endswith("rotary_emb") for name, _ in model.named_modules())
     act = str(_cfg(config, "hidden_act", "activation_function", "dense_act_fn", "feed_forward_proj", default="gelu"))
     shapes = []
     for (stack, layer), b in sorted(blocks.items(), key=lambda kv: (kv[0][0] != "encoder", kv[0][1])):
@@ -575,12 +574,14 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
             mlp_dropout=any(".DenseReluDense." in f".{lin.name}." for lin in lins),
             # OPT-350m alone of the OPTs normalizes after the residual add (do_layer_norm_before=False)
             post_norm=config.model_type in _POST_NORM_TYPES or getattr(config, "do_layer_norm_before", True) is False,
-            fused_qkv_view=not rotary and any(lin.group == "attn_in" and lin.d_out == n_q * d_head + 2 * n_kv * d_head
-                                              for lin in lins),
+            fused_qkv_view=config.model_type in _QKV_VIEW_TYPES,
         ))
     return shapes
 
 
+#: models whose attention keeps q as a view of the fused qkv projection's output (GPT2Attention, GPTBigCodeAttention
+#: split and view it; rotary models make new q, k; BLOOM reshapes its q into a copy)
+_QKV_VIEW_TYPES = ("gpt2", "gpt_bigcode")
 #: encoder models whose LayerNorms follow each sublayer's residual add (modeling_bert.py BertSelfOutput)
 _POST_NORM_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert", "deberta", "deberta-v2")
 
