@@ -15,14 +15,14 @@ from typing import Any
 
 from memplan import catalog
 from memplan.architecture import ArchitectureError, _looks_like_path, load_config
-from memplan.estimate import estimate
+from memplan.estimate import estimate, model_info
 from memplan.plan.changes import changes as _changes
 from memplan.plan.configurations import Search, configurations as _configurations, divisors
 from memplan.plan.models import (Change, FewestGpus, GpuChoice, KvBudget, Plan, PlanOption, PlanTarget,
                                  parse_target)
 from memplan.plan.solvers import (MAX_GPUS, _largest, best_gpu, fewest_gpus, fitting_gpus, inference_solvers,
                                   kv_cache_budget, largest_micro_batch, longest_seq_len, pick_gpu)
-from memplan.plan.speed import info_of, job_speed, rates
+from memplan.plan.speed import job_speed, rates
 from memplan.spec import JobSpec, SpecError, UnknownIdError, parse_spec
 from memplan.terms import compute as cp
 
@@ -137,7 +137,7 @@ def plan(job: dict[str, Any] | JobSpec, target: PlanTarget | dict[str, Any] | No
     data, global_batch = _baseline(spec, t, notes)
     base_spec = parse_spec(data)
     base_e = estimate(base_spec)
-    search = Search(data=data, spec=base_spec, info=info_of(base_spec), target=t, global_batch=global_batch,
+    search = Search(data=data, spec=base_spec, info=model_info(base_spec), target=t, global_batch=global_batch,
                     notes=notes)
     base_speed = job_speed(base_spec, base_e, t.utilization)
     margin = t.margin_pct

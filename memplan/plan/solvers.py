@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from memplan import catalog
-from memplan.estimate import Estimate, estimate, resolve_attention
+from memplan.estimate import Estimate, estimate, model_info, resolve_attention
 from memplan.plan.models import FewestGpus, GpuChoice, KvBudget
-from memplan.plan.speed import info_of, job_speed
+from memplan.plan.speed import job_speed
 from memplan.spec import JobSpec, SpecError, parse_spec
 from memplan.sweep import field_limit, largest_fitting, with_value
 from memplan.terms import compute as cp
@@ -34,7 +34,7 @@ def dump(spec: JobSpec) -> dict[str, Any]:
     estimate accepts when it is given explicitly."""
     data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     if "attention" not in spec.model_fields_set:
-        data["attention"] = resolve_attention(info_of(spec), spec, [])
+        data["attention"] = resolve_attention(model_info(spec), spec, [])
     return data
 
 
@@ -219,7 +219,7 @@ def kv_cache_budget(job: dict[str, Any] | JobSpec, gpu_memory_utilization: float
         raise SpecError([("task", "kv_cache_budget applies to inference jobs (task: inference)")])
     if not 0 < gpu_memory_utilization <= 1:
         raise SpecError([("target.gpu_memory_utilization", f"must be in (0, 1], got {gpu_memory_utilization:g}")])
-    info = info_of(spec)
+    info = model_info(spec)
     if info.head not in ("causal_lm",) or info.is_encoder_decoder:
         raise SpecError([("model", f"{info.model_id} is not a decoder-only causal LM: vLLM's paged KV cache budget "
                                    "is modelled for those only")])

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from memplan import catalog
-from memplan.architecture import ModelInfo, introspect
-from memplan.estimate import Estimate, _static_key, _static_terms, resolve_attention
+from memplan.architecture import ModelInfo
+from memplan.estimate import Estimate, _static_key, _static_terms, model_info, resolve_attention
 from memplan.spec import GpuMemorySpec, JobSpec
 from memplan.terms import compute as cp
 from memplan.terms import kv_cache as kv
@@ -128,15 +128,11 @@ class Speed:
         return self.step_time_s / self.tokens_per_step
 
 
-def info_of(spec: JobSpec) -> ModelInfo:
-    return introspect(spec.model, spec.inline_config, spec.head, spec.num_labels, allow_path=False)
-
-
 def training_speed(spec: JobSpec, utilization: float = cp.MFU) -> Speed:
     """One optimizer step: gradient_accumulation_steps micro-steps of micro_batch_size * seq_len tokens, each
     forward + backward (+ recomputation under gradient checkpointing) at `utilization` of the dense TFLOP/s, plus
     bitsandbytes dequantization (memory-bound) and DeepSpeed offload copies over PCIe (not overlapped)."""
-    info = info_of(spec)
+    info = model_info(spec)
     r = rates(spec)
     counts = matmul_counts(info, spec)
     mb, ga, seq, n = spec.micro_batch_size, spec.gradient_accumulation_steps, spec.seq_len, spec.num_gpus
@@ -163,7 +159,7 @@ def training_speed(spec: JobSpec, utilization: float = cp.MFU) -> Speed:
 
 def inference_speed(spec: JobSpec, e: Estimate) -> Speed:
     """One decode step of the batch at its last position: every weight and the whole KV cache read once."""
-    info = info_of(spec)
+    info = model_info(spec)
     r = rates(spec)
     inf = spec.inference
     dec = [s for s in info.layers if s.stack == "decoder"]
