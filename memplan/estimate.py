@@ -345,9 +345,7 @@ def _activations(info: ModelInfo, st: _Static, ctx: act.ActivationContext) -> di
     layer0 = info.layers[0]  # the bottom block, which backward reaches last: the first of its group
     for count, layer, lora, ia3 in st.block_groups:  # identical blocks save identical tensors: one call per kind
         one = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size)
-        out_adapted = sum(act.lora_saved_bytes(ctx.tokens, lin.d_in, ctx.lora_r, ctx.compute_bytes if ctx.autocast
-                                               else ctx.adapter_input_bytes, ctx.lora_dropout > 0)
-                          for lin in lora if lin.group == "mlp_out")
+        out_adapted = act.mlp_out_adapter_saved_bytes(lora, ctx)
         # its backward transient, net of its MLP side, which is freed before its attention's backward
         one_transient = act.block_backward_transient_bytes(
             layer, ctx, act.block_mlp_saved_bytes(layer, ctx, lora, ia3, tr.adapter_size), out_adapted)

@@ -248,6 +248,21 @@ def linear_input_bytes(layer: LayerShape, group: str, ctx: ActivationContext) ->
     return ctx.compute_bytes
 
 
+def _adapter_copy_bytes(ctx: ActivationContext) -> int:
+    """Bytes per element of the input copy lora_A saves: autocast's c-byte cast, else the adapter's dtype."""
+    return ctx.compute_bytes if ctx.autocast else ctx.adapter_input_bytes
+
+
+def mlp_out_adapter_saved_bytes(lora: tuple[LinearShape, ...], ctx: ActivationContext) -> int:
+    """What the LoRA adapters on a block's MLP output projection save (`lora_saved_bytes` each): freed by that
+    projection's backward, before the activation's (`block_backward_transient_bytes`).
+    Example: Phi-2's fc2 (d_in 10240), T=4096, r=16, autocast bf16, dropout: 2*4096*10240 + 4096*10240
+      + 2*4096*16 = 125,960,192 B.
+    """
+    return sum(lora_saved_bytes(ctx.tokens, lin.d_in, ctx.lora_r, _adapter_copy_bytes(ctx), ctx.lora_dropout > 0)
+               for lin in lora if lin.group == "mlp_out")
+
+
 def lora_forward_transient_bytes(tokens: int, d_in: int, input_bytes: int, adapter_bytes: int, autocast: bool,
                                  dropout: bool) -> int:
     """Bytes a LoRA adapter holds for an instant in forward beyond what it saves: PEFT casts x to the adapter's
@@ -424,7 +439,7 @@ def block_activation_bytes(layer: LayerShape, ctx: ActivationContext, lora: tupl
     grad_in = {"attn_in": input_grad, "cross_q": input_grad, "attn_out": attn_core, "mlp_in": mlp_input,
                "mlp_out": mlp_core}
     for lin in lora:
-        in_bytes = c if ctx.autocast else ctx.adapter_input_bytes
+        in_bytes = _adapter_copy_bytes(ctx)
         source_bytes = norm_out_bytes if lin.group in ("attn_in", "mlp_in", "cross_q") else c
         if not ctx.autocast and source_bytes == in_bytes and ctx.lora_dropout == 0:
             # x already has the adapter dtype: every adapter of the group saves the same storage

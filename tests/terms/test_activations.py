@@ -101,6 +101,8 @@ def test_traced_transients():
                      intermediate_size=10240, gated_mlp=False, activation="gelu_new", norm_kind="layer", norms=1)
     c = ctx(autocast=True, base_trainable=False, norms_trainable=False, seq=4096)
     assert a.block_backward_transient_bytes(phi, c, 0, saved) == 503_316_480 - saved
+    fc2 = (LinearShape("mlp.fc2", "mlp_out", 10240, 2560), LinearShape("mlp.fc1", "mlp_in", 2560, 10240))
+    assert a.mlp_out_adapter_saved_bytes(fc2, ctx(autocast=True, lora_r=16, lora_dropout=0.05)) == 125_960_192
     assert a.linear_input_bytes(phi, "mlp_out", c) == 4  # the python GELU's output is fp32 under autocast
     # GPT-2's fused qkv output kept by q's view beside the cache's k, v copies, T=1024, h=768, bf16
     assert a.fused_qkv_kept_bytes(1024, 768, 2) == 3_145_728
