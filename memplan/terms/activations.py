@@ -474,6 +474,22 @@ def attention_backward_workspace_bytes(layer: LayerShape, ctx: ActivationContext
     return workspace
 
 
+def cuda_softmax_backward_tmp_bytes(elements: int, grad_bytes: int) -> int:
+    """The temporary PyTorch's CUDA softmax backward allocates before its kernel: `tmp = grad * output`, one tensor
+    of the gradient's size and dtype, freed when the kernel returns. It sits beside the incoming gradient, the saved
+    output and the input gradient, so in eager attention it adds a fourth [b, n_q, s, s_k] tensor to the backward's
+    peak. The CPU kernel has no such temporary, so the tracer (which runs CPU kernels on fake tensors) adds it at
+    every `_softmax_backward_data` (memplan.trace.tracker).
+    Formula: g * E, E the softmax's elements (b*n_q*s*s_k for attention), g the gradient's bytes per element (4
+    where transformers takes the softmax in fp32).
+    Source: aten/src/ATen/native/cuda/SoftMax.cu `softmax_backward_cuda_out`; measured: profiles/
+    lora-all-r16-llama8b-s4096-b2-eager allocated 4,096.0 MiB more in backward than the CPU trace, which is this
+    term for b=2, n_q=32, s=s_k=4096, fp32.
+    Example: b=2, n_q=32, s=s_k=4096, fp32 gradient: 4*2*32*4096*4096 = 4,294,967,296 B.
+    """
+    return grad_bytes * elements
+
+
 def mlp_backward_transient_bytes(tokens: int, intermediate: int, compute_bytes: int, activation: str,
                                  autocast: bool) -> int:
     """The gradients transformers' python GELU (gelu_new) holds at once in backward under CUDA autocast, where
@@ -519,10 +535,10 @@ def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext, ml
       the MLP activation's own backward (`mlp_backward_transient_bytes`), which runs right after the output
       projection's, whose weight gradient (r bytes per weight) then exists when the base weights train.
     - attention phase: the hidden-state gradients, c*T*2h, and the attention backward's buffers: the fused
-      kernels' workspace (`attention_backward_workspace_bytes`), or eager's fp32 gradient of the probabilities
-      (the backward of their cast to c) and softmax's fp32 input gradient, 8*b*n_q*s*s_k. (On CPU the trace
-      frees the c-byte cast the matmul with v saved before softmax's backward, (8 - c) net; the H100 run
-      profiles/lora-all-r16-llama8b-s4096-b2-eager measured more than either, so the full 8 is kept.) The MLP's
+      kernels' workspace (`attention_backward_workspace_bytes`), or, for eager, at softmax's backward: the fp32
+      gradient of the probabilities (the backward of their cast to c), softmax's fp32 input gradient and CUDA's
+      fp32 `grad * output` temporary (`cuda_softmax_backward_tmp_bytes`), less the c-byte cast the matmul with v
+      saved, released once that matmul's backward is done: (12 - c)*b*n_q*s*s_k. The MLP's
       `mlp_saved` bytes are freed by then, and when the base weights train, the weight gradients of the MLP and
       the attention output projection (r bytes per weight) exist.
     `mlp_out_adapter_saved`: what adapters on the MLP's output projection saved (`lora_saved_bytes`), freed before
@@ -546,7 +562,8 @@ def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext, ml
         attention += sum(ctx.resid_bytes * lin.d_in * lin.d_out for lin in layer.linears
                          if lin.group in ("mlp_in", "mlp_out", "attn_out"))
     if ctx.attention == "eager":
-        attention += 8 * ctx.batch * layer.heads * ctx.seq * ctx.kv_seq
+        scores = ctx.batch * layer.heads * ctx.seq * ctx.kv_seq
+        attention += (8 - c) * scores + cuda_softmax_backward_tmp_bytes(scores, 4)
     else:
         attention += attention_backward_workspace_bytes(layer, ctx)
     return max(mlp_phase, attention - mlp_saved)

@@ -26,7 +26,7 @@ def trace_job(spec: JobSpec, attention: str, head_params: tuple[str, ...], steps
     model, head = build_meta_stack(spec, attention, head_params)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     to_fake(model, fake_mode)
-    tracker = StorageTracker()
+    tracker = StorageTracker(cuda_temporaries=True)
     for p in model.parameters():
         tracker.register(p, "weights")
     for b in model.buffers():

@@ -6,6 +6,9 @@ so its size is `nbytes` rounded up to 512 (c10/cuda/CUDACachingAllocator.cpp `ro
 and in-place results share their input's storage and cost nothing; a weakref finalizer on the storage fires when
 the last tensor using it dies, which is when the real allocator gets the block back. On the tiny Llama the count
 matched the CPU allocator's profiler events to 0.03 MiB.
+
+Where a CUDA kernel allocates a temporary its CPU counterpart does not, the tracker adds it around the op, sized
+by memplan.terms: softmax's backward (`cuda_softmax_backward_tmp_bytes`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from memplan.terms.activations import cuda_softmax_backward_tmp_bytes
 from memplan.terms.dtypes import allocation_bytes
 
 CATEGORIES = ("weights", "gradients", "optimizer_states", "activations", "temporaries")
@@ -59,8 +63,12 @@ def _mode_base() -> type:
 class StorageTracker(_mode_base()):  # type: ignore[misc]
     """Live bytes per category, the running peak, per-phase peaks and the alloc/free log."""
 
-    def __init__(self) -> None:
+    def __init__(self, cuda_temporaries: bool = False) -> None:
+        """`cuda_temporaries`: add the temporaries CUDA kernels allocate where the CPU kernels that run do not."""
+        import torch
+
         super().__init__()
+        self._softmax_backward = torch.ops.aten._softmax_backward_data.default if cuda_temporaries else None
         self.live: dict[int, tuple[int, str]] = {}
         self.by_category = dict.fromkeys(CATEGORIES, 0)
         self.current = 0
@@ -129,6 +137,13 @@ class StorageTracker(_mode_base()):  # type: ignore[misc]
         import torch
         from torch.utils._pytree import tree_leaves
 
+        tmp = None
+        if func is self._softmax_backward:
+            # CUDA's kernel allocates `grad * output` first (a CPU kernel does not): held while the op runs
+            grad = args[0]
+            tmp = grad.new_empty((cuda_softmax_backward_tmp_bytes(grad.numel(), grad.element_size()),),
+                                 dtype=torch.uint8)
+            self.register(tmp, "temporaries")
         out = func(*args, **(kwargs or {}))
         self.log.ops += 1
         if self.progress is not None and self.log.ops % PROGRESS_EVERY == 0:
@@ -137,4 +152,5 @@ class StorageTracker(_mode_base()):  # type: ignore[misc]
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor) and t.device.type != "meta":
                 self.register(t, category)
+        del tmp
         return out

@@ -72,13 +72,19 @@ def test_eager_adds_s_squared():
 def test_backward_transient_example():
     lora = ctx(base_trainable=False, norms_trainable=False)
     assert a.block_backward_transient_bytes(LLAMA8B_BLOCK, lora) == 301_989_888  # the MLP phase
-    # eager: the attention phase's probability gradients, net of the MLP side freed before it
+    # eager: the attention phase's probability gradients (fp32 grad, fp32 input grad, CUDA's fp32 grad * output,
+    # less the bf16 probabilities freed by then: 12 - 2), net of the MLP side freed before it
     mlp_saved = a.block_mlp_saved_bytes(LLAMA8B_BLOCK, ctx())
     # the MLP's norm, gate/up input, down input, SwiGLU
     assert mlp_saved == 6 * T * H + 2 * T * H + 2 * T * I + 3 * 2 * T * I == 603_979_776
     mlp_and_o_grads = 2 * (3 * H * I + H * H)
     assert a.block_backward_transient_bytes(LLAMA8B_BLOCK, ctx(attention="eager"), mlp_saved) == \
-        2 * T * 2 * H + mlp_and_o_grads + 8 * NQ * T * T - mlp_saved
+        2 * T * 2 * H + mlp_and_o_grads + 10 * NQ * T * T - mlp_saved
+
+
+def test_cuda_softmax_backward_tmp_example():
+    """b=2, n_q=32, s=s_k=4096, fp32 gradient: the 4,096 MiB the H100 eager run held beyond the CPU trace."""
+    assert a.cuda_softmax_backward_tmp_bytes(2 * 32 * 4096 * 4096, 4) == 4_294_967_296 == 4096 * 2**20
 
 
 def test_attention_backward_workspace_example():

@@ -18,9 +18,7 @@ from tests.trace.crosscheck_configs import CONFIGS, compared_bytes
 
 TARGET_PCT = 2.0
 #: formula vs trace today, |%| rounded up, for the configurations outside TARGET_PCT (see the issue-5 note)
-KNOWN_GAPS: dict[str, float] = {
-    "llama-full-eager": 4,
-}
+KNOWN_GAPS: dict[str, float] = {}
 
 
 def test_enough_configurations():

@@ -100,7 +100,9 @@ def test_cli_engine_flag(capsys):
 
 #: stored CUDA runs (H100) the trace reproduces; the full table over every run is docs/accuracy-trace.md
 RUNS = ["full-bf16-gpt2-s1024-b4", "full-bf16-pythia410m-s1024-b4", "lora-all-r16-pythia1b-s2048-b4",
-        "ia3-llama1b-s2048-b4", "infer-bf16-llama8b-p8192-n256-b1", "full-adamw8bit-llama1b-s2048-b4"]
+        "ia3-llama1b-s2048-b4", "infer-bf16-llama8b-p8192-n256-b1", "full-adamw8bit-llama1b-s2048-b4",
+        # peaks at eager attention's softmax backward, with CUDA's grad * output temporary (-11.8% without it)
+        "lora-all-r16-llama8b-s4096-b2-eager"]
 
 
 @pytest.mark.parametrize("run", RUNS)

@@ -101,3 +101,28 @@ def test_fake_tensors_count_what_real_tensors_count():
     log = tracker.close()
     # the fake run also counts the input ids (its own allocation inside the mode): 2*64 int64
     assert _raw_peak_above_params(log, len(params)) == traced_real + 2 * 64 * 8
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_adds_cuda_softmax_backward_temporary(dtype):
+    """CUDA's softmax backward allocates `grad * output` before its kernel; the CPU kernel the trace runs does not.
+    With cuda_temporaries the tracker holds that tensor while the op runs: the peak (output, incoming gradient,
+    input gradient) grows by exactly one softmax-sized tensor of the gradient's dtype."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from memplan.terms.activations import cuda_softmax_backward_tmp_bytes
+
+    peaks = {}
+    for cuda in (False, True):
+        with FakeTensorMode():
+            x = torch.empty(2, 4, 64, 64, dtype=dtype, requires_grad=True)
+            tracker = StorageTracker(cuda_temporaries=cuda)
+            with tracker:
+                tracker.begin("backward")
+                y = torch.softmax(x, -1)
+                y.backward(torch.ones_like(y))
+                tracker.end()
+        peaks[cuda] = tracker.close().peak_bytes
+    size = x.element_size()
+    assert peaks[False] == 3 * size * 2 * 4 * 64 * 64
+    assert peaks[True] - peaks[False] == cuda_softmax_backward_tmp_bytes(2 * 4 * 64 * 64, size) == size * 32_768
