@@ -5,11 +5,14 @@ Disagreement is on peak allocated less the GPU-only terms both engines add from 
 (tests/trace/crosscheck_configs.compared_bytes). Target (issue 5): an 8B-class training step traced in <= 15 s on
 2 cores.
 
-Run: python bench/trace_crosscheck.py > bench/results/trace_crosscheck.txt
+Run: python bench/trace_crosscheck.py [REPEATS, default 3] > bench/results/trace_crosscheck.txt
 """
 
+import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,23 +46,44 @@ JOBS = [
 ]
 
 
-def main() -> None:
+def measure(index: int) -> dict[str, float]:
+    """One job in this process: both engines' compared bytes and their times (the formula engine timed with its
+    model already built, as the API serves it; the trace from scratch, as `memplan estimate --engine trace` runs)."""
+    job = JOBS[index][1]
+    estimate(job)
+    t = time.perf_counter()
+    formula = estimate(job)
+    formula_ms = 1000 * (time.perf_counter() - t)
+    t = time.perf_counter()
+    traced = estimate(job, engine="trace")
+    trace_s = time.perf_counter() - t
+    return {"trace": compared_bytes(traced), "formula": compared_bytes(formula), "trace_s": trace_s,
+            "formula_ms": formula_ms}
+
+
+def main(repeats: int) -> None:
     print(f"# memplan trace vs formula, real-size jobs ({platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__})")
     print("# GiB = 2^30; diff = (formula - trace) / trace on peak allocated less the shared GPU-only terms")
-    print(f"{'job':40s} {'trace GiB':>10s} {'formula GiB':>12s} {'diff':>7s} {'trace s':>8s} {'formula ms':>11s}")
-    for name, job in JOBS:
-        estimate(job)  # build the model once, as the cached formula engine does
-        t = time.perf_counter()
-        formula = estimate(job)
-        formula_ms = 1000 * (time.perf_counter() - t)
-        t = time.perf_counter()
-        traced = estimate(job, engine="trace")
-        trace_s = time.perf_counter() - t
-        a, b = compared_bytes(traced), compared_bytes(formula)
-        print(f"{name:40s} {a / GIB:10.2f} {b / GIB:12.2f} {100 * (b - a) / a:+6.1f}% {trace_s:8.1f} "
-              f"{formula_ms:11.2f}", flush=True)
+    print(f"# trace s: median of {repeats} runs, each in a fresh process (FakeTensor's dispatch cache starts empty, as "
+          "for a CLI call), with the range")
+    print(f"{'job':40s} {'trace GiB':>10s} {'formula GiB':>12s} {'diff':>7s} {'trace s':>8s} {'range s':>11s} "
+          f"{'formula ms':>11s}")
+    for index, (name, _) in enumerate(JOBS):
+        runs = []
+        for _ in range(repeats):
+            done = subprocess.run([sys.executable, __file__, "--one", str(index)], capture_output=True, text=True,
+                                  check=True)
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        a, b = runs[0]["trace"], runs[0]["formula"]
+        times = sorted(r["trace_s"] for r in runs)
+        formula_ms = statistics.median(r["formula_ms"] for r in runs)
+        print(f"{name:40s} {a / GIB:10.2f} {b / GIB:12.2f} {100 * (b - a) / a:+6.1f}% "
+              f"{statistics.median(times):8.1f} {times[0]:5.1f}-{times[-1]:<5.1f} {formula_ms:11.2f}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":
+        print(json.dumps(measure(int(sys.argv[2]))))
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)

@@ -15,7 +15,8 @@ TRACE_STEPS = 2
 
 
 def trace_job(spec: JobSpec, attention: str, head_params: tuple[str, ...], steps: int = TRACE_STEPS,
-              progress: Any = None) -> TraceLog:
+              progress: Any = None, shortcuts: bool = True) -> TraceLog:
+    """`shortcuts`: memplan.trace.fastfake's shortcuts past FakeTensorMode (off only to show they change nothing)."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -26,7 +27,7 @@ def trace_job(spec: JobSpec, attention: str, head_params: tuple[str, ...], steps
     model, head = build_meta_stack(spec, attention, head_params)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     to_fake(model, fake_mode)
-    tracker = StorageTracker(cuda_temporaries=True)
+    tracker = StorageTracker(cuda_temporaries=True, shortcuts=shortcuts)
     for p in model.parameters():
         tracker.register(p, "weights")
     for b in model.buffers():

@@ -9,6 +9,9 @@ matched the CPU allocator's profiler events to 0.03 MiB.
 
 Where a CUDA kernel allocates a temporary its CPU counterpart does not, the tracker adds it around the op, sized
 by memplan.terms: softmax's backward (`cuda_softmax_backward_tmp_bytes`).
+
+Speed: the tracker sits above FakeTensorMode and sees every op first; memplan.trace.fastfake answers device
+queries, views and repeated functional ops without FakeTensorMode's per-op cache-key hashing (the same tensors).
 """
 
 from __future__ import annotations
@@ -63,12 +66,16 @@ def _mode_base() -> type:
 class StorageTracker(_mode_base()):  # type: ignore[misc]
     """Live bytes per category, the running peak, per-phase peaks and the alloc/free log."""
 
-    def __init__(self, cuda_temporaries: bool = False) -> None:
-        """`cuda_temporaries`: add the temporaries CUDA kernels allocate where the CPU kernels that run do not."""
+    def __init__(self, cuda_temporaries: bool = False, shortcuts: bool = True) -> None:
+        """`cuda_temporaries`: add the temporaries CUDA kernels allocate where the CPU kernels that run do not.
+        `shortcuts`: take memplan.trace.fastfake's shortcuts past FakeTensorMode (the same tensors, sooner)."""
         import torch
+
+        from memplan.trace.fastfake import FakeShortcuts
 
         super().__init__()
         self._softmax_backward = torch.ops.aten._softmax_backward_data.default if cuda_temporaries else None
+        self._shortcuts = FakeShortcuts() if shortcuts else None
         self.live: dict[int, tuple[int, str]] = {}
         self.by_category = dict.fromkeys(CATEGORIES, 0)
         self.current = 0
@@ -137,6 +144,9 @@ class StorageTracker(_mode_base()):  # type: ignore[misc]
         import torch
         from torch.utils._pytree import tree_leaves
 
+        shortcuts = self._shortcuts
+        if shortcuts is not None and func is shortcuts.device_query and hasattr(args[0], "fake_device"):
+            return args[0].fake_device  # allocates nothing: not counted as an op
         tmp = None
         if func is self._softmax_backward:
             # CUDA's kernel allocates `grad * output` first (a CPU kernel does not): held while the op runs
@@ -144,7 +154,7 @@ class StorageTracker(_mode_base()):  # type: ignore[misc]
             tmp = grad.new_empty((cuda_softmax_backward_tmp_bytes(grad.numel(), grad.element_size()),),
                                  dtype=torch.uint8)
             self.register(tmp, "temporaries")
-        out = func(*args, **(kwargs or {}))
+        out = shortcuts.run(func, args, kwargs or {}) if shortcuts is not None else func(*args, **(kwargs or {}))
         self.log.ops += 1
         if self.progress is not None and self.log.ops % PROGRESS_EVERY == 0:
             self.progress(f"{self.phase}: {self.log.ops:,} ops, {self.current / 2**30:.2f} GiB live")
