@@ -13,9 +13,10 @@ cached when it is an `_unsafe_view`. `FakeShortcuts.run` gives the answer FakeTe
   layout (`empty_strided` on meta, the allocation the op makes, checked byte for byte on the first call).
 
 Anything else, or an input that is not a plain fake tensor (a real tensor, a constant FakeTensorMode propagates),
-runs through FakeTensorMode as it is. The traces are byte-identical with and without the shortcuts
-(tests/trace/test_tracer_real_cpu.py); the 8B LoRA step traces about twice as fast (bench/results/
-trace_crosscheck.txt).
+runs through FakeTensorMode as it is. With and without the shortcuts a trace makes the same allocations with the
+same frees between each two (tensors dying together may be collected in another order), so the same peaks and
+the same replayed peak reserved (tests/trace/test_fastfake.py); the 8B LoRA step traces about twice as fast
+(bench/results/trace_crosscheck.txt).
 """
 
 from __future__ import annotations
