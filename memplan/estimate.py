@@ -513,7 +513,7 @@ def _gradients_by_place(info: ModelInfo, tr: Trainables) -> dict[str, int]:
     bottom = (info.layers[0].stack, info.layers[0].index)
     out = dict.fromkeys(("grads_bottom", "grads_head", "grads_embedding", "grads_tied"), 0)
     for t in tr.tensors:
-        size = allocation_bytes(t.numel * dtype_bytes(t.dtype))  # gradient_bytes of one tensor
+        size = gradient_bytes([(t.numel, t.dtype)])
         p = params.get(t.name)
         place = (p.stack, p.layer) if p is not None else _stack_and_layer(t.name + ".", info.is_encoder_decoder)
         if place[1] is not None:
