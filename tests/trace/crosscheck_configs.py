@@ -7,6 +7,7 @@ activation term shows. Real widths, heads and head dims are kept.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -103,3 +104,12 @@ def compared_bytes(e: Any) -> int:
     the fused attention backward's buffers): what the formula and the trace each model on their own."""
     shared = ("cublas_workspace", "attention_backward_workspace")
     return e.peak_allocated_bytes - sum(e.components.get(k, 0) for k in shared)
+
+
+@functools.lru_cache(maxsize=None)
+def traced(name: str) -> Any:
+    """The trace engine's estimate of the configuration `name`, traced once per process (the cross-check and the
+    golden files both read it)."""
+    from memplan.estimate import estimate
+
+    return estimate(dict(CONFIGS)[name], engine="trace")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from memplan.estimate import estimate
-from tests.trace.crosscheck_configs import CONFIGS, compared_bytes
+from tests.trace.crosscheck_configs import CONFIGS, compared_bytes, traced
 
 TARGET_PCT = 2.0
 #: formula vs trace today, |%| rounded up, for the configurations outside TARGET_PCT (see the issue-5 note)
@@ -31,9 +31,9 @@ def test_enough_configurations():
 
 @pytest.mark.parametrize("name,job", CONFIGS, ids=[n for n, _ in CONFIGS])
 def test_formula_agrees_with_trace(name, job):
-    traced = compared_bytes(estimate(job, engine="trace"))
+    traced_bytes = compared_bytes(traced(name))
     formula = compared_bytes(estimate(job))
-    diff_pct = 100 * (formula - traced) / traced
+    diff_pct = 100 * (formula - traced_bytes) / traced_bytes
     bound = KNOWN_GAPS.get(name, TARGET_PCT)
     assert abs(diff_pct) <= bound, f"{name}: formula {diff_pct:+.1f}% from the trace (allowed {bound:g}%)"
     if name in KNOWN_GAPS:
