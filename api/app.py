@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 import memplan
 from memplan import catalog, hub
 from memplan.check import CheckResult, check
-from memplan.estimate import Estimate, estimate
+from memplan.estimate import estimate
+from memplan.result import Estimate
 from memplan.plan import MAX_LIMIT, Plan, PlanTarget, plan
 from memplan.spec import JobSpec, SpecError, UnknownIdError, describe_errors, drop_union_noise
 from memplan.sweep import Sweep, SweepField, sweep

@@ -17,8 +17,8 @@ import torch
 import transformers
 
 import memplan
-from memplan.estimate import _STATIC_CACHE, _base_weights
-from memplan.architecture import _introspect_cached, _introspect_catalog
+from memplan.engines.formula import static
+from memplan import architecture
 
 SPECS = [
     {"model": "meta-llama/Llama-3.1-8B", "method": "qlora", "gradient_checkpointing": True},
@@ -40,18 +40,16 @@ def _ms(fn, n: int) -> list[float]:
 
 
 def _clear_static() -> None:
-    _STATIC_CACHE.clear()
-    _base_weights.cache_clear()
+    static.clear_caches()
 
 
 def main() -> None:
     print(f"# memplan {memplan.__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
           f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores")
     print(f"{'spec':58s} {'cold s':>7} {'new method ms':>14} {'warm median ms':>15} {'warm p99 ms':>12}")
-    memplan.estimate({"model": "openai-community/gpt2"})  # import transformers outside the timings
+    memplan.estimate({"model": "openai-community/gpt2", "seq_len": 512})  # import transformers outside the timings
     for spec in SPECS:
-        _introspect_cached.cache_clear()
-        _introspect_catalog.cache_clear()
+        architecture.clear_caches()
         _clear_static()
         t0 = time.perf_counter()
         memplan.estimate(spec)

@@ -21,7 +21,7 @@ import transformers
 import memplan
 import memplan.plan as plan_pkg
 from memplan import sweep
-from memplan.estimate import _STATIC_CACHE, _base_weights
+from memplan.engines.formula import static
 from memplan.plan import changes, configurations, plan, solvers, speed
 
 CASES = [  # (job, target): the first is the typical request the 100 ms budget is for
@@ -48,9 +48,8 @@ def _counting(fn):
 
 
 def _clear_static() -> None:
-    _STATIC_CACHE.clear()
-    _base_weights.cache_clear()
-    speed._COUNTS.clear()
+    static.clear_caches()
+    speed.clear_caches()
 
 
 def _ms(fn, n: int) -> list[float]:

@@ -101,7 +101,7 @@ class ModelInfo:
         """Module name -> ((stack, block index), LinearShape) for the linears inside transformer blocks."""
         out = {}
         for module in self.linear_weights:
-            stack, layer = _stack_and_layer(module + ".", self.num_encoder_layers > 0)
+            stack, layer = stack_and_layer(module + ".", self.num_encoder_layers > 0)
             if layer is None:
                 continue
             rel = _relative(module)
@@ -130,7 +130,7 @@ def load_config(model: str | None, inline: dict[str, Any] | None, allow_path: bo
             raise ArchitectureError("model_config must be a config.json object with a 'model_type'", "model_config")
         return str(inline.get("_name_or_path") or "inline config"), inline
     assert model is not None
-    if allow_path and _looks_like_path(model):
+    if allow_path and looks_like_path(model):
         path = Path(model)
         if not path.is_file():
             raise ArchitectureError(f"config file not found: {model}")
@@ -157,13 +157,14 @@ def config_hash(config: dict[str, Any]) -> str:
 
 def introspect(model: str | None = None, inline: dict | None = None, head: str = "auto", num_labels: int = 2,
                allow_path: bool = True) -> ModelInfo:
-    if inline is None and model is not None and not (allow_path and _looks_like_path(model)):
+    if inline is None and model is not None and not (allow_path and looks_like_path(model)):
         return _introspect_catalog(model, head, num_labels)  # catalog entries never change: skip the hashing
     model_id, config = load_config(model, inline, allow_path)
     return _introspect_config(model_id, config, head, num_labels)
 
 
-def _looks_like_path(model: str) -> bool:
+def looks_like_path(model: str) -> bool:
+    """Whether `model` names a config.json on disk (CLI only) rather than a catalog id."""
     return model.endswith(".json") or Path(model).is_file()
 
 
@@ -182,6 +183,12 @@ def _introspect_config(model_id: str, config: dict, head: str, num_labels: int) 
 @lru_cache(maxsize=256)
 def _introspect_cached(model_id: str, config_json: str, head: str, num_labels: int) -> ModelInfo:
     return _build(model_id, json.loads(config_json), head, num_labels)
+
+
+def clear_caches() -> None:
+    """Forget every introspected model (benchmarks time a model's first build with it)."""
+    _introspect_cached.cache_clear()
+    _introspect_catalog.cache_clear()
 
 
 # ---------------------------------------------------------------- building on meta
@@ -251,7 +258,9 @@ def _auto_class(head: str) -> Any:
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|block|blocks)\.(\d+)(?:\.|$)")
 
 
-def _stack_and_layer(name: str, encoder_decoder: bool) -> tuple[str | None, int | None]:
+def stack_and_layer(name: str, encoder_decoder: bool) -> tuple[str | None, int | None]:
+    """(stack, block index) of a parameter or module name ("model.layers.3.mlp." -> ("decoder", 3)); (None, None)
+    outside the blocks (embeddings, final norm, head)."""
     m = _LAYER_RE.search(name)
     if not m:
         return None, None
@@ -407,7 +416,7 @@ def _build_info(model_id: str, raw: dict, head: str, num_labels: int) -> ModelIn
             kind = "expert"
         else:
             kind = "other"
-        stack, layer = _stack_and_layer(pname, enc_dec)
+        stack, layer = stack_and_layer(pname, enc_dec)
         quantizable = (kind == "linear" and not is_bias and not skip_quant(mname)) or kind == "expert"
         params.append(ParamInfo(pname, tuple(p.shape), p.numel(), mname, kind, is_bias, quantizable, stack, layer))
 
@@ -487,7 +496,7 @@ def _outer_dropouts(model: Any, enc_dec: bool, output_modules: list[str]) -> int
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Dropout) or module.p <= 0 or "." not in name:
             continue
-        if _stack_and_layer(name + ".x", enc_dec)[1] is None and not any(name.startswith(h + ".") for h in heads):
+        if stack_and_layer(name + ".x", enc_dec)[1] is None and not any(name.startswith(h + ".") for h in heads):
             count += 2 if type(model).__module__.endswith(("modeling_t5", "modeling_mt5", "modeling_umt5")) else 1
     stacks = 2 if enc_dec else 1
     return count // stacks
@@ -523,7 +532,7 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
 
     blocks: dict[tuple[str, int], dict[str, Any]] = {}
     for mname, module in model.named_modules():
-        stack, layer = _stack_and_layer(mname + ".", enc_dec)
+        stack, layer = stack_and_layer(mname + ".", enc_dec)
         if layer is None:
             continue
         b = blocks.setdefault((stack, layer), {"linears": [], "norms": 0, "head_norms": 0, "norm_kind": "layer",

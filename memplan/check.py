@@ -9,8 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from memplan.estimate import GIB, Estimate, estimate
+from memplan.estimate import estimate
+from memplan.result import Estimate
 from memplan.spec import JobSpec, SpecError
+from memplan.terms.dtypes import GIB
 
 
 class CheckResult(BaseModel):

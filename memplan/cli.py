@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from memplan.spec import SpecError
+from memplan.terms.dtypes import GIB
 
-GIB = 2**30
 
 # flags that override job fields: flag name -> dotted field path (generated from the spec's field names)
 _SCALAR_FIELDS = [
@@ -428,12 +428,14 @@ def _cmd_gpus(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from memplan import engines
+
     parser = argparse.ArgumentParser(prog="memplan", description="GPU memory planner for LLM fine-tuning and serving")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("estimate", help="per-GPU memory of a job, broken down by term")
     _add_job_args(p)
     p.add_argument("--json", action="store_true", help="print the estimate's JSON")
-    p.add_argument("--engine", default="formula", choices=["formula", "trace"],
+    p.add_argument("--engine", default="formula", choices=engines.names(),
                    help="formula: closed-form terms (milliseconds, the default); trace: run the real step on fake "
                         "tensors (seconds; needs no GPU)")
     p.set_defaults(func=_cmd_estimate)
@@ -501,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="every run in profiles/ against its estimate -> docs/accuracy.md")
     p.add_argument("--profiles", default="profiles")
     p.add_argument("--out", default="docs/accuracy.md")
-    p.add_argument("--engine", default="formula", choices=["formula", "trace"],
+    p.add_argument("--engine", default="formula", choices=engines.names(),
                    help="trace: every run against the trace engine (about 5 s a run)")
     p.set_defaults(func=_cmd_validate)
     p = sub.add_parser("models", help="list the bundled model catalog")

@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from memplan.estimate import Estimate, estimate, model_info, position_cap
+from memplan.estimate import estimate
+from memplan.job import model_info, position_cap
+from memplan.result import Estimate
 from memplan.spec import JobSpec, SpecError, parse_spec
 
 SweepField = Literal["micro_batch_size", "seq_len", "inference.batch_size", "inference.prompt_len"]

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memplan.estimate import GIB, estimate
+from memplan.estimate import estimate
+from memplan.terms.dtypes import GIB
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 #: the accuracy target on peak reserved: median |error| <= 3 %, max <= 8 % over all runs

@@ -13,11 +13,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from memplan.terms.dtypes import GIB
+
 CATALOG_DIR = Path(__file__).parent
 MODELS_DIR = CATALOG_DIR / "models"
 GPUS_DIR = CATALOG_DIR / "gpus"
 
-GIB = 2**30
 
 
 class CatalogError(KeyError):

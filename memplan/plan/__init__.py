@@ -14,14 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from memplan import catalog
-from memplan.architecture import ArchitectureError, _looks_like_path, load_config
-from memplan.estimate import estimate, model_info
+from memplan.architecture import ArchitectureError, looks_like_path, load_config
+from memplan.estimate import estimate
+from memplan.job import model_info
 from memplan.plan.changes import changes as _changes
 from memplan.plan.configurations import Search, configurations as _configurations, divisors
 from memplan.plan.models import (Change, FewestGpus, GpuChoice, KvBudget, Plan, PlanOption, PlanTarget,
                                  parse_target)
-from memplan.plan.solvers import (MAX_GPUS, _largest, best_gpu, fewest_gpus, fitting_gpus, inference_solvers,
-                                  kv_cache_budget, largest_micro_batch, longest_seq_len, pick_gpu)
+from memplan.plan.solvers import (MAX_GPUS, best_gpu, fewest_gpus, fitting_gpus, inference_solvers,
+                                  kv_cache_budget, largest_micro_batch, largest_within_margin, longest_seq_len,
+                                  pick_gpu)
 from memplan.plan.speed import job_speed, rates
 from memplan.spec import JobSpec, SpecError, UnknownIdError, parse_spec
 from memplan.terms import compute as cp
@@ -35,7 +37,7 @@ MAX_LIMIT = 100
 def _prepare(job: dict[str, Any] | JobSpec, allow_path: bool) -> JobSpec:
     """The job, with a config.json path (CLI only) read into model_config so every later estimate needs no I/O."""
     spec = parse_spec(job)
-    if allow_path and spec.model is not None and _looks_like_path(spec.model):
+    if allow_path and spec.model is not None and looks_like_path(spec.model):
         try:
             model_id, config = load_config(spec.model, None, allow_path=True)
         except ArchitectureError as exc:
@@ -159,8 +161,8 @@ def plan(job: dict[str, Any] | JobSpec, target: PlanTarget | dict[str, Any] | No
     cheapest, fastest = pick_gpu(gpus, "cheapest", t.utilization), pick_gpu(gpus, "fastest", t.utilization)
     few = fewest_gpus(base_spec, margin_pct=margin)
     solvers: dict[str, Any] = {
-        "largest_micro_batch": _largest(base_spec, "micro_batch_size", margin) if base_spec.task == "train" else None,
-        "longest_seq_len": _largest(base_spec, "seq_len", margin) if base_spec.task == "train" else None,
+        "largest_micro_batch": largest_within_margin(base_spec, "micro_batch_size", margin) if base_spec.task == "train" else None,
+        "longest_seq_len": largest_within_margin(base_spec, "seq_len", margin) if base_spec.task == "train" else None,
         "fewest_gpus": few.model_dump() if few else None,
         "cheapest_gpu": cheapest.model_dump() if cheapest else None,
         "fastest_gpu": fastest.model_dump() if fastest else None,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from memplan.estimate import Estimate, estimate, resolve_attention
+from memplan.estimate import estimate
+from memplan.job import resolve_attention
+from memplan.result import Estimate
 from memplan.plan.configurations import Search, flash_attention_ok, merge
 from memplan.plan.models import Change
-from memplan.plan.solvers import _largest, dump, fewest_gpus, fits
+from memplan.plan.solvers import dump, fewest_gpus, fits, largest_within_margin
 from memplan.plan.speed import Speed, job_speed
 from memplan.spec import SpecError, parse_spec
 
@@ -72,7 +74,7 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
             else:
                 text += f" (global batch becomes {mb * ga * more.num_gpus})"
             out.append((text, upd))
-        longest = _largest(s, "seq_len", goal)
+        longest = largest_within_margin(s, "seq_len", goal)
         if longest is not None and longest < s.seq_len:
             new = longest // SEQ_ROUND * SEQ_ROUND if longest >= SEQ_ROUND else longest
             out.append((f"shorter sequences: seq_len {s.seq_len} -> {new} (the longest that fits, rounded down to "
@@ -88,7 +90,7 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
         if inf.batch_size > 1:
             out.append((f"halve the batch ({inf.batch_size} -> {inf.batch_size // 2})",
                         {"inference.batch_size": inf.batch_size // 2}))
-        longest = _largest(s, "inference.prompt_len", goal)
+        longest = largest_within_margin(s, "inference.prompt_len", goal)
         if longest is not None and longest < inf.prompt_len:
             out.append((f"shorter prompts: prompt_len {inf.prompt_len} -> {longest} (the longest that fits)",
                         {"inference.prompt_len": longest}))

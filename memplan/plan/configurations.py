@@ -15,10 +15,12 @@ from typing import Any
 
 from memplan import catalog
 from memplan.architecture import ModelInfo
-from memplan.estimate import Estimate, estimate, resolve_attention
+from memplan.estimate import estimate
+from memplan.job import resolve_attention
+from memplan.result import Estimate
 from memplan.methods import float_dtype
 from memplan.plan.models import PlanOption, PlanTarget
-from memplan.plan.solvers import _largest, dump, fits
+from memplan.plan.solvers import dump, fits, largest_within_margin
 from memplan.plan.speed import Speed, job_speed
 from memplan.spec import JobSpec, SpecError, parse_spec
 
@@ -236,7 +238,7 @@ def inference_options(search: Search, num_gpus: int) -> list[_Found]:
                                    "num_gpus": num_gpus, "attention": resolve_attention(search.info, search.spec, [])})
         try:
             s = parse_spec(data)
-            batch = _largest(s, "inference.batch_size", margin)
+            batch = largest_within_margin(s, "inference.batch_size", margin)
         except SpecError:
             continue
         if batch is None or batch < need:

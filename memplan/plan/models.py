@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from memplan.estimate import Estimate
+from memplan.result import Estimate
 from memplan.spec import SpecError, describe_errors
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from memplan import catalog
-from memplan.estimate import Estimate, estimate, model_info, resolve_attention
+from memplan.estimate import estimate
+from memplan.job import model_info, resolve_attention
+from memplan.result import Estimate
 from memplan.plan.models import FewestGpus, GpuChoice, KvBudget
 from memplan.plan.speed import job_speed
 from memplan.spec import JobSpec, SpecError, parse_spec
@@ -38,7 +40,7 @@ def dump(spec: JobSpec) -> dict[str, Any]:
     return data
 
 
-def _largest(spec: JobSpec, field: str, margin_pct: float) -> int | None:
+def largest_within_margin(spec: JobSpec, field: str, margin_pct: float) -> int | None:
     """sweep.largest_fitting, or with a margin the same doubling-then-bisection on fits-with-margin."""
     if not margin_pct:
         return largest_fitting(spec, field)
@@ -74,7 +76,7 @@ def largest_micro_batch(job: dict[str, Any] | JobSpec, margin_pct: float = 0.0) 
     """The largest micro_batch_size that fits (exact: it fits, one more does not). None when 1 does not fit."""
     spec = parse_spec(job)
     _training(spec, "largest_micro_batch")
-    return _largest(spec, "micro_batch_size", margin_pct)
+    return largest_within_margin(spec, "micro_batch_size", margin_pct)
 
 
 def longest_seq_len(job: dict[str, Any] | JobSpec, margin_pct: float = 0.0) -> int | None:
@@ -83,7 +85,7 @@ def longest_seq_len(job: dict[str, Any] | JobSpec, margin_pct: float = 0.0) -> i
     is not a limit here. None when 1 token does not fit."""
     spec = parse_spec(job)
     _training(spec, "longest_seq_len")
-    return _largest(spec, "seq_len", margin_pct)
+    return largest_within_margin(spec, "seq_len", margin_pct)
 
 
 def _fit_stage(spec: JobSpec, n: int, margin_pct: float) -> tuple[JobSpec, Estimate] | None:
@@ -249,8 +251,8 @@ def kv_cache_budget(job: dict[str, Any] | JobSpec, gpu_memory_utilization: float
 
 def inference_solvers(spec: JobSpec, margin_pct: float, gpu_memory_utilization: float) -> dict[str, Any]:
     """largest_batch / longest_prompt_len (HF generate(), memplan's estimate) and vLLM's KV budget."""
-    batch = _largest(spec, "inference.batch_size", margin_pct)
-    prompt = _largest(spec, "inference.prompt_len", margin_pct)
+    batch = largest_within_margin(spec, "inference.batch_size", margin_pct)
+    prompt = largest_within_margin(spec, "inference.prompt_len", margin_pct)
     out: dict[str, Any] = {
         "largest_batch": batch,
         "longest_prompt_len": prompt,

@@ -9,7 +9,9 @@ from functools import lru_cache
 
 from memplan import catalog
 from memplan.architecture import ModelInfo
-from memplan.estimate import Estimate, _static_key, _static_terms, model_info, resolve_attention
+from memplan.engines.formula.static import static_key, static_terms
+from memplan.job import model_info, resolve_attention
+from memplan.result import Estimate
 from memplan.spec import GpuMemorySpec, JobSpec
 from memplan.terms import compute as cp
 from memplan.terms import kv_cache as kv
@@ -60,7 +62,7 @@ _COUNTS: dict[tuple, MatmulCounts] = {}
 
 
 def matmul_counts(info: ModelInfo, spec: JobSpec) -> MatmulCounts:
-    key = (info, _static_key(spec))
+    key = (info, static_key(spec))
     hit = _COUNTS.get(key)
     if hit is None:
         if len(_COUNTS) > 1024:
@@ -69,8 +71,13 @@ def matmul_counts(info: ModelInfo, spec: JobSpec) -> MatmulCounts:
     return hit
 
 
+def clear_caches() -> None:
+    """Forget the cached matmul counts (bench/plan_speed.py times a first plan with it)."""
+    _COUNTS.clear()
+
+
 def _matmul_counts(info: ModelInfo, spec: JobSpec) -> MatmulCounts:
-    tr = _static_terms(info, spec).tr if spec.task == "train" else None
+    tr = static_terms(info, spec).tr if spec.task == "train" else None
     share = (info.experts_per_token, info.num_experts) if info.num_experts else (1, 1)
     base = quantizable = 0
     for p in info.params:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: bytes in a GiB (2^30): what every surface prints as "GiB"
+GIB = 2**30
+
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "uint8": 1, "bool": 1, "int32": 4}
 
 #: PyTorch's CUDA caching allocator rounds every request up to a multiple of 512 bytes (kMinBlockSize in

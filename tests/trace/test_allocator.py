@@ -1,7 +1,7 @@
-"""The caching-allocator model (memplan.trace.allocator) against the rules of CUDACachingAllocator.cpp, each case
+"""The caching-allocator model (memplan.engines.trace.allocator) against the rules of CUDACachingAllocator.cpp, each case
 worked by hand in its docstring."""
 
-from memplan.trace.allocator import MIB, replay, round_size, segment_size
+from memplan.engines.trace.allocator import MIB, replay, round_size, segment_size
 
 
 def test_rounding_and_segment_sizes():

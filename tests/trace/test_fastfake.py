@@ -1,4 +1,4 @@
-"""memplan.trace.fastfake's shortcuts past FakeTensorMode change no byte of a trace: on cross-check shapes that
+"""memplan.engines.trace.fastfake's shortcuts past FakeTensorMode change no byte of a trace: on cross-check shapes that
 exercise every shortcut (views, cached functional ops, device queries) through LoRA, QLoRA's stand-ins,
 checkpointing's recompute, autocast, eager attention, an encoder-decoder and inference, every allocation, the
 frees between each two allocations, every phase's peak and breakdown, and the allocator replay's peak reserved
@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from memplan.estimate import resolve_job  # noqa: E402
-from memplan.trace.allocator import replay  # noqa: E402
-from memplan.trace.run import trace_job  # noqa: E402
+from memplan.job import resolve  # noqa: E402
+from memplan.engines.trace.allocator import replay  # noqa: E402
+from memplan.engines.trace.run import trace_job  # noqa: E402
 from tests.trace.crosscheck_configs import CONFIGS  # noqa: E402
 
 SHAPES = ["llama-lora-all", "llama-qlora-nf4-gc", "gpt2-full-eager-gc", "phi-lora-all-gc", "t5-ia3",
@@ -22,7 +22,7 @@ SHAPES = ["llama-lora-all", "llama-qlora-nf4-gc", "gpt2-full-eager-gc", "phi-lor
 
 
 def _trace(job, shortcuts):
-    r = resolve_job(job)
+    r = resolve(job)
     return trace_job(r.spec, r.attention, r.info.head_params, shortcuts=shortcuts)
 
 

@@ -49,13 +49,14 @@ def test_zero_places_the_sharded_states_on_the_traced_step():
     """A ZeRO job traces one GPU's step, then holds what memplan.terms.sharding gives one GPU: DeepSpeed's fp32
     master weights and Adam states (12 B per trainable parameter, over 4 GPUs here), 16-bit weights over the GPUs
     at stage 3, the communication buckets and NCCL's buffers; the activations stay as traced."""
-    from memplan.estimate import held_states, resolve_job
+    from memplan.engines.formula.placement import held_states
+    from memplan.job import resolve
 
     one = estimate(SMALL, engine="trace")
     for stage in (1, 2, 3):
         job = {**SMALL, "zero_stage": stage, "num_gpus": 4}
         traced = estimate(job, engine="trace")
-        held = held_states(resolve_job(job).info, resolve_job(job).spec, [])
+        held = held_states(resolve(job).info, resolve(job).spec, [])
         parts = traced.components
         assert traced.engine == "trace" and parts["optimizer_states"] == held.states
         assert parts["weights"] == held.weights and parts["nccl_buffers"] == held.outside["nccl_buffers"]

@@ -13,8 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from memplan.trace.build import to_fake  # noqa: E402
-from memplan.trace.tracker import StorageTracker  # noqa: E402
+from memplan.engines.trace.build import to_fake  # noqa: E402
+from memplan.engines.trace.tracker import StorageTracker  # noqa: E402
 
 
 def _config(**extra):

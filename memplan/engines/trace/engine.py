@@ -1,20 +1,27 @@
 """estimate(job, engine="trace"): the Estimate from a traced step, plus the terms a trace cannot see.
 
-The traced part (memplan.trace.run) counts every storage the real code allocates on fake tensors. Added from
-memplan.terms, as named components: the cuBLAS workspaces (memplan.estimate.assemble, as for the formula engine),
+The traced part (memplan.engines.trace.run) counts every storage the real code allocates on fake tensors. Added from
+memplan.terms, as named components: the cuBLAS workspaces (memplan.result.assemble, as for the formula engine),
 the fused attention backward's internal buffers (`activations.attention_backward_workspace_bytes`, in the backward
-phase), bitsandbytes' dequantization temporaries (inside the stand-ins, memplan.trace.standins), paged optimizer
+phase), bitsandbytes' dequantization temporaries (inside the stand-ins, memplan.engines.trace.standins), paged optimizer
 states (outside PyTorch's allocator) and the CUDA context. Reserved memory comes from replaying the traced
-alloc/free log through the caching allocator model (memplan.trace.allocator).
+alloc/free log through the caching allocator model (memplan.engines.trace.allocator).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from memplan.estimate import Estimate, Phase, ResolvedJob, assemble
+from memplan.engines.formula.activations import activation_context
+from memplan.engines.formula.placement import held_states
+from memplan.engines.formula.static import static_terms
+from memplan.engines.trace.allocator import replay
+from memplan.job import ResolvedJob
+from memplan.result import Estimate, Phase, assemble
 from memplan.spec import SpecError
-from memplan.trace.allocator import replay
+from memplan.terms.activations import attention_backward_workspace_bytes
+
+NAME = "trace"
 
 #: the traced phases, in the order of the formula engine's phases
 PHASE_ORDER = ("load", "forward", "backward", "optimizer_step", "prefill", "decode")
@@ -23,7 +30,7 @@ PHASE_ORDER = ("load", "forward", "backward", "optimizer_step", "prefill", "deco
 def check_traceable(r: ResolvedJob) -> None:
     """What the tracer cannot run: methods without a PEFT implementation, training through LLM.int8() layers,
     GPTQ/AWQ kernels and fp8 KV caches. (Jobs longer than a learned position table are refused for both engines,
-    `memplan.estimate.resolve_job`.)"""
+    `memplan.job.resolve`.)"""
     spec = r.spec
     if spec.task == "train" and spec.method == "adapter":
         raise SpecError([("engine", "bottleneck adapters have no PEFT implementation to trace; use engine "
@@ -40,8 +47,10 @@ def check_traceable(r: ResolvedJob) -> None:
                                     "'formula'")])
 
 
-def trace_estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
-    from memplan.trace.run import trace_job
+def estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
+    """The Estimate of the job from a traced step (two optimizer steps, or prefill and the last decode step),
+    calling `progress(message)` as it goes when given."""
+    from memplan.engines.trace.run import trace_job
 
     check_traceable(r)
     spec = r.spec
@@ -69,19 +78,17 @@ def trace_estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
     r.notes.append(f"traced {len(log.phases)} phases ({log.ops:,} ops) of the real step on fake tensors; "
                    "reserved memory from replaying the allocation log through a caching-allocator model")
     return assemble(r, phases, log.trainable if r.spec.task == "train" else 0, outside, fragmentation,
-                    engine="trace")
+                    engine=NAME)
 
 
 def _place_held_states(r: ResolvedJob, one_gpu: Any, phases: list[Phase], outside: dict[str, int]
                        ) -> dict[str, int]:
     """Turn the traced one-GPU step into one GPU's share of a data-parallel / ZeRO job: weights, optimizer states
-    and communication buffers as memplan.estimate.held_states places them (memplan.terms.sharding); the traced
+    and communication buffers as memplan.engines.formula.placement.held_states places them (memplan.terms.sharding); the traced
     gradients scaled by the share each GPU keeps (ZeRO-2/3 reduce-scatter them as backward makes them); DeepSpeed's
     optimizer steps in place, so the traced step's temporaries go. Activations stay as traced."""
-    from memplan.estimate import _static_terms, held_states
-
     held = held_states(r.info, r.spec, r.notes)
-    one_gpu_grads = _static_terms(r.info, one_gpu).grads  # what the traced step's gradients add up to
+    one_gpu_grads = static_terms(r.info, one_gpu).grads  # what the traced step's gradients add up to
     grad_share = held.grads / one_gpu_grads if one_gpu_grads else 0.0
     zero = r.spec.zero_stage
     for ph in phases:
@@ -102,9 +109,6 @@ def _place_held_states(r: ResolvedJob, one_gpu: Any, phases: list[Phase], outsid
 
 
 def _attention_workspace(r: ResolvedJob) -> int:
-    from memplan.estimate import _activation_context, _static_terms
-    from memplan.terms.activations import attention_backward_workspace_bytes
-
-    st = _static_terms(r.info, r.spec)
-    ctx = _activation_context(r.info, r.spec, st.tr, r.attention)
+    st = static_terms(r.info, r.spec)
+    ctx = activation_context(r.info, r.spec, st.tr, r.attention)
     return max((attention_backward_workspace_bytes(layer, ctx) for _, layer, _, _ in st.block_groups), default=0)

@@ -10,7 +10,7 @@ matched the CPU allocator's profiler events to 0.03 MiB.
 Where a CUDA kernel allocates a temporary its CPU counterpart does not, the tracker adds it around the op, sized
 by memplan.terms: softmax's backward (`cuda_softmax_backward_tmp_bytes`).
 
-Speed: the tracker sits above FakeTensorMode and sees every op first; memplan.trace.fastfake answers device
+Speed: the tracker sits above FakeTensorMode and sees every op first; memplan.engines.trace.fastfake answers device
 queries, views and repeated functional ops without FakeTensorMode's per-op cache-key hashing (the same tensors).
 """
 
@@ -68,10 +68,10 @@ class StorageTracker(_mode_base()):  # type: ignore[misc]
 
     def __init__(self, cuda_temporaries: bool = False, shortcuts: bool = True) -> None:
         """`cuda_temporaries`: add the temporaries CUDA kernels allocate where the CPU kernels that run do not.
-        `shortcuts`: take memplan.trace.fastfake's shortcuts past FakeTensorMode (the same tensors, sooner)."""
+        `shortcuts`: take memplan.engines.trace.fastfake's shortcuts past FakeTensorMode (the same tensors, sooner)."""
         import torch
 
-        from memplan.trace.fastfake import FakeShortcuts
+        from memplan.engines.trace.fastfake import FakeShortcuts
 
         super().__init__()
         self._softmax_backward = torch.ops.aten._softmax_backward_data.default if cuda_temporaries else None
@@ -124,7 +124,7 @@ class StorageTracker(_mode_base()):  # type: ignore[misc]
         self.current -= size
         self.log.events.append(Event(key, -nbytes, self.phase))
 
-    # -- the meter interface of memplan.profiling._train
+    # -- memplan.stack.PhaseMeter (the step reports its phases here)
     def begin(self, phase: str) -> None:
         self.phase = phase
         self._phase_peak = self.current

@@ -1,8 +1,8 @@
 """Build the user's exact stack on the meta device, then give it fake CPU tensors.
 
 The model comes from transformers' own `from_config` (the spec's attention implementation and dtype), the method
-from PEFT's own configs and `prepare_model_for_kbit_training` (memplan.profiling._apply_method, the code the CUDA
-harness runs), with bitsandbytes' layers replaced by stand-ins (memplan.trace.standins). Everything is built on
+from PEFT's own configs and `prepare_model_for_kbit_training` (memplan.stack.apply_method, the code the CUDA
+harness runs), with bitsandbytes' layers replaced by stand-ins (memplan.engines.trace.standins). Everything is built on
 `meta` first and converted afterwards: modules built inside FakeTensorMode break `.to()` and PEFT
 (memory-mechanics.md B4), and the meta device alone picks the wrong SDPA kernel.
 """
@@ -20,13 +20,13 @@ def build_meta_stack(spec: JobSpec, attention: str, head_params: tuple[str, ...]
     import torch
 
     from memplan.architecture import build_meta_model, load_config
-    from memplan.profiling import _apply_method, _torch_dtype
-    from memplan.trace import standins
+    from memplan.engines.trace import standins
+    from memplan.stack import apply_method, torch_dtype
 
     _, raw = load_config(spec.model, spec.inline_config, allow_path=True)
     quantized = spec.weight_dtype in ("nf4", "fp4", "int8")
     # bitsandbytes loads the unquantized tensors in the compute dtype (from_pretrained dtype=compute)
-    dtype = _torch_dtype(spec.compute_dtype if quantized else spec.weight_dtype)
+    dtype = torch_dtype(spec.compute_dtype if quantized else spec.weight_dtype)
     # flash_attention_2 needs the flash-attn package and a GPU; its saved tensors (output and fp32 logsumexp)
     # are those of SDPA's flash kernel, which the CPU SDPA kernel also saves
     impl = "sdpa" if attention == "flash_attention_2" else attention
@@ -36,7 +36,7 @@ def build_meta_stack(spec: JobSpec, attention: str, head_params: tuple[str, ...]
         if quantized:
             standins.quantize_linears(model, spec)
         if spec.task == "train":
-            model = _apply_method(model, spec, head, head_params)
+            model = apply_method(model, spec, head, head_params)
     return model, head
 
 

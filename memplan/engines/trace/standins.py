@@ -128,10 +128,10 @@ def quantize_linears(model: Any, spec: JobSpec) -> None:
     import torch
     from transformers.quantizers.base import get_keys_to_not_convert
 
-    from memplan.profiling import _torch_dtype
+    from memplan.stack import torch_dtype
 
     skip = set(get_keys_to_not_convert(model) or [])
-    compute = _torch_dtype(spec.compute_dtype)
+    compute = torch_dtype(spec.compute_dtype)
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
@@ -186,7 +186,7 @@ class _Optimizer2State:
 
 
 def make_optimizer(spec: JobSpec, params: list) -> Any:
-    """A stand-in for bitsandbytes' optimizers, None for the others (built by memplan.profiling)."""
+    """A stand-in for bitsandbytes' optimizers, None for the others (built by memplan.stack.make_optimizer)."""
     kinds = {"adamw_8bit": (8, False), "paged_adamw_8bit": (8, True), "paged_adamw_32bit": (32, True)}
     if spec.optimizer not in kinds:
         return None

@@ -1,5 +1,5 @@
-"""Run the traced step: the CUDA harness's own training loop and generation (memplan.profiling) on the fake
-stack, under the storage tracker and CUDA's autocast rules."""
+"""Run the traced step: the real job's training loop (memplan.stack, the loop the CUDA harness runs) and
+generation on the fake stack, under the storage tracker and CUDA's autocast rules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 from typing import Any
 
 from memplan.spec import JobSpec
-from memplan.trace.tracker import StorageTracker, TraceLog
+from memplan.engines.trace.tracker import StorageTracker, TraceLog
 
 #: optimizer steps traced: states appear lazily in step 1, so the peak is in step 2 or later
 TRACE_STEPS = 2
@@ -16,13 +16,13 @@ TRACE_STEPS = 2
 
 def trace_job(spec: JobSpec, attention: str, head_params: tuple[str, ...], steps: int = TRACE_STEPS,
               progress: Any = None, shortcuts: bool = True) -> TraceLog:
-    """`shortcuts`: memplan.trace.fastfake's shortcuts past FakeTensorMode (off only to show they change nothing)."""
+    """`shortcuts`: memplan.engines.trace.fastfake's shortcuts past FakeTensorMode (off only to show they change nothing)."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from memplan.trace.autocast import cuda_autocast_rules
-    from memplan.trace.sdpa import cuda_sdpa_kernels
-    from memplan.trace.build import build_meta_stack, to_fake
+    from memplan.engines.trace.autocast import cuda_autocast_rules
+    from memplan.engines.trace.build import build_meta_stack, to_fake
+    from memplan.engines.trace.sdpa import cuda_sdpa_kernels
 
     model, head = build_meta_stack(spec, attention, head_params)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
@@ -67,23 +67,23 @@ def _no_packing() -> Any:
 
 
 def _train(model: Any, spec: JobSpec, head: str, steps: int, tracker: StorageTracker) -> None:
-    from memplan import profiling
-    from memplan.trace import standins
+    from memplan import stack
+    from memplan.engines.trace import standins
 
     made: list[Any] = []
 
     def make_optimizer(spec: JobSpec, params: list) -> Any:
-        opt = standins.make_optimizer(spec, params) or profiling.make_optimizer(spec, params)
+        opt = standins.make_optimizer(spec, params) or stack.make_optimizer(spec, params)
         made.append(opt)
         return opt
 
     # no attention_mask: transformers drops an all-ones mask after checking its values, which fake tensors do not
     # have; without one it takes the same no-padding path
-    batch = profiling._batch(spec, model.config, head, "cpu")
+    batch = stack.make_batch(spec, model.config, head, "cpu")
     batch.pop("attention_mask")
 
     class Meter:
-        """The harness's meter interface; relabels optimizer states after each step."""
+        """memplan.stack's PhaseMeter over the tracker; relabels optimizer states after each step."""
 
         def begin(self, phase: str) -> None:
             tracker.begin(phase)
@@ -93,7 +93,7 @@ def _train(model: Any, spec: JobSpec, head: str, steps: int, tracker: StorageTra
                 _relabel_states(made[0], tracker)
             tracker.end(phase)
 
-    profiling._train(model, spec, head, "cpu", steps, Meter(), optimizer_factory=make_optimizer, batch=batch)
+    stack.train_steps(model, spec, head, "cpu", steps, Meter(), optimizer_factory=make_optimizer, batch=batch)
     paged = getattr(made[0], "outside_bytes", 0) if made else 0
     if paged:
         tracker.log.outside["paged_optimizer_states"] = paged

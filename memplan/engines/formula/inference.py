@@ -1,0 +1,60 @@
+"""The phases of generate(): load, prefill (the prompt's pass, the cache it fills) and the last decode step
+(the largest cache)."""
+
+from __future__ import annotations
+
+from memplan.architecture import ModelInfo
+from memplan.engines.formula.activations import mask_count
+from memplan.engines.formula.static import base_weights
+from memplan.methods import float_dtype
+from memplan.result import Phase
+from memplan.spec import JobSpec
+from memplan.terms import activations as act
+from memplan.terms import kv_cache as kv
+from memplan.terms import logits as lg
+from memplan.terms.dtypes import dtype_bytes
+
+
+def inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list[str]) -> list[Phase]:
+    inf = spec.inference
+    weights = base_weights(info, spec.weight_dtype, float_dtype(spec), spec.double_quant)
+    c = dtype_bytes(spec.compute_dtype)
+    kvb = dtype_bytes(inf.kv_cache_dtype)
+    b, prompt, total = inf.batch_size, inf.prompt_len, inf.prompt_len + inf.max_new_tokens
+    dec = [s for s in info.layers if s.stack == "decoder"]
+    widest = max(info.layers, key=lambda s: s.intermediate_size)
+    logits_last = lg.logits_bytes(b, info.vocab_size, c + 4)  # last position, and generate()'s fp32 copy
+
+    def cache(tokens: int) -> int:
+        if info.head not in ("causal_lm", "seq2seq_lm"):
+            return 0
+        layers = len(dec)
+        if info.sliding_window and info.sliding_window_layers:
+            return kv.sliding_kv_cache_bytes(layers - info.sliding_window_layers, info.sliding_window_layers,
+                                             info.sliding_window, info.num_kv_heads, info.head_dim, b, tokens, kvb)
+        return kv.kv_cache_bytes(layers, info.num_kv_heads, info.head_dim, b, tokens, kvb)
+
+    prefill_tokens = b * prompt
+    transient = kv.prefill_transient_bytes(prefill_tokens, info.hidden_size, widest.intermediate_size,
+                                           widest.gated_mlp, c)
+    if attention == "eager":
+        transient = max(transient + kv.eager_probs_held_bytes(b, info.num_heads, prompt, prompt, c),
+                        kv.eager_prefill_transient_bytes(b, info.num_heads, prompt, info.hidden_size, c))
+    if attention == "eager" or (info.sliding_window and attention == "sdpa"):
+        transient += act.attention_mask_bytes(b, prompt, prompt, c, attention, mask_count(info))
+    if info.is_encoder_decoder:
+        cross = kv.kv_cache_bytes(len(dec), info.num_kv_heads, info.head_dim, b, prompt, kvb)
+        prefill_kv, decode_kv = cross, cross + cache(inf.max_new_tokens)
+        notes.append("encoder-decoder: the prompt feeds the encoder; the decoder caches max_new_tokens "
+                     "self-attention positions and a static cross-attention cache of prompt_len positions")
+    else:
+        prefill_kv, decode_kv = cache(prompt), cache(total)
+    phases = [Phase("load", {"weights": weights}),
+              Phase("prefill", {"weights": weights, "kv_cache": prefill_kv,
+                                 "activations": transient, "logits": logits_last})]
+    if info.head in ("causal_lm", "seq2seq_lm") and inf.max_new_tokens > 0:
+        append = kv.kv_append_transient_bytes(info.num_kv_heads, info.head_dim, b, total, kvb)
+        step = kv.prefill_transient_bytes(b, info.hidden_size, widest.intermediate_size, widest.gated_mlp, c)
+        phases.append(Phase("decode", {"weights": weights, "kv_cache": decode_kv, "activations": step,
+                                        "logits": logits_last, "temporaries": append}))
+    return phases

@@ -1,0 +1,142 @@
+"""resolve(job) -> ResolvedJob: the spec validated, its model introspected, its GPU looked up and every choice the
+real stack would make resolved (attention implementation, optimizer implementation), with the notes that explain
+them. Every engine starts from a ResolvedJob; nothing downstream re-resolves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from memplan import catalog
+from memplan.architecture import ArchitectureError, ModelInfo, introspect
+from memplan.spec import GpuMemorySpec, JobSpec, SpecError, UnknownIdError, parse_spec
+from memplan.terms import overhead as ov
+from memplan.terms.dtypes import GIB
+
+
+class GpuInfo(BaseModel):
+    id: str
+    memory_bytes: int = Field(description="total memory as the driver reports it (nvidia-smi)")
+    usable_bytes: int = Field(description="memory_bytes less what the driver keeps for itself")
+    name: str | None = None
+
+
+@dataclass
+class ResolvedJob:
+    """A validated job with its model introspected, its GPU looked up and its choices resolved."""
+
+    spec: JobSpec
+    info: ModelInfo
+    gpu: GpuInfo
+    compute_capability: str | None
+    attention: str  # the attention implementation the job runs (resolve_attention)
+    optimizer_impl: str  # fused / foreach / for_loop (resolve_optimizer_impl)
+    notes: list[str]  # why a choice differs from what the spec says; engines append theirs
+
+
+def resolve(job: dict[str, Any] | JobSpec, allow_path: bool = False) -> ResolvedJob:
+    """Validate the spec, introspect the model, look up the GPU and resolve the stack's choices. Raises SpecError
+    naming the field (UnknownIdError for an id not in a catalog)."""
+    spec = parse_spec(job)
+    info = model_info(spec, allow_path)
+    try:
+        gpu, cc = _gpu(spec)
+    except catalog.CatalogError as exc:
+        raise UnknownIdError("gpu", f"{exc} or give {{memory_gib: N}}", exc.suggestions) from None
+    _check_positions(spec, info)
+    notes: list[str] = []
+    attention = resolve_attention(info, spec, notes)
+    return ResolvedJob(spec, info, gpu, cc, attention, resolve_optimizer_impl(spec), notes)
+
+
+def model_info(spec: JobSpec, allow_path: bool = False) -> ModelInfo:
+    """The spec's model, introspected; a model that cannot be built is bad input naming its field."""
+    try:
+        return introspect(spec.model, spec.inline_config, spec.head, spec.num_labels, allow_path=allow_path)
+    except ArchitectureError as exc:
+        if exc.suggestions is not None:
+            raise UnknownIdError("model", str(exc), exc.suggestions) from None
+        raise SpecError([(exc.field if spec.inline_config is None else "model_config", str(exc))]) from None
+
+
+def _gpu(spec: JobSpec) -> tuple[GpuInfo, str | None]:
+    if isinstance(spec.gpu, GpuMemorySpec):
+        mem = int(spec.gpu.memory_gib * GIB)
+        if ov.usable_memory_bytes(mem) <= 0:
+            raise SpecError([("gpu.memory_gib", f"must be above the {ov.DRIVER_RESERVED_PRIOR_BYTES / GIB:g} GiB the "
+                                                f"driver keeps, got {spec.gpu.memory_gib:g}")])
+        return GpuInfo(id=f"custom-{spec.gpu.memory_gib:g}GiB", memory_bytes=mem,
+                       usable_bytes=ov.usable_memory_bytes(mem)), None
+    entry = catalog.get_gpu(spec.gpu)
+    return (GpuInfo(id=entry.id, memory_bytes=entry.memory_bytes, name=entry.name,
+                    usable_bytes=ov.usable_memory_bytes(entry.memory_bytes)), entry.compute_capability)
+
+
+def resolve_attention(info: ModelInfo, spec: JobSpec, notes: list[str]) -> str:
+    """The attention implementation the job runs: the spec's, or eager where sdpa was defaulted and the model has
+    none (noted in `notes`); an explicit unsupported choice is a SpecError."""
+    impl = spec.attention
+    explicit = "attention" in spec.model_fields_set
+    if impl == "flash_attention_2":
+        if not info.supports_flash_attention:
+            raise SpecError([("attention", f"{info.model_type} has no flash_attention_2 implementation in "
+                                           "transformers; allowed: eager, sdpa" if info.supports_sdpa else
+                              f"{info.model_type} supports only eager attention")])
+        if spec.compute_dtype == "fp32":
+            raise SpecError([("attention", "flash_attention_2 runs in bf16/fp16 only; set mixed_precision bf16 "
+                                           "or fp16, or use sdpa / eager")])
+    if impl == "sdpa" and not info.supports_sdpa:
+        if explicit:
+            raise SpecError([("attention", f"{info.model_type} has no sdpa implementation in transformers; "
+                                           "allowed: eager")])
+        notes.append(f"{info.model_type} has no SDPA attention in transformers: estimated with eager attention")
+        return "eager"
+    return impl
+
+
+def resolve_optimizer_impl(spec: JobSpec) -> str:
+    """fused / foreach / for_loop: the spec's, or what the HF Trainer and torch pick on CUDA for `auto`."""
+    if spec.optimizer_impl != "auto":
+        return spec.optimizer_impl
+    if spec.optimizer == "adamw":
+        return "fused"  # HF Trainer's default optim is adamw_torch_fused (torch >= 2.8)
+    if spec.optimizer in ("lion", "adafactor"):
+        return "for_loop"
+    return "foreach"  # torch's default on CUDA for SGD
+
+
+def learned_positions(info: ModelInfo) -> int | None:
+    """How many positions a learned absolute position table covers (BERT, GPT-2, OPT), None for rotary or
+    relative positions, which run at any length."""
+    if not any(p.kind == "embedding" and ("position" in p.name or p.name.endswith("wpe.weight"))
+               for p in info.params):
+        return None
+    return info.max_positions
+
+
+def position_cap(spec: JobSpec, info: ModelInfo, field: str) -> int | None:
+    """The largest `field` (seq_len, inference.prompt_len) a learned position table lets the job run: the table's
+    rows less prompt tuning's virtual tokens / the tokens generation appends. None when positions do not limit it
+    (rotary or relative positions, or a batch field)."""
+    positions = learned_positions(info)
+    if positions is None:
+        return None
+    if field == "seq_len":
+        return positions - (spec.num_virtual_tokens if spec.method == "prompt_tuning" else 0)
+    if field == "inference.prompt_len":
+        return positions - spec.inference.max_new_tokens
+    return None
+
+
+def _check_positions(spec: JobSpec, info: ModelInfo) -> None:
+    """A job longer than a learned position table cannot run (the embedding lookup fails): refuse it."""
+    field = "seq_len" if spec.task == "train" else "inference.prompt_len"
+    cap = position_cap(spec, info, field)
+    value = spec.seq_len if spec.task == "train" else spec.inference.prompt_len
+    if cap is not None and value > cap:
+        positions = learned_positions(info)
+        raise SpecError([(field, f"{info.model_type} has learned absolute positions for {positions} tokens; "
+                                 f"the job needs {value + positions - cap}, which the model cannot run")])
