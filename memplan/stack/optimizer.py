@@ -36,6 +36,15 @@ class Lion:
         for p in self.params:
             p.grad = None
 
+
+def import_optimizer_modules(spec: JobSpec) -> None:
+    """Import the modules make_optimizer imports on first use. transformers.optimization (Adafactor) pulls in PEFT,
+    whose tuners build small tensors when their modules load (peft/tuners/loha/layer.py): a real job has them on
+    the CPU long before its first step, so a caller that counts allocations (the trace engine) imports first."""
+    if spec.optimizer == "adafactor":
+        import transformers.optimization  # noqa: F401
+
+
 def make_optimizer(spec: JobSpec, params: list):
     """The optimizer the spec names, with the implementation memplan assumes (resolve_optimizer_impl)."""
     impl = resolve_optimizer_impl(spec)

@@ -112,3 +112,29 @@ def test_trace_matches_stored_cuda_runs(run):
     traced = estimate(record["job"], engine="trace")
     error_pct = 100 * (traced.peak_allocated_bytes - record["max_allocated_bytes"]) / record["max_allocated_bytes"]
     assert abs(error_pct) <= 1.5, f"{run}: trace {error_pct:+.2f}% from the measured max_memory_allocated"
+
+
+def test_a_first_trace_counts_no_module_import(tmp_path):
+    """The first Adafactor trace in a fresh process imports transformers.optimization, which imports PEFT, whose
+    modules build small tensors as they load. Those are the CPU's, imported before any real step: the trace engine
+    imports them before it starts counting, so a fresh process traces exactly what a warm one does."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "first.py"
+    script.write_text(
+        "import sys\n"
+        "from memplan.estimate import estimate\n"
+        "from tests.trace.crosscheck_configs import small_config\n"
+        "job = {'model_config': small_config('meta-llama/Llama-3.2-1B'), 'method': 'full', 'optimizer': 'adafactor',\n"
+        "       'seq_len': 64, 'gradient_checkpointing': True}\n"
+        "assert 'peft' not in sys.modules\n"
+        "first = estimate(job, engine='trace').model_dump(mode='json')\n"
+        "assert 'peft' in sys.modules\n"
+        "second = estimate(job, engine='trace').model_dump(mode='json')\n"
+        "print(first['peak_allocated_bytes'], second['peak_allocated_bytes'])\n"
+        "assert first == second\n")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -16,14 +16,17 @@ TRACE_STEPS = 2
 
 def trace_job(spec: JobSpec, attention: str, head_params: tuple[str, ...], steps: int = TRACE_STEPS,
               progress: Any = None, shortcuts: bool = True) -> TraceLog:
-    """`shortcuts`: memplan.engines.trace.fastfake's shortcuts past FakeTensorMode (off only to show they change nothing)."""
-    import torch
+    """`shortcuts`: memplan.engines.trace.fastfake's shortcuts past FakeTensorMode (off only to show they change
+    nothing)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    from memplan import stack
     from memplan.engines.trace.autocast import cuda_autocast_rules
     from memplan.engines.trace.build import build_meta_stack, to_fake
     from memplan.engines.trace.sdpa import cuda_sdpa_kernels
 
+    # modules first imported inside the traced region would have their import-time tensors counted (and kept)
+    stack.import_optimizer_modules(spec)
     model, head = build_meta_stack(spec, attention, head_params)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     to_fake(model, fake_mode)
