@@ -5,7 +5,8 @@ and the trace engine (memplan.engines.trace, fake tensors). torch and the librar
 function runs."""
 
 from memplan.stack.method import TASK_TYPES, StackError, apply_method
-from memplan.stack.model import CHECKPOINT_CACHE, checkpoint_dir, load_model, prepare_checkpoint, raw_config, torch_dtype
+from memplan.stack.model import (CHECKPOINT_CACHE, checkpoint_dir, load_model, prepare_checkpoint, raw_config,
+                                 torch_dtype)
 from memplan.stack.optimizer import Lion, import_optimizer_modules, make_optimizer
 from memplan.stack.step import PhaseMeter, generate, make_batch, train_steps
 

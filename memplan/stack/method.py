@@ -13,6 +13,7 @@ class StackError(ValueError):
 TASK_TYPES = {"causal_lm": "CAUSAL_LM", "seq2seq_lm": "SEQ_2_SEQ_LM", "sequence_classification": "SEQ_CLS",
                "token_classification": "TOKEN_CLS", "masked_lm": "FEATURE_EXTRACTION"}
 
+
 def apply_method(model, spec: JobSpec, head: str, head_params: tuple[str, ...]):
     """The trainable setup as users write it: PEFT's own configs, the Trainer's gradient checkpointing."""
     quantized = spec.weight_dtype in ("nf4", "fp4", "int8")

@@ -19,10 +19,12 @@ def torch_dtype(name: str):
 
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
+
 def raw_config(spec: JobSpec) -> tuple[str, dict]:
     from memplan.architecture import load_config
 
     return load_config(spec.model, spec.inline_config, allow_path=True)
+
 
 def checkpoint_dir(spec: JobSpec) -> Path:
     from memplan.architecture import config_hash
@@ -30,6 +32,7 @@ def checkpoint_dir(spec: JobSpec) -> Path:
     _, raw = raw_config(spec)
     key = hashlib.sha256(f"{config_hash(raw)}:{spec.head}:{spec.num_labels}:{spec.compute_dtype}".encode())
     return CHECKPOINT_CACHE / key.hexdigest()[:16]
+
 
 def prepare_checkpoint(spec: JobSpec, device: str) -> Path:
     """A random checkpoint of the model in the compute dtype on local disk, for the quantized load path
@@ -49,6 +52,7 @@ def prepare_checkpoint(spec: JobSpec, device: str) -> Path:
     model.save_pretrained(tmp)
     tmp.rename(path)
     return path
+
 
 def load_model(spec: JobSpec, device: str, attention: str):
     import torch

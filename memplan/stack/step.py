@@ -75,6 +75,7 @@ def train_steps(model: Any, spec: JobSpec, head: str, device: str, steps: int, m
             optimizer.zero_grad(set_to_none=True)
             meter.end()
 
+
 def generate(model: Any, spec: JobSpec, device: str, meter: PhaseMeter) -> None:
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList

@@ -32,6 +32,7 @@ def activation_context(info: ModelInfo, spec: JobSpec, tr: Trainables, attention
         weight_cast_bytes=c if spec.weight_dtype == "fp32" and autocast else 0,
         kv_cache_copies=not (spec.gradient_checkpointing and tr.grads_flow))
 
+
 def block_activations(info: ModelInfo, st: StaticTerms, ctx: act.ActivationContext) -> dict[str, int]:
     """Saved activations of all blocks, of the largest (top) and the bottom block, one checkpoint, the model-level
     extras, and the transients of backward (per block), of LoRA forward and of checkpoint recompute."""
@@ -91,14 +92,17 @@ def block_activations(info: ModelInfo, st: StaticTerms, ctx: act.ActivationConte
             "persistent": persistent, "backward_transient": transient, "bottom_transient": bottom_transient,
             "lora_forward_transient": lora_transient, "recompute_transient": recompute}
 
+
 def _block_input_bytes(layer: act.LayerShape, ctx: act.ActivationContext) -> int:
     """Bytes per element of what a block receives: the residual stream (r), or for a post-norm stack (BERT) the
     previous block's closing norm output, fp32 for a LayerNorm under autocast."""
     return act.linear_input_bytes(layer, "attn_in", ctx) if layer.post_norm else ctx.resid_bytes
 
+
 def mask_count(info: ModelInfo) -> int:
     """One 4-D mask per attention kind the model mixes: sliding-window and full layers (Gemma 2) make two."""
     return 2 if info.sliding_window and 0 < info.sliding_window_layers < info.num_layers else 1
+
 
 def loss_terms(info: ModelInfo, spec: JobSpec, tokens: int) -> tuple[int, int, int]:
     """(forward peak, backward spike, largest fp32 block) of the logits and loss; the block, log_softmax's [T, V]

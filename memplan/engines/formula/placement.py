@@ -25,6 +25,7 @@ class HeldStates:
     live: int  # ZeRO-3's gathered parameters
     outside: dict[str, int]  # bytes outside PyTorch's allocator (paged states, NCCL)
 
+
 def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
     """Weights, gradients, optimizer states and communication buffers per GPU (memplan.terms.sharding); used by
     both engines (the trace engine traces one GPU and places these)."""

@@ -32,6 +32,7 @@ def _state_bytes(t_numel: int, shape: tuple[int, ...], dtype: str, optimizer: st
         return opt.adafactor_state_bytes(shape)
     return 0  # sgd without momentum, none
 
+
 def _optimizer_states(tr: Trainables, optimizer: str) -> tuple[int, int]:
     """(bytes inside PyTorch's allocator, bytes in paged / managed memory outside it)."""
     inside = outside = 0
@@ -42,6 +43,7 @@ def _optimizer_states(tr: Trainables, optimizer: str) -> tuple[int, int]:
         else:
             inside += b
     return inside, outside
+
 
 def _step_temp(tr: Trainables, optimizer: str, impl: str) -> int:
     if not tr.tensors or optimizer in ("none", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"):
@@ -79,9 +81,11 @@ class StaticTerms:
     grads_tied: int  # the tied embedding / lm_head gradient, summed from both uses at the very end
     block_groups: tuple[tuple[int, Any, tuple, tuple], ...]  # (count, layer, lora, ia3) of identical blocks
 
+
 @lru_cache(maxsize=1024)
 def base_weights(info: ModelInfo, weight_dtype: str, rest_dtype: str, double_quant: bool) -> int:
     return model_weight_bytes(info.params, weight_dtype, rest_dtype, double_quant)
+
 
 def static_key(spec: JobSpec) -> tuple:
     """Every spec field `static_terms` reads (head and num_labels are part of the ModelInfo)."""
@@ -138,9 +142,11 @@ def _compute_static(info: ModelInfo, spec: JobSpec) -> StaticTerms:
         block_matmul_numel=max(sum(lin.d_in * lin.d_out for lin in layer.linears) for layer in info.layers),
         block_groups=tuple(tuple(g) for g in groups.values()))
 
+
 @lru_cache(maxsize=64)
 def _params_by_name(info: ModelInfo) -> dict[str, Any]:
     return {p.name: p for p in info.params}
+
 
 def _gradients_by_place(info: ModelInfo, tr: Trainables) -> dict[str, int]:
     """Gradient bytes by when backward makes them: the bottom block's, the head's (first), the input

@@ -84,9 +84,10 @@ def estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
 def _place_held_states(r: ResolvedJob, one_gpu: Any, phases: list[Phase], outside: dict[str, int]
                        ) -> dict[str, int]:
     """Turn the traced one-GPU step into one GPU's share of a data-parallel / ZeRO job: weights, optimizer states
-    and communication buffers as memplan.engines.formula.placement.held_states places them (memplan.terms.sharding); the traced
-    gradients scaled by the share each GPU keeps (ZeRO-2/3 reduce-scatter them as backward makes them); DeepSpeed's
-    optimizer steps in place, so the traced step's temporaries go. Activations stay as traced."""
+    and communication buffers as memplan.engines.formula.placement.held_states places them
+    (memplan.terms.sharding); the traced gradients scaled by the share each GPU keeps (ZeRO-2/3 reduce-scatter them
+    as backward makes them); DeepSpeed's optimizer steps in place, so the traced step's temporaries go.
+    Activations stay as traced."""
     held = held_states(r.info, r.spec, r.notes)
     one_gpu_grads = static_terms(r.info, one_gpu).grads  # what the traced step's gradients add up to
     grad_share = held.grads / one_gpu_grads if one_gpu_grads else 0.0
