@@ -212,10 +212,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               responses={404: {"description": "unknown model or GPU id"}, 422: {"description": "invalid job"}})
     async def post_check(job: Annotated[JobSpec, Body(openapi_examples=EXAMPLES)],
                    margin_pct: Annotated[float, Query(ge=0, lt=100, description="required free share of the "
-                                                                                "usable memory, %")] = 0.0
+                                                                                "usable memory, %")] = 0.0,
+                   accept_borderline: Annotated[bool, Query(description="a borderline verdict passes")] = False
                    ) -> Response:
-        """Does the job fit its GPU with `margin_pct` percent of the usable memory left free? (`memplan check`)"""
-        return json_response(await with_hub(check, job, margin_pct))
+        """Does the job fit its GPU with `margin_pct` percent of the usable memory left free? `verdict` weighs the
+        calibrated range; `passed` is what `memplan check` exits on (borderline fails unless accepted)."""
+        return json_response(await with_hub(check, job, margin_pct, False, accept_borderline))
 
     @app.post("/v1/sweep", response_model=Sweep, tags=["estimate"])
     async def post_sweep(req: SweepRequest) -> Response:

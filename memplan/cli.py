@@ -95,6 +95,19 @@ def _gib(n: int) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
+def _verdict_line(e: Any) -> str:
+    """FITS / BORDERLINE / DOES NOT FIT, with the headroom of the point estimate and where the range ends."""
+    usable = e.gpu.usable_bytes
+    if e.verdict == "fits":
+        return (f"FITS: headroom {_gib(e.headroom_bytes)} (at the range's high end: "
+                f"{_gib(usable - e.range.high_bytes)})")
+    if e.verdict == "does_not_fit":
+        return (f"DOES NOT FIT: short by {_gib(-e.headroom_bytes)} (at the range's low end: "
+                f"{_gib(e.range.low_bytes - usable)})")
+    return (f"BORDERLINE: the {_gib(usable)} usable lie inside the range: headroom {_gib(e.headroom_bytes)} at the "
+            f"estimate, {_gib(usable - e.range.high_bytes)} at the range's high end")
+
+
 def format_estimate(e: Any) -> str:
     lines = [f"{e.model.id} ({e.model.model_type}, {e.params.total:,} params, {e.params.trainable:,} trainable)",
              f"GPU {e.gpu.id}: {_gib(e.gpu.memory_bytes)} ({_gib(e.gpu.usable_bytes)} usable)", ""]
@@ -108,7 +121,7 @@ def format_estimate(e: Any) -> str:
               f"peak on GPU     {_gib(e.peak_bytes)}   (nvidia-smi; range {e.range.low_bytes / GIB:.2f}"
               f" to {e.range.high_bytes / GIB:.2f} GiB), set by the {e.peak_phase} phase",
               f"phases (allocated): " + ", ".join(f"{k} {v / GIB:.2f}" for k, v in e.phases.items()),
-              f"{'FITS' if e.fits else 'DOES NOT FIT'}: headroom {_gib(e.headroom_bytes)}", "", "assumptions:"]
+              _verdict_line(e), "", "assumptions:"]
     lines += [f"  - {a}" for a in e.assumptions]
     return "\n".join(lines)
 
@@ -127,7 +140,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-CHECK_USAGE = """memplan check [JOB ...] [--from FILE ...] [--model ID] [--gpu ID] [--margin PCT]
+CHECK_USAGE = """memplan check [JOB ...] [--from FILE ...] [--model ID] [--gpu ID] [--margin PCT] [--accept-borderline]
               [--format text|json|junit|github] [--summary PATH]  (+ the job field flags below)"""
 
 
@@ -156,7 +169,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 print(f"memplan: error: {line}", file=sys.stderr)
         else:
             e = j.result.estimate.model_dump(mode="json")
-            print(json.dumps({**e, "check": {"fits": j.result.fits, "margin_pct": j.result.margin_pct,
+            print(json.dumps({**e, "check": {"fits": j.result.fits, "verdict": j.result.verdict,
+                                             "passed": j.result.passed, "margin_pct": j.result.margin_pct,
                                              "required_bytes": j.result.required_bytes}}, indent=2))
         for file, src, reason in j.ignored:
             print(f"memplan: ignored {src} ({file}): {reason}", file=sys.stderr)
@@ -271,7 +285,7 @@ def _checked_job(args: argparse.Namespace, arg: str | None, from_args: list[str]
             files = list(dict.fromkeys(files + [f for f in read if Path(f).exists()]))
         else:
             job = load_job(argparse.Namespace(**{**vars(args), "job": arg}))
-        result = check(job, margin, allow_path=True)
+        result = check(job, margin, allow_path=True, accept_borderline=args.accept_borderline)
     except (SpecError, UsageError) as exc:
         return CheckedJob(name=name, source_files=files, result=None, error=_error_text(exc) or "bad input",
                           ignored=ignored)
@@ -387,13 +401,17 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from memplan.validate import problems, validate
+    from memplan.validate import problems, validate, write_calibration
 
     rows, text = validate(Path(args.profiles), args.engine)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
+    wrote = args.out
+    if args.calibration:
+        write_calibration(Path(args.calibration), args.engine, rows)
+        wrote += f" and {args.calibration}"
     bad = problems(rows)
-    print(f"memplan validate: {len(rows)} runs, {len(bad)} beyond the claims; wrote {args.out}")
+    print(f"memplan validate: {len(rows)} runs, {len(bad)} beyond the claims; wrote {wrote}")
     for line in bad:
         print(f"  {line}")
     return 1 if bad else 0
@@ -443,11 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     from memplan.report import FORMATS
 
     p = sub.add_parser(
-        "check", help="exit 0 if every job fits its GPU, 1 if one does not, 2 on bad input (for CI)",
+        "check", help="exit 0 if every job fits its GPU, 1 if one does not or is borderline, 2 on bad input (for CI)",
         usage=CHECK_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Check each job against its GPU's usable memory (CI interface: docs/ci.md).",
-        epilog="exit codes: 0 every job fits, 1 at least one does not fit, 2 bad input in at least one job (each "
-               "job is\nchecked; bad input wins). Field flags apply to every job, after the --from configs.")
+        epilog="exit codes: 0 every job fits (its whole calibrated range, plus the margin), 1 at least one does not "
+               "fit or is\nborderline (the usable memory inside its range; --accept-borderline passes those), 2 bad "
+               "input in at least\none job (each job is checked; bad input wins). Field flags apply to every job, "
+               "after the --from configs.")
     _add_job_args(p)
     for action in p._actions:  # check takes any number of jobs (the other commands one)
         if action.dest == "job":
@@ -460,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"or axolotl YAML; KIND:FILE names its kind ({'|'.join(KINDS)})")
     p.add_argument("--margin", type=float, default=0.0, metavar="PCT",
                    help="required free share of the GPU's usable memory, in percent (default 0)")
+    p.add_argument("--accept-borderline", action="store_true",
+                   help="pass a job whose usable memory lies inside its estimate's calibrated range (exit 0)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--format", default=None, choices=FORMATS,
                      help="what is printed: text (default, one line per job), json, junit (JUnit XML) or github "
@@ -503,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="every run in profiles/ against its estimate -> docs/accuracy.md")
     p.add_argument("--profiles", default="profiles")
     p.add_argument("--out", default="docs/accuracy.md")
+    p.add_argument("--calibration", default="memplan/catalog/calibration.json",
+                   help="where the range's calibration is written ('' to leave it)")
     p.add_argument("--engine", default="formula", choices=engines.names(),
                    help="trace: every run against the trace engine (about 5 s a run)")
     p.set_defaults(func=_cmd_validate)

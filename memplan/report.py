@@ -4,8 +4,9 @@ JUnit XML, GitHub Actions workflow commands, and a Markdown summary (for $GITHUB
 Pure functions: they take `CheckedJob`s and return strings; the CLI does the reading, printing and writing. No
 formulas: every number comes from `memplan.check.check`'s `CheckResult` (and its `Estimate`).
 
-Exit codes of a run (`exit_code`): 0 every job fits, 1 at least one does not fit, 2 at least one job is bad input
-(bad input wins over does-not-fit, so a typo never passes or fails a gate silently as a memory verdict).
+Exit codes of a run (`exit_code`): 0 every job passes (fits, or borderline with --accept-borderline), 1 at least one
+does not fit or is borderline, 2 at least one job is bad input (bad input wins over does-not-fit, so a typo never
+passes or fails a gate silently as a memory verdict).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from memplan.check import CheckResult
+from memplan.terms.dtypes import GIB
 
-GIB = 2**30
 FORMATS = ("text", "json", "junit", "github")
 SUITE_NAME = "memplan check"
 #: JUnit classname of a job that has no GPU (bad input)
@@ -49,16 +50,17 @@ class CheckedJob:
             raise ValueError(f"CheckedJob {self.name!r}: give exactly one of result and error")
 
     @property
-    def fits(self) -> bool | None:
-        return None if self.result is None else self.result.fits
+    def passed(self) -> bool | None:
+        return None if self.result is None else self.result.passed
 
 
 def exit_code(jobs: Iterable[CheckedJob]) -> int:
-    """2 if any job is bad input, else 1 if any job does not fit, else 0 (also for no jobs)."""
+    """2 if any job is bad input, else 1 if any job does not pass (does not fit, or borderline not accepted), else 0
+    (also for no jobs)."""
     jobs = list(jobs)
     if any(j.error is not None for j in jobs):
         return 2
-    if any(j.result is not None and not j.result.fits for j in jobs):
+    if any(j.result is not None and not j.result.passed for j in jobs):
         return 1
     return 0
 
@@ -118,7 +120,11 @@ def job_dict(j: CheckedJob) -> dict[str, Any]:
         "name": j.name,
         "source_files": list(j.source_files),
         "fits": None if r is None else r.fits,
+        "verdict": None if r is None else r.verdict,
+        "passed": None if r is None else r.passed,
         "peak_bytes": None if r is None else r.estimate.peak_bytes,
+        "range_low_bytes": None if r is None else r.estimate.range.low_bytes,
+        "range_high_bytes": None if r is None else r.estimate.range.high_bytes,
         "usable_bytes": None if r is None else r.usable_bytes,
         "headroom_bytes": None if r is None else r.headroom_bytes,
         "margin_pct": None if r is None else r.margin_pct,
@@ -162,6 +168,8 @@ def _breakdown(j: CheckedJob) -> str:
         lines.append(f"{'term'.ljust(width)}  {'GiB':>9}")
         lines += [f"{k.ljust(width)}  {v / GIB:9.2f}" for k, v in comps]
         lines.append(f"{'peak (nvidia-smi)'.ljust(width)}  {e.peak_bytes / GIB:9.2f}")
+        lines.append(f"{'range low'.ljust(width)}  {e.range.low_bytes / GIB:9.2f}")
+        lines.append(f"{'range high'.ljust(width)}  {e.range.high_bytes / GIB:9.2f}")
         lines.append(f"{'usable'.ljust(width)}  {r.usable_bytes / GIB:9.2f}")
         lines.append(f"{'headroom'.ljust(width)}  {r.headroom_bytes / GIB:9.2f}")
         if r.margin_pct:
@@ -173,9 +181,10 @@ def _breakdown(j: CheckedJob) -> str:
 
 def render_junit(jobs: list[CheckedJob]) -> str:
     """JUnit XML: <testsuites> holding one <testsuite name="memplan check">, one <testcase> per job (name = the
-    job's name, classname = the GPU id), <failure> when the job does not fit, <error> for bad input, the peak /
-    usable / headroom / required bytes as <properties>, and the component breakdown in <system-out>."""
-    failures = sum(1 for j in jobs if j.result is not None and not j.result.fits)
+    job's name, classname = the GPU id), <failure> when the job does not pass (type DoesNotFit or Borderline),
+    <error> for bad input, the verdict and the peak / range / usable / headroom / required bytes as <properties>,
+    and the component breakdown in <system-out>."""
+    failures = sum(1 for j in jobs if j.result is not None and not j.result.passed)
     errors = sum(1 for j in jobs if j.error is not None)
     counts = {"tests": str(len(jobs)), "failures": str(failures), "errors": str(errors), "skipped": "0",
               "time": "0"}
@@ -190,13 +199,16 @@ def render_junit(jobs: list[CheckedJob]) -> str:
         case = ET.SubElement(suite, "testcase", attrs)
         if r is not None:
             props = ET.SubElement(case, "properties")
-            for key, value in (("peak_bytes", r.estimate.peak_bytes), ("usable_bytes", r.usable_bytes),
+            for key, value in (("verdict", r.verdict), ("peak_bytes", r.estimate.peak_bytes),
+                               ("range_low_bytes", r.estimate.range.low_bytes),
+                               ("range_high_bytes", r.estimate.range.high_bytes), ("usable_bytes", r.usable_bytes),
                                ("headroom_bytes", r.headroom_bytes), ("required_bytes", r.required_bytes),
                                ("margin_pct", format(r.margin_pct, "g")), ("peak_phase", r.estimate.peak_phase),
                                ("model", r.estimate.model.id)):
                 ET.SubElement(props, "property", {"name": key, "value": _xml_text(str(value))})
-            if not r.fits:
-                fail = ET.SubElement(case, "failure", {"message": _xml_text(r.message), "type": "DoesNotFit"})
+            if not r.passed:
+                kind = "Borderline" if r.verdict == "borderline" else "DoesNotFit"
+                fail = ET.SubElement(case, "failure", {"message": _xml_text(r.message), "type": kind})
                 fail.text = _xml_text(r.message)
         else:
             assert j.error is not None
@@ -231,8 +243,9 @@ def workflow_command(command: str, message: str, **properties: str | None) -> st
 
 
 def render_github(jobs: list[CheckedJob]) -> str:
-    """One annotation per job: `::error` (title "memplan: does not fit") when it does not fit, `::notice` (title
-    "memplan: fits") when it fits, `::error` (title "memplan: bad input") for bad input; then one `::warning`
+    """One annotation per job: `::error` (title "memplan: does not fit" or "memplan: borderline") when it does not
+    pass, `::notice` (title "memplan: fits") when it fits, `::warning` (title "memplan: borderline") for an accepted
+    borderline job, `::error` (title "memplan: bad input") for bad input; then one `::warning`
     (title "memplan: ignored field") per ignored field of an imported config, pointing at that config. An
     annotation points at the job's first source file; a job without one (a catalog model id) has its name put
     before the message instead."""
@@ -244,11 +257,10 @@ def render_github(jobs: list[CheckedJob]) -> str:
             lines.append(workflow_command("error", prefix + j.error, file=file, title="memplan: bad input"))
         else:
             assert j.result is not None
-            if j.result.fits:
-                lines.append(workflow_command("notice", prefix + j.result.message, file=file, title="memplan: fits"))
-            else:
-                lines.append(workflow_command("error", prefix + j.result.message, file=file,
-                                              title="memplan: does not fit"))
+            title = {"fits": "memplan: fits", "borderline": "memplan: borderline",
+                     "does_not_fit": "memplan: does not fit"}[j.result.verdict]
+            command = "notice" if j.result.verdict == "fits" else "warning" if j.result.passed else "error"
+            lines.append(workflow_command(command, prefix + j.result.message, file=file, title=title))
         for ifile, src, reason in j.ignored:
             lines.append(workflow_command("warning", f"{src}: {reason}", file=ifile or None,
                                           title="memplan: ignored field"))
@@ -268,7 +280,9 @@ def _verdict(j: CheckedJob) -> str:
         return "❌ bad input: " + _md_cell(j.error)
     assert j.result is not None
     margin = f" (margin {j.result.margin_pct:g}%)" if j.result.margin_pct else ""
-    return ("✅ fits" if j.result.fits else "❌ does not fit") + margin
+    if j.result.verdict == "borderline":
+        return ("⚠️ borderline, accepted" if j.result.passed else "❌ borderline") + margin
+    return ("✅ fits" if j.result.verdict == "fits" else "❌ does not fit") + margin
 
 
 def markdown_summary(jobs: Iterable[CheckedJob]) -> str:
@@ -276,10 +290,10 @@ def markdown_summary(jobs: Iterable[CheckedJob]) -> str:
     GiB, headroom GiB, verdict), then per checked job a collapsible <details> with its component breakdown in GiB
     and the ignored fields of its imported configs."""
     jobs = list(jobs)
-    fit = sum(1 for j in jobs if j.fits)
+    fit = sum(1 for j in jobs if j.passed)
     bad = sum(1 for j in jobs if j.error is not None)
     icon = "✅" if exit_code(jobs) == 0 else "❌"
-    heading = f"{icon} {fit} of {len(jobs)} job{'s' if len(jobs) != 1 else ''} fit" + (
+    heading = f"{icon} {fit} of {len(jobs)} job{'s' if len(jobs) != 1 else ''} pass" + (
         f", {bad} bad input" if bad else "")
     out = [f"## memplan check: {heading}", "",
            "| job | GPU | peak GiB | usable GiB | headroom GiB | verdict |",
@@ -307,6 +321,7 @@ def markdown_summary(jobs: Iterable[CheckedJob]) -> str:
             out += ["| term | GiB |", "|---|---:|"]
             out += [f"| {_md_cell(k)} | {_gib(v)} |" for k, v in _nonzero_components(r)]
             out.append(f"| **peak (nvidia-smi)** | **{_gib(r.estimate.peak_bytes)}** |")
+            out.append(f"| range | {_gib(r.estimate.range.low_bytes)} to {_gib(r.estimate.range.high_bytes)} |")
             out.append(f"| usable | {_gib(r.usable_bytes)} |")
             if r.margin_pct:
                 out.append(f"| required (peak + {r.margin_pct:g}% of usable) | {_gib(r.required_bytes)} |")

@@ -6,20 +6,21 @@ range and whether it fits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
 
+from memplan import catalog
 from memplan.architecture import ModelInfo
 from memplan.job import GpuInfo, ResolvedJob
 from memplan.methods import kbit_prepared
 from memplan.spec import JobSpec
 from memplan.terms import overhead as ov
+from memplan.terms import uncertainty as unc
 
-#: relative uncertainty of the uncalibrated activation-side terms (activations, logits, transients), for `range`
-ACTIVATION_UNCERTAINTY = 0.15
-FRAGMENTATION_LOW, FRAGMENTATION_HIGH = 0.01, 0.08
-CONTEXT_LOW, CONTEXT_HIGH = 680 * 2**20, 900 * 2**20  # measured range, profiles/
+Verdict = Literal["fits", "borderline", "does_not_fit"]
+#: the families of job whose stored runs calibrate `range` (memplan/catalog/calibration.json)
+RANGE_FAMILIES = ("train", "train_recompute", "inference")
 
 
 class ParamCounts(BaseModel):
@@ -50,11 +51,14 @@ class Estimate(BaseModel):
     gpu: GpuInfo
     fits: bool
     headroom_bytes: int
-    range: ByteRange
+    range: ByteRange = Field(description="calibrated: every stored CUDA run of the job's family measured a device "
+                                         "peak inside this range of its estimate (memplan.terms.uncertainty)")
     assumptions: list[str]
     phases: dict[str, int] = Field(description="peak allocated bytes in each phase")
     model: ModelSummary
     engine: str = "formula"
+    verdict: Verdict = Field(description="fits: range.high within the usable memory; does_not_fit: range.low above "
+                                         "it; borderline: the usable memory lies inside the range")
 
 
 @dataclass
@@ -90,12 +94,13 @@ def assemble(r: ResolvedJob, phases: list[Phase], trainable: int, outside: dict[
     components.update(outside)
     reserved = allocated + frag
     peak_bytes = reserved + context + sum(outside.values())
-    uncertain = sum(v for k, v in peak.parts.items() if k in ("activations", "logits", "temporaries"))
-    low = peak_bytes - int(ACTIVATION_UNCERTAINTY * uncertain) - (frag - int(FRAGMENTATION_LOW * allocated)) \
-        - (context - CONTEXT_LOW)
-    high = peak_bytes + int(ACTIVATION_UNCERTAINTY * uncertain) + (int(FRAGMENTATION_HIGH * allocated) - frag) \
-        + (CONTEXT_HIGH - context)
+    family = range_family(spec, r.attention)
+    runs, low_ratio, high_ratio = range_calibration(engine, family)
+    low, high = unc.calibrated_range_bytes(peak_bytes, low_ratio, high_ratio)
     notes = r.notes + _assumptions(spec, info, r.attention, r.optimizer_impl)
+    notes.append(f"range: the {runs} stored CUDA runs of this family ({family}) measured {low_ratio:.3f}x to "
+                 f"{high_ratio:.3f}x their estimated device peak; a new run lands at or below range.high with "
+                 f"probability about {unc.new_run_coverage(runs):.0%} (profiles/, docs/accuracy.md)")
     return Estimate(
         peak_allocated_bytes=allocated,
         peak_reserved_bytes=reserved,
@@ -106,12 +111,40 @@ def assemble(r: ResolvedJob, phases: list[Phase], trainable: int, outside: dict[
         gpu=gpu,
         fits=peak_bytes <= gpu.usable_bytes,
         headroom_bytes=gpu.usable_bytes - peak_bytes,
-        range=ByteRange(low_bytes=min(low, peak_bytes), high_bytes=max(high, peak_bytes)),
+        range=ByteRange(low_bytes=low, high_bytes=high),
         assumptions=notes,
         phases={p.name: p.total for p in phases},
         model=ModelSummary(id=info.model_id, model_type=info.model_type, head=info.head),
         engine=engine,
+        verdict=verdict(low, high, gpu.usable_bytes),
     )
+
+
+def verdict(low_bytes: int, high_bytes: int, capacity_bytes: int) -> Verdict:
+    """fits when the whole range is within the capacity, does_not_fit when the whole range is above it,
+    borderline when the capacity lies inside the range."""
+    if high_bytes <= capacity_bytes:
+        return "fits"
+    return "does_not_fit" if low_bytes > capacity_bytes else "borderline"
+
+
+def range_family(spec: JobSpec, attention: str) -> str:
+    """The family of job whose stored runs calibrate its range: inference; training whose backward recomputes
+    checkpointed blocks or holds eager attention's s^2 blocks (train_recompute: the caching allocator keeps the
+    most memory it cannot reuse there, so the measured device peak strays furthest above the estimate); other
+    training (train)."""
+    if spec.task != "train":
+        return "inference"
+    return "train_recompute" if spec.gradient_checkpointing or attention == "eager" else "train"
+
+
+def range_calibration(engine: str, family: str) -> tuple[int, float, float]:
+    """(runs, low_ratio, high_ratio) of the family for the engine (memplan/catalog/calibration.json); a family
+    with too few runs, or an engine not calibrated yet, uses the formula engine's runs of every family."""
+    engines = catalog.calibration()["engines"]
+    families = engines.get(engine) or engines["formula"]
+    entry = families.get(family) or families["all"]
+    return entry["runs"], entry["low_ratio"], entry["high_ratio"]
 
 
 #: the config keys that set a model's size (any one spelling of each)

@@ -1,5 +1,7 @@
 """`memplan validate`: every stored CUDA run in profiles/ against the estimate of its job, as a committed table
-(docs/accuracy.md) with the median and max absolute error per method and the underestimate rate.
+(docs/accuracy.md) with the median and max absolute error per method and the underestimate rate, and the
+calibration of the estimate's range (memplan/catalog/calibration.json): per family of job, the smallest and largest
+measured / estimated device peak.
 
 Each run is estimated on the GPU it ran on (its memory as the driver reports it), so `fits` is judged against the
 real card. An out-of-memory run must be estimated as not fitting; a run that fit must be estimated as fitting.
@@ -14,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from memplan.estimate import estimate
+from memplan.result import range_family
+from memplan.spec import parse_spec
+from memplan.terms import uncertainty as unc
 from memplan.terms.dtypes import GIB
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -40,6 +45,9 @@ class Row:
     device_pct: float | None
     measured_reserved: int | None
     estimated_reserved: int
+    family: str = "train"  # memplan.result.range_family
+    device_ratio: float | None = None  # measured / estimated device peak
+    above_range: bool = False  # the measured device peak above the estimate's range.high
 
 
 def load_runs(directory: Path = PROFILES_DIR) -> list[tuple[Path, dict[str, Any]]]:
@@ -58,12 +66,48 @@ def compare(name: str, record: dict[str, Any], engine: str = "formula") -> Row:
         job["gpu"] = {"memory_gib": memory / GIB}
     e = estimate(job, engine=engine)
     oom = bool(record["oom"])
+    device = record.get("device_used_peak_bytes")
+    attention = record.get("harness", {}).get("attention") or parse_spec(job).attention
     return Row(name=name, method=job.get("method", "lora") if job.get("task") != "inference" else "inference",
                model=e.model.id, oom=oom, fits_estimated=e.fits,
                allocated_pct=None if oom else _pct(e.peak_allocated_bytes, record["max_allocated_bytes"]),
                reserved_pct=None if oom else _pct(e.peak_reserved_bytes, record["max_reserved_bytes"]),
                device_pct=None if oom else _pct(e.peak_bytes, record.get("device_used_peak_bytes")),
-               measured_reserved=record["max_reserved_bytes"], estimated_reserved=e.peak_reserved_bytes)
+               measured_reserved=record["max_reserved_bytes"], estimated_reserved=e.peak_reserved_bytes,
+               family=range_family(parse_spec(job), attention),
+               device_ratio=None if oom or not device else device / e.peak_bytes,
+               above_range=bool(not oom and device and device > e.range.high_bytes))
+
+
+def calibration(rows: list[Row]) -> dict[str, dict[str, float | int]]:
+    """Per family of job (and "all"), the runs and the rounded-out smallest and largest measured / estimated
+    device peak (memplan.terms.uncertainty.ratio_bounds); families with fewer than MIN_FAMILY_RUNS runs are left
+    out (their jobs use "all")."""
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        if r.device_ratio is not None:
+            groups.setdefault(r.family, []).append(r.device_ratio)
+            groups.setdefault("all", []).append(r.device_ratio)
+    out = {}
+    for family in sorted(groups, key=lambda f: (f != "all", f)):
+        ratios = groups[family]
+        if family == "all" or len(ratios) >= unc.MIN_FAMILY_RUNS:
+            low, high = unc.ratio_bounds(ratios)
+            out[family] = {"runs": len(ratios), "low_ratio": low, "high_ratio": high}
+    return out
+
+
+def write_calibration(path: Path, engine: str, rows: list[Row]) -> None:
+    """Store the engine's calibration in `path`, keeping the other engines' entries."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    engines = data.get("engines", {})
+    engines[engine] = calibration(rows)
+    path.write_text(json.dumps({
+        "what": "per engine and family of job (memplan.result.range_family): how many stored CUDA runs of "
+                "profiles/ fit, and the smallest and largest measured / estimated device peak among them, rounded "
+                "outwards to 0.001; the estimate's range is its peak_bytes times these (memplan.terms.uncertainty)",
+        "generated_by": "memplan validate [--engine ENGINE]",
+        "engines": dict(sorted(engines.items()))}, indent=1) + "\n")
 
 
 def summarize(rows: list[Row]) -> dict[str, dict[str, float | int]]:
@@ -153,6 +197,19 @@ def render(rows: list[Row], engine: str = "formula") -> str:
         measured = "OOM" if r.oom else f"{(r.measured_reserved or 0) / GIB:.2f}"
         lines.append(f"| {r.name} | {r.model} | {r.method} | {measured} | {r.estimated_reserved / GIB:.2f} | "
                      f"{_fmt(r.reserved_pct)} | {_fmt(r.allocated_pct)} | {_fmt(r.device_pct)} |")
+    cal = calibration(rows)
+    above = [r for r in rows if r.above_range]
+    lines += ["", "## The range", "",
+              "Each estimate's `range` is its peak_bytes times the smallest and largest measured / estimated device "
+              "peak of the stored runs of its family of job (memplan/catalog/calibration.json, written by the same "
+              "command). A new run drawn like the k stored ones lands at or below the largest with probability "
+              "k / (k + 1).", "",
+              "| family | runs | low | high | new-run coverage |", "|---|---:|---:|---:|---:|"]
+    for family, c in cal.items():
+        lines.append(f"| {family} | {c['runs']} | {c['low_ratio']:.3f}x | {c['high_ratio']:.3f}x | "
+                     f"{unc.new_run_coverage(int(c['runs'])):.0%} |")
+    fitted = [r for r in rows if r.device_ratio is not None]
+    lines += ["", f"Stored runs above their estimate's range.high: {len(above)} of {len(fitted)}."]
     bad, missed = problems(rows), target_misses(rows)
     lines += ["", "## Beyond the claims", ""] + ([f"- {p}" for p in bad] or ["None."])
     lines += ["", f"## Outside the {MAX_BOUND_PCT:g}% target (known misses)", ""] + (

@@ -65,11 +65,19 @@ def test_check_and_margin(client):
     r = client.post("/v1/check", json=QLORA_T4)
     body = r.json()
     assert r.status_code == 200 and body == check(QLORA_T4).model_dump(mode="json")
-    assert body["fits"] is True and body["message"].startswith("FITS: meta-llama/Llama-3.1-8B on T4-16GB")
-    # a margin larger than the headroom turns the verdict: headroom 0.06 GiB is 0.4% of 14.50 GiB usable
+    # the point estimate fits with 0.06 GiB to spare, but the 14.50 GiB usable lie inside its calibrated range
+    # (13.26 to 16.41 GiB): borderline, which fails the check unless accepted
+    assert body["fits"] is True and (body["verdict"], body["passed"]) == ("borderline", False)
+    assert body["message"].startswith("BORDERLINE (fails the check; --accept-borderline passes it): "
+                                      "meta-llama/Llama-3.1-8B on T4-16GB")
+    accepted = client.post("/v1/check", params={"accept_borderline": True}, json=QLORA_T4).json()
+    assert (accepted["verdict"], accepted["passed"]) == ("borderline", True)
+    # a margin larger than the headroom turns the point verdict: headroom 0.06 GiB is 0.4% of 14.50 GiB usable
     assert client.post("/v1/check", params={"margin_pct": 0.3}, json=QLORA_T4).json()["fits"] is True
     tight = client.post("/v1/check", params={"margin_pct": 10}, json=QLORA_T4).json()
-    assert tight["fits"] is False
+    assert tight["fits"] is False and tight["verdict"] == "does_not_fit"  # 13.05 GiB left, below the range
+    assert client.post("/v1/check", params={"margin_pct": 5},
+                       json=QLORA_T4).json()["verdict"] == "borderline"  # 13.78 GiB left, inside the range
     assert tight["required_bytes"] == tight["estimate"]["peak_bytes"] + int(tight["usable_bytes"] * 0.10)
 
 

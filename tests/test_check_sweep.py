@@ -13,13 +13,33 @@ GIB = 2**30
 
 
 def test_check_docstring_example():
-    """peak 14.44 GiB on a T4 (14.50 GiB usable): margin 0% needs 14.44 GiB (fits), 10% needs 15.89 (not)."""
+    """peak 14.44 GiB on a T4 (14.50 GiB usable): margin 0% needs 14.44 GiB (fits as a point estimate), but the
+    range reaches 16.41 GiB: borderline, which does not pass unless accepted; 10% needs 15.89 (not)."""
     zero = check(EXAMPLE, 0)
     assert round(zero.estimate.peak_bytes / GIB, 2) == 14.44 and round(zero.usable_bytes / GIB, 2) == 14.50
     assert zero.fits and round(zero.required_bytes / GIB, 2) == 14.44
+    assert round(zero.estimate.range.high_bytes / GIB, 2) == 16.41
+    assert (zero.verdict, zero.passed) == ("borderline", False)
+    accepted = check(EXAMPLE, 0, accept_borderline=True)
+    assert (accepted.verdict, accepted.passed) == ("borderline", True)
     ten = check(EXAMPLE, 10)
     assert not ten.fits and round(ten.required_bytes / GIB, 2) == 15.89
     assert ten.message.startswith("DOES NOT FIT: meta-llama/Llama-3.1-8B on T4-16GB: peak 14.44 GiB")
+
+
+@pytest.mark.parametrize("margin", [0.0, 5.0, 20.0])
+def test_verdict_follows_the_range_and_the_margin(margin):
+    """On GPUs sized around the job's range: capacity above range.high fits, inside the range is borderline,
+    below range.low does not fit (capacity = usable less the margin); `passed` only for fits unless accepted."""
+    e = memplan.estimate(EXAMPLE)
+    low, high = e.range.low_bytes, e.range.high_bytes
+    driver = e.gpu.memory_bytes - e.gpu.usable_bytes
+    for capacity, want in ((high + 2**20, "fits"), ((low + high) // 2, "borderline"), (low - 2**20, "does_not_fit")):
+        usable = int(capacity / (1 - margin / 100)) + 1
+        r = check({**EXAMPLE, "gpu": {"memory_gib": (usable + driver) / GIB}}, margin)
+        assert r.verdict == want, (capacity, want)
+        assert r.passed is (want == "fits")
+        assert r.estimate.range.low_bytes == low and r.estimate.range.high_bytes == high
 
 
 @pytest.mark.parametrize("margin", [-1, 100, 250])

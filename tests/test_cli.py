@@ -21,7 +21,7 @@ def run(capsys, *argv):
 
 def test_estimate_table_and_json_match_the_library(capsys):
     code, out, _ = run(capsys, "estimate", EXAMPLE)
-    assert code == 0 and "peak on GPU" in out and "GiB" in out and "FITS" in out
+    assert code == 0 and "peak on GPU" in out and "GiB" in out and "BORDERLINE: the 14.50 GiB usable" in out
     code, out, _ = run(capsys, "estimate", EXAMPLE, "--json")
     data = json.loads(out)
     import yaml
@@ -32,10 +32,14 @@ def test_estimate_table_and_json_match_the_library(capsys):
 
 def test_check_exit_codes(capsys):
     code, out, _ = run(capsys, "check", EXAMPLE, "--gpu", "T4-16GB")
-    assert code == 0 and out.startswith("memplan check: FITS") and out.count("\n") == 1
+    assert code == 1 and out.startswith("memplan check: BORDERLINE") and out.count("\n") == 1
+    code, out, _ = run(capsys, "check", EXAMPLE, "--gpu", "T4-16GB", "--accept-borderline")
+    assert code == 0 and out.startswith("memplan check: BORDERLINE (accepted)")
+    code, out, _ = run(capsys, "check", EXAMPLE, "--gpu", "L4-24GB")
+    assert code == 0 and out.startswith("memplan check: FITS")
     code, out, _ = run(capsys, "check", EXAMPLE, "--gpu", "T4-16GB", "--seq-len", "8192", "--micro-batch-size", "4")
     assert code == 1 and "DOES NOT FIT" in out
-    code, out, _ = run(capsys, "check", EXAMPLE, "--gpu", "T4-16GB", "--margin", "50")
+    code, out, _ = run(capsys, "check", EXAMPLE, "--gpu", "L4-24GB", "--margin", "50")
     assert code == 1  # fits, but not with half the GPU kept free
 
 
@@ -81,9 +85,9 @@ def test_models_and_gpus(capsys):
 
 
 def test_console_script_runs():
-    proc = subprocess.run([sys.executable, "-m", "memplan.cli", "check", EXAMPLE], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0 and "FITS" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "memplan.cli", "check", EXAMPLE, "--accept-borderline"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "BORDERLINE (accepted)" in proc.stdout
 
 
 def test_name_flags_are_not_read_as_yaml(capsys):

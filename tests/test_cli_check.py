@@ -39,21 +39,31 @@ def example_job(**changes) -> dict:
     return job
 
 
+#: the README's example is borderline on its T4 (the usable memory inside its calibrated range); on an L4 it fits
+FITS_GPU = "L4-24GB"
+
+
+def fitting_job(**changes) -> dict:
+    return example_job(gpu=FITS_GPU, **changes)
+
+
 @pytest.fixture
 def jobs(tmp_path):
-    """Three job files: one that fits (the README's example), one that does not, one with a typo."""
+    """Three job files: one that fits (the README's example on an L4), one that does not, one with a typo."""
+    fits = tmp_path / "fits.yaml"
+    fits.write_text(yaml.safe_dump(fitting_job()))
     too_big = tmp_path / "too-big.yaml"
     too_big.write_text(yaml.safe_dump(example_job(seq_len=8192, micro_batch_size=4)))
     typo = tmp_path / "typo.yaml"
     typo.write_text("model: Qwen/Qwen2.5-0.5B\nmethod: fulll\ngpu: A10G-24GB\n")
-    return {"fits": EXAMPLE, "too_big": str(too_big), "typo": str(typo)}
+    return {"fits": str(fits), "too_big": str(too_big), "typo": str(typo)}
 
 
 # -------------------------------------------------------------------------------- several jobs, exit codes
 
 
 def test_several_jobs_one_line_each_and_the_exit_code(capsys, jobs):
-    fits = check(example_job(), allow_path=True)
+    fits = check(fitting_job(), allow_path=True)
     too_big = check(example_job(seq_len=8192, micro_batch_size=4), allow_path=True)
     assert fits.fits and not too_big.fits  # the fixture really mixes the verdicts
 
@@ -69,8 +79,8 @@ def test_several_jobs_one_line_each_and_the_exit_code(capsys, jobs):
     assert lines[1].startswith(f"memplan check: {jobs['typo']}: error: method: ") and "'fulll'" in lines[1]
     assert lines[2] == f"memplan check: {jobs['too_big']}: {too_big.message}"
 
-    code, out, _ = run(capsys, "check", jobs["fits"], "Qwen/Qwen2.5-0.5B", "--gpu", "T4-16GB")
-    assert code == 0 and len(out.splitlines()) == 2 and "Qwen2.5-0.5B: FITS: Qwen/Qwen2.5-0.5B on T4-16GB" in out
+    code, out, _ = run(capsys, "check", jobs["fits"], "Qwen/Qwen2.5-0.5B", "--gpu", FITS_GPU)
+    assert code == 0 and len(out.splitlines()) == 2 and "Qwen2.5-0.5B: FITS: Qwen/Qwen2.5-0.5B on L4-24GB" in out
 
 
 def test_field_flags_and_the_margin_apply_to_every_job(capsys, jobs):
@@ -84,7 +94,8 @@ def test_field_flags_and_the_margin_apply_to_every_job(capsys, jobs):
 
 def test_a_single_job_prints_the_line_it_always_printed(capsys):
     code, out, _ = run(capsys, "check", EXAMPLE)
-    assert code == 0 and out == f"memplan check: {check(example_job(), allow_path=True).message}\n"
+    assert code == 1 and out == f"memplan check: {check(example_job(), allow_path=True).message}\n"
+    assert out.startswith("memplan check: BORDERLINE")  # the README's T4 example: usable memory inside its range
 
 
 def test_no_job_is_exit_2_with_a_message(capsys):
@@ -119,7 +130,7 @@ def test_from_trainer_config_reaches_the_estimate(capsys):
                        "--format", "json")
     data = json.loads(out)
     (job,) = data["jobs"]
-    assert code == (0 if want.fits else 1) and data["exit_code"] == code
+    assert code == (0 if want.passed else 1) and data["exit_code"] == code
     assert job["name"] == fx("trl_sft_qlora.yaml") and job["source_files"] == [fx("trl_sft_qlora.yaml")]
     assert job["peak_bytes"] == want.estimate.peak_bytes and job["message"] == want.message
     assert job["estimate"] == want.estimate.model_dump(mode="json")
@@ -150,7 +161,7 @@ def test_from_two_configs_combined_into_one_job(capsys):
     code, out, _ = run(capsys, "check", "--from", files[0], "--from", f"deepspeed:{files[1]}",
                        "--model", "Qwen/Qwen2.5-0.5B", "--gpu", "T4-16GB", "--format", "json")
     job = json.loads(out)["jobs"][0]
-    assert code == (0 if want.fits else 1)
+    assert code == (0 if want.passed else 1)
     assert job["name"] == "+".join(files) and job["source_files"] == files  # KIND: is not part of the name
     assert job["peak_bytes"] == want.estimate.peak_bytes and job["required_bytes"] == want.required_bytes
     assert {i["field"] for i in job["ignored"]} == {"zero_optimization.reduce_bucket_size",
@@ -278,7 +289,7 @@ def test_json_format_parses_and_matches_check(capsys, jobs):
     data = json.loads(out)
     assert code == 2 and data["exit_code"] == 2
     assert [j["name"] for j in data["jobs"]] == [jobs["fits"], jobs["too_big"], jobs["typo"]]
-    for j, want in zip(data["jobs"], [check(example_job(), allow_path=True),
+    for j, want in zip(data["jobs"], [check(fitting_job(), allow_path=True),
                                       check(example_job(seq_len=8192, micro_batch_size=4), allow_path=True)]):
         assert (j["fits"], j["peak_bytes"], j["usable_bytes"], j["headroom_bytes"], j["required_bytes"]) == (
             want.fits, want.estimate.peak_bytes, want.usable_bytes, want.headroom_bytes, want.required_bytes)
@@ -293,17 +304,17 @@ def test_junit_format_parses_and_matches_check(capsys, jobs):
     assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("3", "1", "1")
     cases = root.findall("./testsuite/testcase")
     assert [c.get("name") for c in cases] == [jobs["fits"], jobs["too_big"], jobs["typo"]]
-    for case, want in zip(cases, [check(example_job(), allow_path=True),
+    for case, want in zip(cases, [check(fitting_job(), allow_path=True),
                                   check(example_job(seq_len=8192, micro_batch_size=4), allow_path=True)]):
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert int(props["peak_bytes"]) == want.estimate.peak_bytes
         assert int(props["headroom_bytes"]) == want.headroom_bytes and int(props["usable_bytes"]) == want.usable_bytes
-        assert (case.find("failure") is None) == want.fits
+        assert (case.find("failure") is None) == want.passed
     assert cases[2].find("error") is not None and cases[2].find("error").get("type") == "BadInput"
 
 
 def test_github_format_and_text_format_carry_the_same_verdicts(capsys, jobs):
-    fits = check(example_job(), allow_path=True)
+    fits = check(fitting_job(), allow_path=True)
     too_big = check(example_job(seq_len=8192, micro_batch_size=4), allow_path=True)
     code, out, _ = _mixed(capsys, jobs, "github")
     lines = out.splitlines()
@@ -323,10 +334,11 @@ def test_unknown_format_is_refused(capsys, jobs):
 
 
 def test_json_flag_keeps_the_one_job_shape(capsys, jobs):
-    want = check(example_job(), allow_path=True)
-    code, out, _ = run(capsys, "check", EXAMPLE, "--json")
+    want = check(fitting_job(), allow_path=True)
+    code, out, _ = run(capsys, "check", jobs["fits"], "--json")
     data = json.loads(out)
-    assert code == 0 and data["check"] == {"fits": True, "margin_pct": 0.0, "required_bytes": want.required_bytes}
+    assert code == 0 and data["check"] == {"fits": True, "verdict": "fits", "passed": True, "margin_pct": 0.0,
+                                           "required_bytes": want.required_bytes}
     assert {k: v for k, v in data.items() if k != "check"} == want.estimate.model_dump(mode="json")
     code, out, err = run(capsys, "check", jobs["fits"], jobs["too_big"], "--json")
     assert code == 2 and out == "" and "--format json" in err
@@ -342,14 +354,14 @@ def test_json_flag_keeps_the_one_job_shape(capsys, jobs):
 def test_summary_appends_the_markdown_table(capsys, jobs, tmp_path):
     summary = tmp_path / "sub" / "summary.md"
     summary.parent.mkdir()
-    fits = check(example_job(), allow_path=True)
+    fits = check(fitting_job(), allow_path=True)
     too_big = check(example_job(seq_len=8192, micro_batch_size=4), allow_path=True)
     code, out, _ = run(capsys, "check", jobs["fits"], jobs["too_big"], "--summary", summary)
     assert code == 1 and len(out.splitlines()) == 2  # stdout is still the report
     text = summary.read_text(encoding="utf-8")
-    assert text.startswith("## memplan check: ❌ 1 of 2 jobs fit\n")
+    assert text.startswith("## memplan check: ❌ 1 of 2 jobs pass\n")
     assert "| job | GPU | peak GiB | usable GiB | headroom GiB | verdict |" in text
-    assert (f"| {jobs['fits']} | T4-16GB | {fits.estimate.peak_bytes / GIB:.2f} | {fits.usable_bytes / GIB:.2f} | "
+    assert (f"| {jobs['fits']} | L4-24GB | {fits.estimate.peak_bytes / GIB:.2f} | {fits.usable_bytes / GIB:.2f} | "
             f"{fits.headroom_bytes / GIB:.2f} | ✅ fits |") in text
     assert (f"| {jobs['too_big']} | T4-16GB | {too_big.estimate.peak_bytes / GIB:.2f} | "
             f"{too_big.usable_bytes / GIB:.2f} | {too_big.headroom_bytes / GIB:.2f} | ❌ does not fit |") in text
@@ -357,12 +369,12 @@ def test_summary_appends_the_markdown_table(capsys, jobs, tmp_path):
     code, _, _ = run(capsys, "check", jobs["typo"], "--summary", summary, "--format", "json")
     again = summary.read_text(encoding="utf-8")
     assert code == 2 and again.startswith(text) and again.count("## memplan check:") == 2
-    assert "## memplan check: ❌ 0 of 1 job fit, 1 bad input" in again and "❌ bad input: method: " in again
+    assert "## memplan check: ❌ 0 of 1 job pass, 1 bad input" in again and "❌ bad input: method: " in again
 
 
 def test_summary_to_an_unwritable_path_is_exit_2(capsys, tmp_path):
     code, out, err = run(capsys, "check", EXAMPLE, "--summary", tmp_path / "missing-dir" / "s.md")
-    assert code == 2 and "FITS" in out and "--summary: cannot write" in err and "Traceback" not in err
+    assert code == 2 and "BORDERLINE" in out and "--summary: cannot write" in err and "Traceback" not in err
 
 
 # -------------------------------------------------------------------------------- end to end
@@ -377,7 +389,7 @@ def test_exit_codes_end_to_end_in_a_subprocess(jobs, tmp_path):
     assert proc.returncode == 1, proc.stderr
     root = ET.fromstring(proc.stdout.encode())
     assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("2", "1", "0")
-    assert "❌ 1 of 2 jobs fit" in summary.read_text(encoding="utf-8")
+    assert "❌ 1 of 2 jobs pass" in summary.read_text(encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "memplan.cli", "check", jobs["fits"], jobs["typo"]],
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr

@@ -15,8 +15,9 @@ import yaml
 
 import memplan
 from memplan import profiling
-from memplan.validate import (PROFILES_DIR, claimed_max_pct, compare, load_runs, problems, render, summarize,
-                              target_misses, validate)
+from memplan import catalog
+from memplan.validate import (PROFILES_DIR, Row, calibration, claimed_max_pct, compare, load_runs, problems, render,
+                              summarize, target_misses, validate)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((PROFILES_DIR / "schema.json").read_text())
@@ -146,6 +147,26 @@ def test_validate_computes_signed_errors_and_flags_bounds(tmp_path):
 def test_accuracy_table_is_generated_from_profiles():
     rows, text = validate()
     assert (ROOT / "docs" / "accuracy.md").read_text() == text, "run `memplan validate` and commit docs/accuracy.md"
+    # the range's calibration is what these runs give (memplan validate writes both)
+    assert catalog.calibration()["engines"]["formula"] == calibration(rows), \
+        "run `memplan validate` and commit memplan/catalog/calibration.json"
+    # the range is an upper bound the stored runs stay under: at most 5% of them above range.high
+    fitted = [r for r in rows if r.device_ratio is not None]
+    assert len(fitted) >= 50 and sum(r.above_range for r in fitted) <= 0.05 * len(fitted)
+
+
+def test_calibration_per_family_from_made_up_runs():
+    """Each family's ratios are the rounded-out min and max of its runs; a family with too few runs is left to
+    "all"; every run lies inside its family's range."""
+    def row(name, family, ratio):
+        return Row(name=name, method="lora", model="m", oom=False, fits_estimated=True,
+                                    allocated_pct=0.0, reserved_pct=0.0, device_pct=0.0, measured_reserved=1,
+                                    estimated_reserved=1, family=family, device_ratio=ratio)
+    rows = [row(f"t{i}", "train", r) for i, r in enumerate((0.9512, 0.97, 0.98, 0.99, 0.9999, 0.96))]
+    rows.append(row("inf", "inference", 1.2))
+    cal = calibration(rows)
+    assert cal == {"all": {"runs": 7, "low_ratio": 0.951, "high_ratio": 1.2},
+                   "train": {"runs": 6, "low_ratio": 0.951, "high_ratio": 1.0}}
 
 
 # ---------------------------------------------------------------- every stored CUDA run

@@ -127,12 +127,14 @@ def test_text_multiline_error_gives_one_prefixed_line_each(fit_result):
 def test_json_values_are_the_check_results(fit, short, bad, fit_result, short_result, bad_error):
     doc = json.loads(render([fit, short, bad], "json"))
     assert list(doc) == ["exit_code", "jobs"] and doc["exit_code"] == 2
-    keys = ["name", "source_files", "fits", "peak_bytes", "usable_bytes", "headroom_bytes", "margin_pct",
-            "required_bytes", "peak_phase", "message", "ignored", "error", "estimate"]
+    keys = ["name", "source_files", "fits", "verdict", "passed", "peak_bytes", "range_low_bytes", "range_high_bytes",
+            "usable_bytes", "headroom_bytes", "margin_pct", "required_bytes", "peak_phase", "message", "ignored",
+            "error", "estimate"]
     assert [list(j) for j in doc["jobs"]] == [keys, keys, keys]
     for j, r in zip(doc["jobs"][:2], (fit_result, short_result)):
-        assert j["fits"] is r.fits
+        assert j["fits"] is r.fits and j["verdict"] == r.verdict and j["passed"] is r.passed
         assert j["peak_bytes"] == r.estimate.peak_bytes
+        assert (j["range_low_bytes"], j["range_high_bytes"]) == (r.estimate.range.low_bytes, r.estimate.range.high_bytes)
         assert j["usable_bytes"] == r.usable_bytes == r.estimate.gpu.usable_bytes
         assert j["headroom_bytes"] == r.headroom_bytes
         assert j["required_bytes"] == r.required_bytes
@@ -246,7 +248,7 @@ def test_github_annotations_for_real_results(fit, short, bad, fit_result, short_
 def test_markdown_summary_table_and_details(fit, short, bad, fit_result, short_result):
     md = markdown_summary([fit, short, bad])
     lines = md.splitlines()
-    assert lines[0] == "## memplan check: ❌ 1 of 3 jobs fit, 1 bad input"
+    assert lines[0] == "## memplan check: ❌ 1 of 3 jobs pass, 1 bad input"
     assert lines[2] == "| job | GPU | peak GiB | usable GiB | headroom GiB | verdict |"
 
     def gib(n: int) -> str:
@@ -270,7 +272,7 @@ def test_markdown_summary_table_and_details(fit, short, bad, fit_result, short_r
     assert f"| required (peak + 5% of usable) | {gib(s.required_bytes)} |" in blocks[1][1]
     assert "required" not in blocks[0][1] and "Ignored" not in blocks[0][1]
     assert "- <code>report_to</code> in <code>train/args.json</code>: not a memory setting" in blocks[1][1]
-    assert markdown_summary([fit]).splitlines()[0] == "## memplan check: ✅ 1 of 1 job fit"
+    assert markdown_summary([fit]).splitlines()[0] == "## memplan check: ✅ 1 of 1 job pass"
 
 
 def test_markdown_summary_escapes_cells():
@@ -287,7 +289,8 @@ ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 def test_action_inputs_outputs_and_defaults():
     inputs = ACTION["inputs"]
     assert {k: v.get("default") for k, v in inputs.items()} == {
-        "jobs": "", "from": "", "model": "", "gpu": "", "margin": "0", "format": "github", "summary": "true",
+        "jobs": "", "from": "", "model": "", "gpu": "", "margin": "0", "accept-borderline": "false",
+        "format": "github", "summary": "true",
         "output-file": "", "working-directory": ".", "python-version": "3.11", "install": "",
         "torch-index-url": "https://download.pytorch.org/whl/cpu"}
     assert ACTION["runs"]["using"] == "composite"
@@ -335,11 +338,12 @@ def test_action_check_step_passes_the_exit_code_and_sets_fits(tmp_path, rc, fits
 def test_action_check_step_maps_every_input_to_its_flag(tmp_path):
     code, argv, outputs, _ = _run_check_step(
         tmp_path, 1, {"jobs": "", "from": "train/sft.yaml\npeft:train/adapter.json", "model": "Qwen/Qwen2.5-7B",
-                      "gpu": "L4-24GB", "margin": "10", "format": "junit", "summary": "false",
-                      "output-file": "report.xml"})
+                      "gpu": "L4-24GB", "margin": "10", "accept-borderline": "true", "format": "junit",
+                      "summary": "false", "output-file": "report.xml"})
     assert code == 1 and outputs["fits"] == "false"
     assert argv == ["check", "--from", "train/sft.yaml", "--from", "peft:train/adapter.json", "--model",
-                    "Qwen/Qwen2.5-7B", "--gpu", "L4-24GB", "--margin", "10", "--format", "junit"]
+                    "Qwen/Qwen2.5-7B", "--gpu", "L4-24GB", "--margin", "10", "--format", "junit",
+                    "--accept-borderline"]
     assert (tmp_path / "work" / "report.xml").read_text() == "::notice::report\n"
 
 
@@ -422,7 +426,8 @@ def test_docs_example_outputs_are_current():
     found = {m.group(2): m.group(3) for m in GENERATED.finditer(docs)}
     jobs = docs_jobs(docs)
     assert [j.name for j in jobs] == [README_JOB, "memplan-jobs/qwen7b-lora-l4.yaml", "memplan-jobs/typo.yaml"]
-    assert [j.fits for j in jobs] == [True, False, None]  # one of each: fits, does not fit, bad input
+    # one of each: borderline (the README's T4 example), does not fit, bad input
+    assert [j.result.verdict if j.result else None for j in jobs] == ["borderline", "does_not_fit", None]
     outputs = docs_outputs(jobs)
     assert set(found) == set(outputs)
     for kind, text in outputs.items():

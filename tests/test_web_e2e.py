@@ -109,9 +109,17 @@ def expect_result(page, spec: dict) -> memplan.Estimate:
     expect(page.locator("#peak-gib")).to_have_text(f"{gib(e.peak_bytes)} GiB")
     expect(page.locator("#peak-gib")).to_have_attribute("data-bytes", str(e.peak_bytes))
     expect(page.locator("#fits")).to_have_attribute("data-fits", "true" if e.fits else "false")
-    expect(page.locator("#fits")).to_have_text("Fits" if e.fits else "Does not fit")
+    expect(page.locator("#fits")).to_have_attribute("data-verdict", e.verdict)
+    expect(page.locator("#fits")).to_have_text(VERDICT_TEXT[e.verdict])
     expect(page.locator("#peak-phase")).to_have_text(e.peak_phase)
+    band = page.locator("#breakdown .bar-range")
+    expect(band).to_have_attribute("data-verdict", e.verdict)
+    expect(band).to_have_attribute("data-low-bytes", str(e.range.low_bytes))
+    expect(band).to_have_attribute("data-high-bytes", str(e.range.high_bytes))
     return e
+
+
+VERDICT_TEXT = {"fits": "Fits", "borderline": "Borderline", "does_not_fit": "Does not fit"}
 
 
 # ------------------------------------------------------------------ 1. the controls give the library's numbers
@@ -302,7 +310,7 @@ def copied_job(page, capsys, tmp_path):
     assert page.evaluate("navigator.clipboard.readText()") == page.locator("#copy-json-out").text_content()
     e = memplan.estimate(job)
     assert page.locator("#peak-gib").text_content() == f"{gib(e.peak_bytes)} GiB"
-    assert page.locator("#fits").get_attribute("data-fits") == str(e.fits).lower()
+    assert page.locator("#fits").get_attribute("data-verdict") == e.verdict
 
     page.get_by_role("button", name="Copy YAML").click()
     yaml_text = page.locator("#copy-yaml-out").text_content()
@@ -318,9 +326,10 @@ def copied_job(page, capsys, tmp_path):
     capsys.readouterr()
     code = cli_main(argv[1:])
     out = capsys.readouterr().out
-    assert code == (0 if e.fits else 1), out
+    assert code == (0 if e.verdict == "fits" else 1), out
     assert f"peak {gib(e.peak_bytes)} GiB" in out
-    assert out.startswith("memplan check: " + ("FITS" if e.fits else "DOES NOT FIT"))
+    assert out.startswith("memplan check: " + {"fits": "FITS", "borderline": "BORDERLINE",
+                                               "does_not_fit": "DOES NOT FIT"}[e.verdict])
     return job, e, argv
 
 
@@ -337,7 +346,7 @@ def test_copy_outputs_reproduce_the_estimate(browser, base_url, capsys, tmp_path
                 "gradient_checkpointing": True, "gpu": "T4-16GB"}
         expect_result(page, spec)
         job, e, argv = copied_job(page, capsys, tmp_path)
-        assert job == spec and e.fits
+        assert job == spec and e.fits and e.verdict == "borderline"  # fits at the estimate, not across its range
         assert argv == ["memplan", "check", LLAMA, "--method", "qlora", "--lora-r", "32", "--lora-alpha", "16",
                         "--lora-target-modules", "q_proj,v_proj", "--optimizer", "paged_adamw_8bit",
                         "--micro-batch-size", "2", "--seq-len", "1024", "--gradient-checkpointing", "true",

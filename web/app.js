@@ -502,9 +502,13 @@ function showError(err) {
   markInvalid(detail.map((d) => d.field));
 }
 
-function setMini(state, verdict, peak) {
+const VERDICT_TEXT = { fits: "Fits", borderline: "Borderline", does_not_fit: "Does not fit" };
+const VERDICT_MARK = { fits: "✓", borderline: "!", does_not_fit: "✕" };
+
+function setMini(state, verdict, peak, verdictName = "") {
   const mini = $("mini-summary");
   mini.dataset.fits = state;
+  mini.dataset.verdict = verdictName;
   mini.querySelector(".mini-verdict").textContent = verdict;
   mini.querySelector(".mini-peak").textContent = peak;
 }
@@ -538,8 +542,12 @@ function termColor(term, i) {
 function renderEstimate(e) {
   const usable = e.gpu.usable_bytes;
   const fits = $("fits");
-  fits.textContent = e.fits ? "Fits" : "Does not fit";
+  fits.textContent = VERDICT_TEXT[e.verdict];
   fits.dataset.fits = String(e.fits);
+  fits.dataset.verdict = e.verdict;
+  fits.title = e.verdict === "borderline"
+    ? `The usable ${gib(usable)} GiB lie inside the likely range ${gib(e.range.low_bytes)} – ${gib(e.range.high_bytes)} GiB: it may or may not fit`
+    : "";
   const peak = $("peak-gib");
   peak.textContent = `${gib(e.peak_bytes)} GiB`;
   peak.dataset.bytes = e.peak_bytes;
@@ -550,7 +558,7 @@ function renderEstimate(e) {
     ? `${gib(e.headroom_bytes)} GiB headroom (${pct}% of usable)`
     : `short by ${gib(-e.headroom_bytes)} GiB (${pct}% over usable)`;
   $("peak-phase").textContent = e.peak_phase;
-  setMini(String(e.fits), e.fits ? "✓ Fits" : "✕ Does not fit", `${gib(e.peak_bytes)} GiB peak`);
+  setMini(String(e.fits), `${VERDICT_MARK[e.verdict]} ${VERDICT_TEXT[e.verdict]}`, `${gib(e.peak_bytes)} GiB peak`, e.verdict);
   $("gpu-summary").textContent = e.gpu.name ? `${e.gpu.name} (${e.gpu.id}), ${gib(e.gpu.memory_bytes)} GiB` : `${gib(e.gpu.memory_bytes)} GiB (custom)`;
   const usableEl = $("usable-gib");
   usableEl.textContent = `${gib(usable)} GiB`;
@@ -563,7 +571,7 @@ function renderEstimate(e) {
   // stacked bar: the terms at the peak, on a scale that also shows the usable capacity
   const bar = $("breakdown");
   bar.replaceChildren();
-  const scale = Math.max(e.peak_bytes, usable);
+  const scale = Math.max(e.range.high_bytes, usable);
   const track = node("div", { class: "bar-track", role: "img", "aria-label": `Breakdown of ${gib(e.peak_bytes)} GiB: ` + Object.entries(e.components).filter(([, b]) => b > 0).map(([t, b]) => `${humanTerm(t)} ${gib(b)} GiB`).join(", ") });
   const tbody = $("breakdown-table").tBodies[0];
   tbody.replaceChildren();
@@ -581,9 +589,14 @@ function renderEstimate(e) {
       node("td", { class: "num", text: gib(bytes) }),
       node("td", { class: "num", text: `${((100 * bytes) / e.peak_bytes).toFixed(1)}%` })));
   });
+  // the calibrated range of the device peak, as a bracket over the bar, against the usable capacity
+  const rangeMark = node("div", { class: "bar-range", "data-verdict": e.verdict, "data-low-bytes": e.range.low_bytes,
+    "data-high-bytes": e.range.high_bytes, title: `likely range ${gib(e.range.low_bytes)} – ${gib(e.range.high_bytes)} GiB` });
+  rangeMark.style.left = `${(100 * e.range.low_bytes) / scale}%`;
+  rangeMark.style.width = `${(100 * (e.range.high_bytes - e.range.low_bytes)) / scale}%`;
   const cap = node("div", { class: "bar-capacity", "data-bytes": usable, title: `usable ${gib(usable)} GiB` });
   cap.style.left = `${(100 * usable) / scale}%`;
-  track.append(cap);
+  track.append(rangeMark, cap);
   bar.append(track, node("div", { class: "bar-scale" },
     node("span", { text: "0" }),
     node("span", { class: "bar-cap-label", text: `usable ${gib(usable)} GiB` })));
@@ -966,7 +979,7 @@ function renderPlan(p) {
   const e = p.estimate;
   const where = e.gpu.name ? `${e.gpu.name} (${e.gpu.id})` : `${gib(e.gpu.memory_bytes)} GiB GPU`;
   planEl.baseline.replaceChildren(
-    node("span", { class: "verdict", "data-fits": String(e.fits), text: e.fits ? "Fits" : "Does not fit" }), " ",
+    node("span", { class: "verdict", "data-fits": String(e.fits), "data-verdict": e.verdict, text: VERDICT_TEXT[e.verdict] }), " ",
     `The job as planned on ${where}: peak ${gib(e.peak_bytes)} GiB, ${headroomText(e.headroom_bytes)}.`);
   planEl.baseline.dataset.peakBytes = e.peak_bytes;
   renderPlanConfigs(p.configurations);

@@ -18,7 +18,8 @@ from memplan.terms.dtypes import GIB
 CATALOG_DIR = Path(__file__).parent
 MODELS_DIR = CATALOG_DIR / "models"
 GPUS_DIR = CATALOG_DIR / "gpus"
-
+#: per engine and family of job, how far the stored CUDA runs landed from the estimate (`memplan validate` writes it)
+CALIBRATION_PATH = CATALOG_DIR / "calibration.json"
 
 
 class CatalogError(KeyError):
@@ -100,6 +101,13 @@ def _gpus() -> dict[str, GpuEntry]:
         dense_tflops=raw.get("dense_tflops", {}), memory_bandwidth_gb_s=raw.get("memory_bandwidth_gb_s"),
         compute_capability=raw.get("compute_capability"), aliases=tuple(raw.get("aliases", ())),
         source=raw.get("source", ""), memory_source=raw.get("memory_source", "")))
+
+
+@cache
+def calibration() -> dict[str, Any]:
+    """calibration.json: {"engines": {engine: {family: {"runs", "low_ratio", "high_ratio"}}}}, the measured /
+    estimated device peaks of the stored runs (memplan.terms.uncertainty)."""
+    return json.loads(CALIBRATION_PATH.read_text())
 
 
 def get_model(model_id: str) -> ModelEntry:

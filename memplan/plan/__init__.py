@@ -160,9 +160,10 @@ def plan(job: dict[str, Any] | JobSpec, target: PlanTarget | dict[str, Any] | No
     gpus = fitting_gpus(base_spec, margin, t.utilization)
     cheapest, fastest = pick_gpu(gpus, "cheapest", t.utilization), pick_gpu(gpus, "fastest", t.utilization)
     few = fewest_gpus(base_spec, margin_pct=margin)
+    train = base_spec.task == "train"
     solvers: dict[str, Any] = {
-        "largest_micro_batch": largest_within_margin(base_spec, "micro_batch_size", margin) if base_spec.task == "train" else None,
-        "longest_seq_len": largest_within_margin(base_spec, "seq_len", margin) if base_spec.task == "train" else None,
+        "largest_micro_batch": largest_within_margin(base_spec, "micro_batch_size", margin) if train else None,
+        "longest_seq_len": largest_within_margin(base_spec, "seq_len", margin) if train else None,
         "fewest_gpus": few.model_dump() if few else None,
         "cheapest_gpu": cheapest.model_dump() if cheapest else None,
         "fastest_gpu": fastest.model_dump() if fastest else None,

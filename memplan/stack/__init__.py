@@ -11,5 +11,5 @@ from memplan.stack.optimizer import Lion, import_optimizer_modules, make_optimiz
 from memplan.stack.step import PhaseMeter, generate, make_batch, train_steps
 
 __all__ = ["CHECKPOINT_CACHE", "Lion", "PhaseMeter", "StackError", "TASK_TYPES", "apply_method", "checkpoint_dir",
-           "generate", "import_optimizer_modules", "load_model", "make_batch", "make_optimizer", "prepare_checkpoint", "raw_config",
-           "torch_dtype", "train_steps"]
+           "generate", "import_optimizer_modules", "load_model", "make_batch", "make_optimizer", "prepare_checkpoint",
+           "raw_config", "torch_dtype", "train_steps"]

@@ -7,7 +7,6 @@ leave every file byte for byte as it is (tests/golden/test_golden.py).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from tests.golden.jobs import cases
 from tests.golden.test_golden import GOLDEN_DIR, rendered
