@@ -48,7 +48,10 @@ def resolve(job: dict[str, Any] | JobSpec, allow_path: bool = False) -> Resolved
         raise UnknownIdError("gpu", f"{exc} or give {{memory_gib: N}}", exc.suggestions) from None
     _check_positions(spec, info)
     notes: list[str] = []
+    spec = resolve_precision(spec, gpu.id, cc, notes)
     attention = resolve_attention(info, spec, notes)
+    _check_attention_hardware(attention, gpu.id, cc)
+    _warn_past_trained_positions(spec, info, notes)
     return ResolvedJob(spec, info, gpu, cc, attention, resolve_optimizer_impl(spec), notes)
 
 
@@ -73,6 +76,66 @@ def _gpu(spec: JobSpec) -> tuple[GpuInfo, str | None]:
     entry = catalog.get_gpu(spec.gpu)
     return (GpuInfo(id=entry.id, memory_bytes=entry.memory_bytes, name=entry.name,
                     usable_bytes=ov.usable_memory_bytes(entry.memory_bytes)), entry.compute_capability)
+
+
+#: the first NVIDIA compute capability with bf16 tensor cores and flash-attn 2 support (Ampere)
+AMPERE = (8, 0)
+
+
+def _capability(cc: str | None) -> tuple[int, int] | None:
+    """(major, minor) of an NVIDIA compute capability ("7.5" -> (7, 5)); None for a custom GPU or an AMD one."""
+    try:
+        major, minor = (cc or "").split(".")
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def resolve_precision(spec: JobSpec, gpu_id: str, cc: str | None, notes: list[str]) -> JobSpec:
+    """The spec with a precision the GPU runs. Before Ampere (T4, V100) there is no bf16: the HF Trainer refuses
+    bf16=True (transformers' is_torch_bf16_gpu_available needs compute capability 8.0) and vLLM refuses bfloat16.
+    A bf16 the user set is bad input naming the field; the defaulted bf16 becomes fp16 (weights, autocast, KV
+    cache), as people run there, with a note."""
+    have = _capability(cc)
+    if have is None or have >= AMPERE or spec.compute_dtype != "bf16":
+        return spec
+    where = f"{gpu_id} (compute capability {cc}) has no bf16: bf16 needs compute capability 8.0 (Ampere) or newer"
+    field = "mixed_precision" if spec.mixed_precision == "bf16" else "weight_dtype"
+    if field in spec.model_fields_set:
+        other = "mixed_precision fp16, or no with fp32 weights" if field == "mixed_precision" else "fp16 or fp32"
+        raise SpecError([(field, f"{where}, and the HF Trainer and vLLM refuse it there; use {other}")])
+    update: dict[str, str] = {field: "fp16"}
+    if field == "mixed_precision" and spec.weight_dtype == "bf16" and "weight_dtype" not in spec.model_fields_set:
+        update["weight_dtype"] = "fp16"
+    changed = [f"{k} fp16" for k in update]
+    if (spec.task == "inference" and spec.inference.kv_cache_dtype == "bf16"
+            and "kv_cache_dtype" not in spec.inference.model_fields_set):
+        update["inference"] = spec.inference.model_copy(update={"kv_cache_dtype": "fp16"})
+        changed.append("inference.kv_cache_dtype fp16")
+    notes.append(f"{where}; estimated with fp16 in its place ({', '.join(changed)}), as jobs run there")
+    return spec.model_copy(update=update)
+
+
+def _check_attention_hardware(attention: str, gpu_id: str, cc: str | None) -> None:
+    """flash-attn 2 builds for Ampere, Ada and Hopper only (compute capability 8.0+)."""
+    have = _capability(cc)
+    if attention == "flash_attention_2" and have is not None and have < AMPERE:
+        raise SpecError([("attention", f"flash_attention_2 needs compute capability 8.0 or newer (flash-attn 2 runs "
+                                       f"on Ampere, Ada and Hopper); {gpu_id} has {cc}: use sdpa or eager")])
+
+
+def _warn_past_trained_positions(spec: JobSpec, info: ModelInfo, notes: list[str]) -> None:
+    """Rotary and relative positions run at any length, but a model has not learned past its
+    max_position_embeddings: memory is as estimated, quality is not promised."""
+    if info.max_positions is None or learned_positions(info) is not None or info.is_encoder_decoder:
+        return  # an encoder-decoder's prompt and generated tokens sit in two stacks (T5's relative positions)
+    if spec.task == "train":
+        tokens = spec.seq_len + (spec.num_virtual_tokens if spec.method == "prompt_tuning" else 0)
+    else:
+        tokens = spec.inference.prompt_len + spec.inference.max_new_tokens
+    if tokens > info.max_positions:
+        notes.append(f"warning: {tokens:,} tokens per sequence exceed {info.model_type}'s max_position_embeddings "
+                     f"({info.max_positions:,}): the memory estimate holds, but the model was not trained that long")
 
 
 def resolve_attention(info: ModelInfo, spec: JobSpec, notes: list[str]) -> str:

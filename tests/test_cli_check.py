@@ -152,14 +152,14 @@ def test_from_accelerate_config_with_model(capsys):
 
 def test_from_two_configs_combined_into_one_job(capsys):
     """HF TrainingArguments + DeepSpeed ZeRO-2 offload: the "auto" values come from the trainer config."""
-    expected = {"model": "Qwen/Qwen2.5-0.5B", "gpu": "T4-16GB", "mixed_precision": "bf16", "optimizer": "adamw",
+    expected = {"model": "Qwen/Qwen2.5-0.5B", "gpu": "A10G-24GB", "mixed_precision": "bf16", "optimizer": "adamw",
                 "optimizer_impl": "foreach", "micro_batch_size": 4, "gradient_accumulation_steps": 2,
                 "gradient_checkpointing": True, "zero_stage": 2, "offload_optimizer": True}
     want = check(expected, allow_path=True)
     assert want.estimate.peak_bytes != check({**expected, "offload_optimizer": False}).estimate.peak_bytes
     files = [fx("trainer_ddp.yaml"), fx("ds_zero2_offload.json")]
     code, out, _ = run(capsys, "check", "--from", files[0], "--from", f"deepspeed:{files[1]}",
-                       "--model", "Qwen/Qwen2.5-0.5B", "--gpu", "T4-16GB", "--format", "json")
+                       "--model", "Qwen/Qwen2.5-0.5B", "--gpu", "A10G-24GB", "--format", "json")
     job = json.loads(out)["jobs"][0]
     assert code == (0 if want.passed else 1)
     assert job["name"] == "+".join(files) and job["source_files"] == files  # KIND: is not part of the name
@@ -189,17 +189,17 @@ def test_job_file_is_the_base_of_the_import(capsys):
 
 def test_each_job_file_is_imported_with_the_same_configs(capsys, tmp_path):
     small = tmp_path / "small.yaml"
-    small.write_text("model: Qwen/Qwen2.5-0.5B\ngpu: T4-16GB\n")
+    small.write_text("model: Qwen/Qwen2.5-0.5B\ngpu: A10G-24GB\n")
     big = tmp_path / "big.yaml"
-    big.write_text("model: Qwen/Qwen2.5-7B\ngpu: T4-16GB\n")
+    big.write_text("model: Qwen/Qwen2.5-7B\ngpu: A10G-24GB\n")
     code, out, _ = run(capsys, "check", small, big, "--from", fx("trainer_ddp.yaml"), "--format", "json")
     data = json.loads(out)
     common = {"mixed_precision": "bf16", "optimizer": "adamw", "optimizer_impl": "foreach", "micro_batch_size": 4,
-              "gradient_accumulation_steps": 2, "gradient_checkpointing": True, "gpu": "T4-16GB"}
+              "gradient_accumulation_steps": 2, "gradient_checkpointing": True, "gpu": "A10G-24GB"}
     for job, model in zip(data["jobs"], ["Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-7B"]):
         assert job["peak_bytes"] == check({**common, "model": model}, allow_path=True).estimate.peak_bytes
     assert [j["name"] for j in data["jobs"]] == [str(small), str(big)]
-    assert code == 1 and [j["fits"] for j in data["jobs"]] == [False, False]
+    assert code == 1 and [j["verdict"] for j in data["jobs"]] == ["borderline", "does_not_fit"]
 
 
 def test_model_id_job_with_from_sets_the_model(capsys):
@@ -394,3 +394,12 @@ def test_exit_codes_end_to_end_in_a_subprocess(jobs, tmp_path):
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
     assert len(proc.stdout.splitlines()) == 2 and "FITS" in proc.stdout.splitlines()[0]
+
+
+def test_a_trainer_config_with_bf16_on_a_t4_is_bad_input(capsys):
+    """The trainer config says bf16: true; a T4 has no bf16 (the HF Trainer refuses it there): exit 2 naming the
+    field and what to use, not a memory verdict."""
+    code, out, _ = run(capsys, "check", "--from", fx("trainer_ddp.yaml"), "--model", "Qwen/Qwen2.5-0.5B",
+                       "--gpu", "T4-16GB")
+    assert code == 2 and "error: mixed_precision: T4-16GB (compute capability 7.5) has no bf16" in out
+    assert "use mixed_precision fp16" in out

@@ -112,3 +112,44 @@ def test_bad_input_names_the_field():
     with pytest.raises(SpecError) as err:
         memplan.estimate({"model": "google-t5/t5-base", "attention": "flash_attention_2"})
     assert err.value.errors[0][0] == "attention"
+
+
+def test_pre_ampere_gpus_have_no_bf16_and_no_flash_attention():
+    """T4 / V100: an explicit bf16 or flash_attention_2 is bad input naming the field and what to use; a defaulted
+    bf16 becomes fp16 (weights, autocast, an inference KV cache), said in the assumptions, and estimates as the
+    same job written in fp16."""
+    with pytest.raises(SpecError) as err:
+        memplan.estimate({"model": "Qwen/Qwen2.5-0.5B", "gpu": "T4-16GB", "mixed_precision": "bf16"})
+    assert err.value.errors[0][0] == "mixed_precision" and "use mixed_precision fp16" in err.value.errors[0][1]
+    with pytest.raises(SpecError) as err:
+        memplan.estimate({"model": "Qwen/Qwen2.5-0.5B", "gpu": "V100-SXM2-16GB", "mixed_precision": "no",
+                          "weight_dtype": "bf16"})
+    assert err.value.errors[0][0] == "weight_dtype" and "fp16 or fp32" in err.value.errors[0][1]
+    with pytest.raises(SpecError) as err:
+        memplan.estimate({"model": "Qwen/Qwen2.5-0.5B", "gpu": "T4-16GB", "mixed_precision": "fp16",
+                          "attention": "flash_attention_2"})
+    assert err.value.errors[0][0] == "attention" and "use sdpa" in err.value.errors[0][1]
+    for job, written in (({"method": "lora"}, {"weight_dtype": "fp16", "mixed_precision": "fp16"}),
+                         ({"task": "inference"}, {"weight_dtype": "fp16", "mixed_precision": "fp16",
+                                                  "inference": {"kv_cache_dtype": "fp16"}})):
+        base = {"model": "Qwen/Qwen2.5-0.5B", "gpu": "T4-16GB", **job}
+        defaulted, explicit = memplan.estimate(base), memplan.estimate({**base, **written})
+        assert defaulted.peak_bytes == explicit.peak_bytes
+        assert any("T4-16GB (compute capability 7.5) has no bf16" in a for a in defaulted.assumptions)
+        assert not any("has no bf16" in a for a in explicit.assumptions)
+    # Ampere and newer, a custom GPU and an AMD one keep bf16
+    for gpu in ("A10G-24GB", {"memory_gib": 16}, "MI300X-192GB"):
+        e = memplan.estimate({"model": "Qwen/Qwen2.5-0.5B", "gpu": gpu, "mixed_precision": "bf16"})
+        assert not any("has no bf16" in a for a in e.assumptions)
+
+
+def test_a_length_past_the_trained_positions_is_a_warning():
+    e = memplan.estimate({"model": "Qwen/Qwen2.5-0.5B", "seq_len": 65_536})
+    assert ("warning: 65,536 tokens per sequence exceed qwen2's max_position_embeddings (32,768): the memory "
+            "estimate holds, but the model was not trained that long") in e.assumptions
+    inference = memplan.estimate({"model": "Qwen/Qwen2.5-0.5B", "task": "inference",
+                                  "inference": {"prompt_len": 32_000, "max_new_tokens": 1_000}})
+    assert any(a.startswith("warning: 33,000 tokens") for a in inference.assumptions)
+    for job in ({"model": "Qwen/Qwen2.5-0.5B", "seq_len": 32_768},
+                {"model": "google-t5/t5-base", "task": "inference", "inference": {"prompt_len": 512}}):
+        assert not any(a.startswith("warning:") for a in memplan.estimate(job).assumptions)

@@ -532,3 +532,28 @@ def test_plan_button_shows_the_apis_configurations(tab, base_url):
     expect(page.get_by_label("Global batch size")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#plan-result")).to_be_hidden()
     expect(page.get_by_role("alert")).to_have_count(0)  # the estimate above is untouched
+
+
+def test_verdict_colours_and_warnings_stay_in_view(tab, base_url):
+    """The README's T4 job reads Borderline; on an H100 it fits; a length past the model's trained positions
+    shows its warning under the peak (not only in the collapsed assumptions)."""
+    from playwright.sync_api import expect
+
+    page = tab.page
+    page.goto(base_url + "/" + QLORA_T4 + "&optimizer=paged_adamw_8bit&gradient_checkpointing=true")
+    readme = {"model": LLAMA, "method": "qlora", "optimizer": "paged_adamw_8bit", "gradient_checkpointing": True}
+    e = expect_result(page, {**readme, "gpu": "T4-16GB"})
+    assert e.verdict == "borderline"
+    expect(page.locator("#mini-summary")).to_have_attribute("data-verdict", "borderline")
+    expect(page.locator("#warnings")).to_be_hidden()
+    colour = page.evaluate("getComputedStyle(document.querySelector('#fits')).color")
+    page.get_by_label("GPU", exact=True).select_option("H100-SXM-80GB")
+    page.get_by_label("Sequence length", exact=True).fill("200000")
+    e = expect_result(page, {**readme, "gpu": "H100-SXM-80GB", "seq_len": 200000})
+    warning = next(a for a in e.assumptions if a.startswith("warning: "))
+    expect(page.locator("#warnings li")).to_have_text(warning[len("warning: "):])
+    page.get_by_label("Sequence length", exact=True).fill("4096")
+    e = expect_result(page, {**readme, "gpu": "H100-SXM-80GB", "seq_len": 4096})
+    assert e.verdict == "fits"
+    expect(page.locator("#warnings")).to_be_hidden()
+    assert page.evaluate("getComputedStyle(document.querySelector('#fits')).color") != colour

@@ -621,6 +621,10 @@ function renderEstimate(e) {
       node("span", { class: "phase-val", text: `${gib(bytes)} GiB` })));
   }
 
+  // the estimate's warnings (assumptions that start with "warning: ") stay in view, not only in the list below
+  const warnings = e.assumptions.filter((a) => a.startsWith("warning: ")).map((a) => a.slice("warning: ".length));
+  $("warnings").replaceChildren(...warnings.map((w) => node("li", { text: w })));
+  $("warnings").hidden = warnings.length === 0;
   const list = $("assumptions");
   list.replaceChildren(...e.assumptions.map((a) => node("li", { text: a })));
   $("assumptions-count").textContent = `(${e.assumptions.length})`;

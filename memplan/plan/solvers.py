@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from memplan import catalog
 from memplan.estimate import estimate
-from memplan.job import model_info, resolve_attention
+from memplan.job import model_info, resolve
 from memplan.result import Estimate
 from memplan.plan.models import FewestGpus, GpuChoice, KvBudget
 from memplan.plan.speed import job_speed
@@ -31,12 +31,12 @@ def fits(e: Estimate, margin_pct: float = 0.0) -> bool:
 
 
 def dump(spec: JobSpec) -> dict[str, Any]:
-    """The full job spec as a JSON-able dict (every field, so an option reads the same to everyone), with the
-    attention the estimate ran: a defaulted sdpa on a model without it (BLOOM) is written as eager, which the
-    estimate accepts when it is given explicitly."""
-    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if "attention" not in spec.model_fields_set:
-        data["attention"] = resolve_attention(model_info(spec), spec, [])
+    """The full job spec as a JSON-able dict (every field, so an option reads the same to everyone), as the
+    estimate ran it (memplan.job.resolve): a defaulted sdpa on a model without it (BLOOM) is written as eager, a
+    defaulted bf16 on a pre-Ampere GPU as fp16, each of which the estimate accepts when it is given explicitly."""
+    r = resolve(spec)
+    data = r.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["attention"] = r.attention
     return data
 
 
@@ -150,12 +150,16 @@ def fewest_gpus(job: dict[str, Any] | JobSpec, max_gpus: int = MAX_GPUS, margin_
 
 
 def fitting_gpus(spec: JobSpec, margin_pct: float = 0.0, utilization: float = cp.MFU) -> list[tuple]:
-    """(catalog GPU, job on it, estimate, speed) for every catalog GPU the job fits, as the job is otherwise."""
+    """(catalog GPU, job on it, estimate, speed) for every catalog GPU the job fits, as the job is otherwise; a GPU
+    that cannot run the job as written (bf16 or flash_attention_2 set on a pre-Ampere GPU) is left out."""
     data = spec.model_dump(by_alias=True, exclude_unset=True)
     out = []
     for g in catalog.list_gpus():
         s = parse_spec({**data, "gpu": g.id})
-        e = estimate(s)
+        try:
+            e = estimate(s)
+        except SpecError:
+            continue
         if fits(e, margin_pct):
             out.append((g, s, e, job_speed(s, e, utilization)))
     return out
