@@ -33,7 +33,8 @@ class ArchitectureError(ValueError):
 
 HEADS = ("causal_lm", "seq2seq_lm", "masked_lm", "sequence_classification", "token_classification")
 # config.json fields that are bookkeeping, not architecture: ignored when hashing and building
-_BOOKKEEPING = {"_name_or_path", "transformers_version", "auto_map", "task_specific_params", "use_cache"}
+_BOOKKEEPING = {"_name_or_path", "transformers_version", "auto_map", "trust_remote_code", "task_specific_params",
+                "use_cache"}
 
 
 @dataclass(frozen=True)
@@ -213,8 +214,20 @@ def _resolve_head(config: Any, raw: dict, head: str) -> str:
     raise ArchitectureError(f"cannot tell which head model_type '{config.model_type}' uses; set 'head'", "head")
 
 
+def _native(model_type: Any) -> bool:
+    from transformers import CONFIG_MAPPING
+
+    return isinstance(model_type, str) and model_type in CONFIG_MAPPING
+
+
+def remote_code_ignored(raw: dict) -> bool:
+    """Whether the config asks for remote code (auto_map, trust_remote_code) for a model_type transformers ships
+    itself (Phi-3's Hub config): memplan builds it from transformers' own code and ignores the request."""
+    return bool(raw.get("auto_map") or raw.get("trust_remote_code")) and _native(raw.get("model_type"))
+
+
 def _refuse_remote_code(raw: dict) -> None:
-    if raw.get("auto_map") or raw.get("trust_remote_code"):
+    if (raw.get("auto_map") or raw.get("trust_remote_code")) and not _native(raw.get("model_type")):
         names = sorted(raw["auto_map"]) if isinstance(raw.get("auto_map"), dict) else []
         raise ArchitectureError(f"this config needs remote code (auto_map: {names}); memplan never executes code "
                                 "from a model repository", "model_config")

@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from memplan import catalog
-from memplan.architecture import ArchitectureError, ModelInfo, introspect
+from memplan.architecture import (ArchitectureError, ModelInfo, introspect, load_config, looks_like_path,
+                                  remote_code_ignored)
 from memplan.spec import GpuMemorySpec, JobSpec, SpecError, UnknownIdError, parse_spec
 from memplan.terms import overhead as ov
 from memplan.terms.dtypes import GIB
@@ -44,10 +45,13 @@ def resolve(job: dict[str, Any] | JobSpec, allow_path: bool = False) -> Resolved
     info = model_info(spec, allow_path)
     try:
         gpu, cc = _gpu(spec)
+    except catalog.AmbiguousIdError as exc:
+        raise SpecError([("gpu", str(exc))]) from None
     except catalog.CatalogError as exc:
         raise UnknownIdError("gpu", f"{exc} or give {{memory_gib: N}}", exc.suggestions) from None
     _check_positions(spec, info)
     notes: list[str] = []
+    _note_ignored_remote_code(spec, info, allow_path, notes)
     spec = resolve_precision(spec, gpu.id, cc, notes)
     attention = resolve_attention(info, spec, notes)
     _check_attention_hardware(attention, gpu.id, cc)
@@ -63,6 +67,18 @@ def model_info(spec: JobSpec, allow_path: bool = False) -> ModelInfo:
         if exc.suggestions is not None:
             raise UnknownIdError("model", str(exc), exc.suggestions) from None
         raise SpecError([(exc.field if spec.inline_config is None else "model_config", str(exc))]) from None
+
+
+def _note_ignored_remote_code(spec: JobSpec, info: ModelInfo, allow_path: bool, notes: list[str]) -> None:
+    """A config that asks for remote code for a model transformers ships (Phi-3's Hub config) is built from
+    transformers' own code: say so."""
+    if spec.inline_config is None and not (allow_path and spec.model and looks_like_path(spec.model)):
+        return  # catalog configs carry no auto_map
+    raw = load_config(spec.model, spec.inline_config, allow_path=True)[1]
+    if remote_code_ignored(raw):
+        notes.append(f"the config's auto_map / trust_remote_code was ignored: transformers ships {info.model_type} "
+                     "itself, and memplan builds the model from that code (it never runs code from a model "
+                     "repository)")
 
 
 def _gpu(spec: JobSpec) -> tuple[GpuInfo, str | None]:

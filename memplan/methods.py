@@ -138,10 +138,17 @@ def trainables(info: ModelInfo, spec: JobSpec) -> Trainables:
             tensors.append(TrainableTensor(module + ".lora_A", (r, d_in), r * d_in, "fp32"))
             tensors.append(TrainableTensor(module + ".lora_B", (d_out, r), r * d_out, "fp32"))
             assert tensors[-1].numel + tensors[-2].numel == tt.lora_params(d_in, d_out, r)
+        names = sorted({lin.name.split('.')[-1] for s in info.layers for lin in s.linears})
         if len(tensors) == len(cls_head):
             raise ValueError(f"lora.target_modules {spec.lora.target_modules!r} match no linear layer of "
-                             f"{info.model_id}; its linear layers include "
-                             f"{sorted({lin.name.split('.')[-1] for s in info.layers for lin in s.linears})}")
+                             f"{info.model_id}; its linear layers include {names}")
+        if spec.lora.target_modules != "all-linear":
+            # PEFT adapts what matches and says nothing of a name that matches nothing: a typo among several
+            # targets would silently shrink the adapter
+            unmatched = [t for t in spec.lora.target_modules if not any(_matches(m, [t]) for m in info.linear_weights)]
+            if unmatched:
+                raise ValueError(f"{unmatched} match no linear layer of {info.model_id} (the others do); its linear "
+                                 f"layers include {names}")
         return Trainables(tensors=tuple(tensors), adapted={k: tuple(v) for k, v in adapted.items()})
     submodules = 2 if info.is_encoder_decoder else 1
     if method == "prompt_tuning":

@@ -140,7 +140,7 @@ def test_docs_work_offline(client):
     ({"model": "meta-llama/Llama-3.1-8B", "lora": {"target_modules": ["nope"]}}, 422, "lora.target_modules",
      "match no linear layer"),
     ({"model": "google/gemma-2-2b", "attention": "sdpa"}, 422, "attention", "allowed: eager"),
-    ({"model_config": {"model_type": "llama", "auto_map": {"AutoModel": "x.Y"}}}, 422, "model_config",
+    ({"model_config": {"model_type": "llama_custom", "auto_map": {"AutoModel": "x.Y"}}}, 422, "model_config",
      "never executes code"),
     ({"model_config": {"model_type": "llama", "num_hidden_layers": 100000}}, 422, "model_config", "0..1024"),
     ({"model_config": {"model_type": "llama", "hidden_size": 100, "num_attention_heads": 7}}, 422, "model_config",
@@ -295,7 +295,7 @@ class _FakeHub(BaseHTTPRequestHandler):
         "/tiny/llama/resolve/main/config.json": {"model_type": "llama", "hidden_size": 256,
                                                  "intermediate_size": 688, "num_hidden_layers": 2,
                                                  "num_attention_heads": 4, "vocab_size": 1000},
-        "/evil/remote/resolve/main/config.json": {"model_type": "llama", "auto_map": {"AutoModel": "m.M"}},
+        "/evil/remote/resolve/main/config.json": {"model_type": "llama_custom", "auto_map": {"AutoModel": "m.M"}},
     }
 
     def do_GET(self):  # noqa: N802

@@ -5,7 +5,9 @@ import re
 
 import pytest
 
+import memplan
 from memplan import catalog
+from memplan.spec import SpecError
 from memplan.architecture import introspect
 
 MODEL_FILES = sorted(catalog.MODELS_DIR.glob("*/*.json"))
@@ -70,7 +72,7 @@ def test_gpu_aliases_unique_and_h100_driver_memory():
             assert seen.get(key.lower(), g.id) == g.id, f"{key} in {g.id} and {seen[key.lower()]}"
             seen[key.lower()] = g.id
     assert catalog.get_gpu("H100-SXM-80GB").memory_bytes == 81_559 * 2**20
-    assert catalog.get_gpu("h100").id == "H100-SXM-80GB"
+    assert catalog.get_gpu("h100-sxm").id == "H100-SXM-80GB"
 
 
 PUBLISHED = [(p, json.loads(p.read_text())) for p in MODEL_FILES]
@@ -106,3 +108,20 @@ def test_unknown_ids_suggest():
     with pytest.raises(catalog.CatalogError) as err:
         catalog.get_gpu("H100-SXM-81GB")
     assert "H100-SXM-80GB" in err.value.suggestions
+
+
+@pytest.mark.parametrize("name,family", [
+    ("A100", ["A100-PCIe-40GB", "A100-PCIe-80GB", "A100-SXM-40GB", "A100-SXM-80GB"]),
+    ("v100-pcie", ["V100-PCIe-16GB", "V100-PCIe-32GB"]),
+    ("H100", ["H100-NVL-94GB", "H100-PCIe-80GB", "H100-SXM-80GB"]),
+])
+def test_a_family_name_is_ambiguous_not_a_silent_pick(name, family):
+    """"A100" is 40 or 80 GB, SXM or PCIe: an error listing every choice (a 422 naming `gpu` through the API),
+    never one picked for the user."""
+    with pytest.raises(catalog.AmbiguousIdError) as err:
+        catalog.get_gpu(name)
+    assert err.value.suggestions == family and all(g in str(err.value) for g in family)
+    with pytest.raises(SpecError) as err:
+        memplan.estimate({"model": "Qwen/Qwen2.5-0.5B", "gpu": name})
+    assert err.value.errors[0][0] == "gpu" and "give one of them" in err.value.errors[0][1]
+    assert catalog.get_gpu("A100-80GB").id == "A100-SXM-80GB"  # an alias that names one memory size still works

@@ -153,3 +153,28 @@ def test_a_length_past_the_trained_positions_is_a_warning():
     for job in ({"model": "Qwen/Qwen2.5-0.5B", "seq_len": 32_768},
                 {"model": "google-t5/t5-base", "task": "inference", "inference": {"prompt_len": 512}}):
         assert not any(a.startswith("warning:") for a in memplan.estimate(job).assumptions)
+
+
+def test_a_lora_target_that_matches_nothing_is_named():
+    """PEFT adapts the targets that match and says nothing of a typo among them: memplan names it."""
+    with pytest.raises(SpecError) as err:
+        memplan.estimate({"model": "meta-llama/Llama-3.1-8B", "lora": {"target_modules": ["q_proj", "v_prj"]}})
+    field, message = err.value.errors[0]
+    assert field == "lora.target_modules" and message.startswith("['v_prj'] match no linear layer")
+    assert "'v_proj'" in message
+    full_path = {"target_modules": ["model.layers.0.self_attn.q_proj", "v_proj"]}
+    assert memplan.estimate({"model": "meta-llama/Llama-3.1-8B", "lora": full_path}).params.trainable > 0
+
+
+def test_remote_code_for_a_model_transformers_ships_is_ignored_with_a_note():
+    from memplan import catalog
+
+    cfg = dict(catalog.get_model("microsoft/phi-2").config)
+    plain = memplan.estimate({"model_config": cfg})
+    for extra in ({"auto_map": {"AutoModelForCausalLM": "modeling_phi.PhiForCausalLM"}}, {"trust_remote_code": True}):
+        e = memplan.estimate({"model_config": {**cfg, **extra}})
+        assert e.peak_bytes == plain.peak_bytes
+        assert any("auto_map / trust_remote_code was ignored: transformers ships phi" in a for a in e.assumptions)
+    with pytest.raises(SpecError) as err:  # a model_type transformers does not ship still needs remote code
+        memplan.estimate({"model_config": {**cfg, "model_type": "phi_custom", "auto_map": {"AutoConfig": "x.Y"}}})
+    assert err.value.errors[0][0] == "model_config" and "never executes code" in err.value.errors[0][1]

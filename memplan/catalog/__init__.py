@@ -34,6 +34,15 @@ class CatalogError(KeyError):
         return self.args[0]
 
 
+class AmbiguousIdError(CatalogError):
+    """A name that several catalog entries share as a family ("A100": 40 or 80 GB, SXM or PCIe); `suggestions`
+    holds every one of them."""
+
+    def __init__(self, kind: str, key: str, choices: list[str]):
+        self.kind, self.key, self.suggestions = kind, key, choices
+        KeyError.__init__(self, f"'{key}' names {len(choices)} {kind}s: {', '.join(choices)}; give one of them")
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     id: str
@@ -67,6 +76,10 @@ def _lookup(kind: str, key: str, index: dict[str, Any]) -> Any:
     hit = index.get(key.lower())
     if hit is not None:
         return hit
+    # a family name ("A100", "V100-PCIe") that several entries' ids or aliases extend: never a silent pick
+    family = sorted({e.id for name, e in index.items() if name.startswith(key.lower() + "-")})
+    if len(family) > 1:
+        raise AmbiguousIdError(kind, key, family)
     # match against ids and aliases ("T5" finds the T4 by its alias "T4"), and suggest the ids
     names = {name: e.id for name, e in index.items()}
     close = difflib.get_close_matches(key.lower(), list(names), n=6, cutoff=0.5)
