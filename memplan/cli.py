@@ -39,7 +39,14 @@ def _flag(path: str) -> str:
 
 
 def _add_job_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("job", nargs="?", help="job spec file (YAML or JSON), or a catalog model id")
+    from memplan.importers import KINDS
+
+    p.add_argument("job", nargs="?", help="job spec file (YAML or JSON), a catalog model id, or another tool's "
+                                          "config (read as --from)")
+    p.add_argument("--from", dest="from_files", action="append", default=None, metavar="FILE",
+                   help="a trainer config, combined with the other --from files into one job (repeatable): HF "
+                        "TrainingArguments / TRL SFTConfig, PEFT adapter_config.json, DeepSpeed JSON, accelerate "
+                        f"or axolotl YAML; KIND:FILE names its kind ({'|'.join(KINDS)})")
     grp = p.add_argument_group("job fields (override the file)")
     for path in _SCALAR_FIELDS + _NESTED_FIELDS:
         grp.add_argument(_flag(path), dest="set_" + path.replace(".", "__"), metavar="VALUE", default=None)
@@ -133,7 +140,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     if args.engine == "trace" and sys.stderr.isatty():
         def progress(message: str) -> None:
             print(f"\rmemplan: tracing: {message}\x1b[K", end="", file=sys.stderr, flush=True)
-    e = estimate(load_job(args), engine=args.engine, allow_path=True, progress=progress)
+    e = estimate(job_from_args(args), engine=args.engine, allow_path=True, progress=progress)
     if progress is not None:
         print("\r\x1b[K", end="", file=sys.stderr, flush=True)
     print(json.dumps(e.model_dump(mode="json"), indent=2) if args.json else format_estimate(e))
@@ -203,6 +210,42 @@ def _is_job_file(arg: str) -> bool:
     return path.is_file() and path.suffix.lower() in (".yaml", ".yml", ".json")
 
 
+def _foreign_kind(arg: str | None) -> str | None:
+    """The kind (trainer, peft, deepspeed, accelerate, axolotl) of a JOB file that is another tool's config rather
+    than a memplan job spec, recognised by its keys (memplan.importers.detect_format); None for a job spec, a
+    catalog id, or a file load_job reports on."""
+    if arg is None or not _is_job_file(arg):
+        return None
+    from memplan.importers import detect_format
+
+    try:
+        data = yaml.safe_load(Path(arg).read_text())
+        kind = detect_format(arg, data) if isinstance(data, dict) else "memplan"
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, SpecError):
+        return None
+    return None if kind == "memplan" else kind
+
+
+def _sources(arg: str | None, from_args: list[str]) -> tuple[str | None, list[str]]:
+    """(JOB, --from files) with a JOB that is another tool's config moved to the front of the --from files."""
+    kind = _foreign_kind(arg)
+    if kind is None:
+        return arg, from_args
+    return None, [f"{kind}:{arg}", *from_args]
+
+
+def job_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The one job of `estimate` / `plan`: JOB (a job spec, a catalog id, or another tool's config) with the
+    --from configs and the flags; fields an imported config sets that memplan does not use are listed on stderr."""
+    arg, from_args = _sources(args.job, list(getattr(args, "from_files", None) or []))
+    if not from_args:
+        return load_job(args)
+    job, result = _imported_job(args, arg, from_args)
+    for file, src, reason in result.ignored:
+        print(f"memplan: ignored {src} ({file}): {reason}", file=sys.stderr)
+    return job
+
+
 def _strip_kind(arg: str) -> str:
     from memplan.importers import KINDS
 
@@ -259,8 +302,9 @@ def _imported_job(args: argparse.Namespace, arg: str | None, from_args: list[str
         job["model"] = model_id
     _apply_overrides(job, args)
     if "model" not in job and "model_config" not in job:
-        raise UsageError("model: required: none of the configs names the model; give --model ID (a catalog id or "
-                         "a config.json path; `memplan models` lists the catalog)")
+        read = ", ".join(result.sources)
+        raise UsageError(f"model: required: none of the configs ({read}) names the model; give --model ID (a catalog "
+                         "id or a config.json path; `memplan models` lists the catalog)")
     return job, result
 
 
@@ -269,9 +313,11 @@ def _checked_job(args: argparse.Namespace, arg: str | None, from_args: list[str]
     from memplan.check import check
     from memplan.report import CheckedJob
 
+    name_arg = arg
+    arg, from_args = _sources(arg, from_args)
     if from_args:
         plain = [_strip_kind(f) for f in from_args]
-        name = arg if arg is not None else "+".join(plain)
+        name = name_arg if name_arg is not None else "+".join(plain)
         files = ([arg] if arg is not None and _is_job_file(arg) else []) + plain
     else:
         name = arg if arg is not None else str(args.set_model)
@@ -296,7 +342,8 @@ def format_plan(p: Any) -> str:
     """The plan for people: the baseline verdict, the ranked configurations, the changes and the solvers."""
     e = p.estimate
     lines = [f"{e.model.id} on {e.gpu.id}: baseline peak {_gib(e.peak_bytes)}, "
-             f"{'FITS' if e.fits else 'DOES NOT FIT'} (headroom {_gib(e.headroom_bytes)})", ""]
+             f"{e.verdict.replace('_', ' ').upper()} (headroom {_gib(e.headroom_bytes)}; range "
+             f"{e.range.low_bytes / GIB:.2f} to {e.range.high_bytes / GIB:.2f} GiB)", ""]
     if p.configurations:
         lines.append("configurations that fit (best first):")
         lines.append(f"  {'configuration':44s} {'peak GiB':>9s} {'headroom':>9s} {'step s':>8s} {'tokens/s':>10s}")
@@ -333,7 +380,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                                 "num_gpus": args.target_gpus, "utilization": args.utilization,
                                 "margin_pct": args.margin}.items() if v is not None}
     try:
-        result = plan(load_job(args), target, limit=args.limit, allow_path=True)
+        result = plan(job_from_args(args), target, limit=args.limit, allow_path=True)
     except SpecError as exc:  # name the flag, not the library's field
         flags = {"target.global_batch_size": "--global-batch", "target.gpu": "--target-gpu",
                  "target.num_gpus": "--target-gpus", "target.utilization": "--utilization",
@@ -474,10 +521,6 @@ def build_parser() -> argparse.ArgumentParser:
             action.nargs, action.metavar = "*", "JOB"
             action.help = ("job spec files (YAML or JSON) or catalog model ids, each checked as its own job; with "
                            "--from, each is the first source of the import")
-    p.add_argument("--from", dest="from_files", action="append", default=None, metavar="FILE",
-                   help="a trainer config, combined with the other --from files into one job (repeatable): HF "
-                        "TrainingArguments / TRL SFTConfig, PEFT adapter_config.json, DeepSpeed JSON, accelerate "
-                        f"or axolotl YAML; KIND:FILE names its kind ({'|'.join(KINDS)})")
     p.add_argument("--margin", type=float, default=0.0, metavar="PCT",
                    help="required free share of the GPU's usable memory, in percent (default 0)")
     p.add_argument("--accept-borderline", action="store_true",

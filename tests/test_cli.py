@@ -101,3 +101,32 @@ def test_name_flags_are_not_read_as_yaml(capsys):
     assert json.loads(out)["peak_bytes"] == estimate({"model": "openai-community/gpt2", "method": "full",
                                                       "weight_dtype": "fp32", "mixed_precision": "no",
                                                       "seq_len": 1024}).peak_bytes
+
+
+TRL = str(Path(__file__).parent / "fixtures" / "configs" / "trl_sft_qlora.yaml")
+#: what the TRL QLoRA config maps to (tests/test_cli_check.py checks the mapping field by field), on an L4
+TRL_JOB = {"model": "Qwen/Qwen2.5-7B-Instruct", "head": "causal_lm", "method": "qlora", "weight_dtype": "nf4",
+           "mixed_precision": "bf16", "double_quant": True, "optimizer": "paged_adamw_8bit",
+           "lora": {"alpha": 64, "dropout": 0.05, "r": 32, "target_modules": "all-linear"}, "micro_batch_size": 4,
+           "seq_len": 1024, "gradient_accumulation_steps": 8, "gradient_checkpointing": True,
+           "attention": "flash_attention_2", "gpu": "L4-24GB"}
+
+
+def test_estimate_and_plan_take_the_configs_users_have(capsys):
+    """`--from` works in estimate and plan as in check, and a trainer config given as JOB is recognised by its keys
+    and imported, never "model: required"."""
+    want = memplan.estimate(TRL_JOB).model_dump(mode="json")
+    code, out, err = run(capsys, "estimate", "--from", TRL, "--gpu", "L4-24GB", "--seq-len", "1024", "--json")
+    assert code == 0 and json.loads(out) == want
+    assert "memplan: ignored per_device_eval_batch_size" in err  # what the config sets and memplan does not use
+    code, out, _ = run(capsys, "estimate", TRL, "--gpu", "L4-24GB", "--seq-len", "1024", "--json")
+    assert code == 0 and json.loads(out) == want
+    code, out, _ = run(capsys, "plan", TRL, "--gpu", "L4-24GB", "--seq-len", "1024", "--json")
+    assert code == 0 and json.loads(out)["estimate"] == want
+    code, out, _ = run(capsys, "check", TRL, "--gpu", "L4-24GB", "--seq-len", "1024")
+    assert out.startswith("memplan check: BORDERLINE (fails the check; --accept-borderline passes it): "
+                          "Qwen/Qwen2.5-7B-Instruct on L4-24GB")
+    # a config that names no model: the message says what was read and what to add
+    ds = str(Path(TRL).parent / "ds_zero3.json")
+    code, out, err = run(capsys, "estimate", ds)
+    assert code == 2 and f"none of the configs (deepspeed:{ds}) names the model; give --model ID" in err
