@@ -128,7 +128,10 @@ def format_estimate(e: Any) -> str:
               f"peak on GPU     {_gib(e.peak_bytes)}   (nvidia-smi; range {e.range.low_bytes / GIB:.2f}"
               f" to {e.range.high_bytes / GIB:.2f} GiB), set by the {e.peak_phase} phase",
               f"phases (allocated): " + ", ".join(f"{k} {v / GIB:.2f}" for k, v in e.phases.items()),
-              _verdict_line(e), "", "assumptions:"]
+              _verdict_line(e)]
+    if e.host_bytes:
+        lines.append(f"host memory   {_gib(e.host_bytes)} per node (CPU RAM beside the GPUs)")
+    lines += ["", "assumptions:"]
     lines += [f"  - {a}" for a in e.assumptions]
     return "\n".join(lines)
 

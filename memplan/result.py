@@ -59,6 +59,8 @@ class Estimate(BaseModel):
     engine: str = "formula"
     verdict: Verdict = Field(description="fits: range.high within the usable memory; does_not_fit: range.low above "
                                          "it; borderline: the usable memory lies inside the range")
+    host_bytes: int = Field(0, description="CPU memory per node the job needs beside its GPUs: DeepSpeed's "
+                                           "offloaded states and per-process model copies (0: none modelled)")
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Phase:
 
 
 def assemble(r: ResolvedJob, phases: list[Phase], trainable: int, outside: dict[str, int],
-             fragmentation: Callable[[int], int], engine: str = "formula") -> Estimate:
+             fragmentation: Callable[[int], int], engine: str = "formula", host_bytes: int = 0) -> Estimate:
     """The Estimate from per-phase allocated bytes (by component): adds the cuBLAS workspace to every phase after
     load, takes the peak phase, adds `fragmentation(peak_allocated)` for reserved and the CUDA context and
     memory outside PyTorch (`outside`, by component) for peak_bytes."""
@@ -117,6 +119,7 @@ def assemble(r: ResolvedJob, phases: list[Phase], trainable: int, outside: dict[
         model=ModelSummary(id=info.model_id, model_type=info.model_type, head=info.head),
         engine=engine,
         verdict=verdict(low, high, gpu.usable_bytes),
+        host_bytes=host_bytes,
     )
 
 

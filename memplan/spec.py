@@ -144,6 +144,11 @@ class JobSpec(_Strict):
         if self.offload_optimizer and self.zero_stage == 0:
             raise FieldConflict("offload_optimizer", "offload_optimizer needs zero_stage 1, 2 or 3 (a DeepSpeed "
                                                      "ZeRO feature)")
+        if self.offload_optimizer and self.task == "train" and self.optimizer in ("adamw_8bit", "paged_adamw_8bit",
+                                                                                 "paged_adamw_32bit"):
+            raise FieldConflict("optimizer", f"'{self.optimizer}' is a bitsandbytes optimizer, which steps CUDA "
+                                             "tensors; with offload_optimizer DeepSpeed steps the optimizer on the "
+                                             "CPU (DeepSpeedCPUAdam): use 'adamw', or turn offload_optimizer off")
         if self.method == "prefix_tuning" and self.gradient_checkpointing and self.task == "train":
             raise FieldConflict("gradient_checkpointing", "PEFT's prefix tuning does not work with gradient "
                                                           "checkpointing (peft refuses it when the adapter is set up)")

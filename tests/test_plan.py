@@ -135,8 +135,10 @@ def test_fewest_gpus_is_tight():
     assert fewest_gpus(SHARDED, max_gpus=few.num_gpus - 1) is None
 
 
-def test_best_gpu_cheapest_and_fastest():
-    cheap = best_gpu(TIGHT_FULL, "cheapest")
+def test_best_gpu_smallest_memory_and_fastest():
+    cheap = best_gpu(TIGHT_FULL, "smallest_memory")
+    assert best_gpu(TIGHT_FULL, "cheapest") == cheap  # the old name
+    assert cheap.basis.startswith("smallest total GPU memory") and "cheapest" not in cheap.basis
     fast = best_gpu(TIGHT_FULL, "fastest")
     assert cheap is not None and fast is not None
     for g in catalog.list_gpus():
@@ -286,7 +288,7 @@ def test_micro_batch_that_does_not_divide_the_global_batch_is_rounded_and_said()
 def test_plan_json_round_trip(lora_plan):
     data = lora_plan.model_dump(mode="json")
     assert set(data) == {"configurations", "changes", "solvers", "assumptions", "estimate", "target"}
-    assert set(data["solvers"]) >= {"largest_micro_batch", "longest_seq_len", "fewest_gpus", "cheapest_gpu",
+    assert set(data["solvers"]) >= {"largest_micro_batch", "longest_seq_len", "fewest_gpus", "smallest_memory_gpu",
                                     "fastest_gpu", "inference"}
     assert Plan.model_validate(data).configurations[0].label == lora_plan.configurations[0].label
     assert any(f"{cp.MFU:g}" in a and "Llama 3" in a for a in lora_plan.assumptions)
@@ -304,3 +306,46 @@ def test_jobs_shown_re_estimate_on_a_model_without_sdpa():
     for j in jobs:
         assert j["attention"] == "eager"
         memplan.estimate(j)  # no SpecError: explicit eager is what the model has
+
+
+def test_llm_int8_decode_is_never_faster_than_bf16():
+    """Users measure bitsandbytes LLM.int8() generation 2-5x slower than 16-bit; memplan times it as no faster
+    (the bytes of its int8 GEMM alone would say twice as fast). GPTQ-style int4 stays faster than bf16."""
+    from memplan.plan.speed import inference_speed
+
+    def step(weight_dtype: str, batch: int = 4) -> float:
+        job = {"model": "meta-llama/Llama-3.1-8B", "task": "inference", "weight_dtype": weight_dtype,
+               "inference": {"batch_size": batch}}
+        return inference_speed(memplan.parse_spec(job), memplan.estimate(job)).step_time_s
+
+    assert step("int8") >= step("bf16")
+    assert step("int4") < step("bf16")
+    # the 4-bit gemv kernel serves one token only; a batch dequantizes every weight to 16-bit first
+    assert step("nf4", 1) < step("bf16", 1) and step("nf4", 8) > step("bf16", 8)
+
+
+def test_advice_an_expert_signs():
+    """Full fine-tuning of an 8B model on a 24 GB GPU: no row pairs a bitsandbytes optimizer with DeepSpeed's CPU
+    offload (DeepSpeed steps an offloaded optimizer with its own CPU Adam), no two rows carry the same numbers,
+    more GPUs never come before a change that fits on the job's own GPU, every offload option says its host
+    memory, and each suggestion re-estimates to what it says."""
+    p = plan({"model": "meta-llama/Llama-3.1-8B", "method": "full", "gpu": "A10G-24GB"})
+    bnb = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+    for o in p.configurations:
+        assert not (o.job["optimizer"] in bnb and o.job.get("offload_optimizer")), o.label
+        e = memplan.estimate(o.job)
+        assert e.peak_bytes == o.peak_bytes and e.host_bytes == o.host_bytes
+        assert (o.host_bytes > 0) == (o.job["zero_stage"] > 0)
+    numbers = [(o.peak_bytes, o.step_time_s, o.num_gpus, o.micro_batch_size) for o in p.configurations]
+    assert len(numbers) == len(set(numbers))
+    fitting = [c for c in p.changes if c.fits]
+    more_gpus = [i for i, c in enumerate(fitting) if "num_gpus" in c.fields]
+    same_gpus = [i for i, c in enumerate(fitting) if "num_gpus" not in c.fields]
+    assert same_gpus and more_gpus and max(same_gpus) < min(more_gpus)
+    for c in p.changes:
+        if c.fields.get("offload_optimizer"):
+            assert c.host_bytes > 0 and f"needs {c.host_bytes / 2**30:.0f} GiB of CPU memory per node" in c.description
+    with pytest.raises(memplan.SpecError) as err:
+        memplan.estimate({"model": "meta-llama/Llama-3.1-8B", "method": "full", "optimizer": "paged_adamw_8bit",
+                          "zero_stage": 2, "offload_optimizer": True})
+    assert err.value.errors[0][0] == "optimizer" and "use 'adamw'" in err.value.errors[0][1]

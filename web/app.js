@@ -970,7 +970,7 @@ function renderPlanSolvers(solvers) {
   const few = solvers.fewest_gpus;
   add("fewest_gpus", "Fewest GPUs", few == null ? "none found"
     : `${few.num_gpus} GPU${few.num_gpus === 1 ? "" : "s"}${inf ? "" : `, ZeRO ${few.zero_stage}`}: peak ${gib(few.peak_bytes)} GiB, ${headroomText(few.headroom_bytes)}`);
-  add("cheapest_gpu", "Cheapest GPU", gpuChoice(solvers.cheapest_gpu), solvers.cheapest_gpu?.basis);
+  add("smallest_memory_gpu", "Smallest total GPU memory", gpuChoice(solvers.smallest_memory_gpu), solvers.smallest_memory_gpu?.basis);
   add("fastest_gpu", "Fastest GPU", gpuChoice(solvers.fastest_gpu), solvers.fastest_gpu?.basis);
   planEl.solvers.replaceChildren(...rows);
   for (const [key, value] of [["largest_micro_batch", solvers.largest_micro_batch], ["largest_batch", inf?.largest_batch]]) {

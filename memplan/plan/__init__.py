@@ -1,7 +1,7 @@
 """The planner: what fits, the best configurations that fit a target, and what to change when a job does not fit.
 
     plan(job, target=None, limit=10) -> Plan
-    largest_micro_batch(job), longest_seq_len(job), fewest_gpus(job, max_gpus=64), best_gpu(job, by="cheapest")
+    largest_micro_batch(job), longest_seq_len(job), fewest_gpus(job, max_gpus=64), best_gpu(job, by="smallest_memory")
     kv_cache_budget(job, gpu_memory_utilization=0.9)
 
 Every byte count in a Plan comes from memplan.estimate on the exact job it shows (`PlanOption.job`,
@@ -109,12 +109,15 @@ def _assumptions(search: Search, t: PlanTarget) -> list[str]:
     else:
         out += [
             "decode step time = (weights + KV cache) / memory bandwidth (datasheet, an upper bound on speed); "
-            "quantized weights counted at their packed size (GPTQ/AWQ-style kernels; bitsandbytes' are slower)",
+            "quantized weights counted at their packed size (GPTQ/AWQ-style kernels); bitsandbytes 4-bit adds a "
+            "16-bit copy of each weight above batch 1 and LLM.int8() is timed as no faster than 16-bit weights "
+            "(memplan/terms/compute.py bnb_decode_extra_bytes)",
             "largest batch / longest prompt: HF generate() as memplan estimates it; kv_cache_budget_bytes and "
             "concurrent_sequences: vLLM's profiling rule (memplan.plan.solvers.kv_cache_budget)",
         ]
-    out.append("cheapest_gpu: the catalog has no prices, so the smallest GPU memory in all (memory x num_gpus) "
-               "that fits; fastest_gpu: the shortest step time")
+    out.append("smallest_memory_gpu: the smallest total GPU memory (memory x num_gpus) that fits; the catalog has "
+               "no prices, so memplan does not call it the cheapest (cheapest_gpu is its old name, kept for "
+               "scripts); fastest_gpu: the shortest step time")
     return out
 
 
@@ -158,14 +161,15 @@ def plan(job: dict[str, Any] | JobSpec, target: PlanTarget | dict[str, Any] | No
             notes.append(f"nothing fits on up to {MAX_GPUS} GPUs dividing the global batch {global_batch}")
 
     gpus = fitting_gpus(base_spec, margin, t.utilization)
-    cheapest, fastest = pick_gpu(gpus, "cheapest", t.utilization), pick_gpu(gpus, "fastest", t.utilization)
+    smallest, fastest = pick_gpu(gpus, "smallest_memory", t.utilization), pick_gpu(gpus, "fastest", t.utilization)
     few = fewest_gpus(base_spec, margin_pct=margin)
     train = base_spec.task == "train"
     solvers: dict[str, Any] = {
         "largest_micro_batch": largest_within_margin(base_spec, "micro_batch_size", margin) if train else None,
         "longest_seq_len": largest_within_margin(base_spec, "seq_len", margin) if train else None,
         "fewest_gpus": few.model_dump() if few else None,
-        "cheapest_gpu": cheapest.model_dump() if cheapest else None,
+        "smallest_memory_gpu": smallest.model_dump() if smallest else None,
+        "cheapest_gpu": smallest.model_dump() if smallest else None,  # the old name of smallest_memory_gpu
         "fastest_gpu": fastest.model_dump() if fastest else None,
         "inference": inference_solvers(base_spec, margin, t.gpu_memory_utilization)
         if base_spec.task == "inference" else None,

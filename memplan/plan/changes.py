@@ -56,13 +56,18 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
             out.append((f"QLoRA r{s.lora.r}: nf4 base weights", {"method": "qlora", "weight_dtype": "nf4"}))
         if s.zero_stage < 3:
             out.append((f"ZeRO stage {s.zero_stage} -> {s.zero_stage + 1}", {"zero_stage": s.zero_stage + 1}))
+        # DeepSpeed steps an offloaded optimizer on the CPU with its own Adam: a bitsandbytes optimizer cannot come
+        bnb = s.optimizer in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+        cpu_adam = {"optimizer": "adamw"} if bnb else {}
+        with_adam = f" with adamw instead of {s.optimizer} (DeepSpeed's CPU Adam)" if bnb else ""
         if not s.offload_optimizer:
             z = max(s.zero_stage, 2)
-            out.append((f"offload the optimizer to CPU (DeepSpeed ZeRO-{z} offload_optimizer)",
-                        {"zero_stage": z, "offload_optimizer": True}))
+            out.append((f"offload the optimizer to CPU (DeepSpeed ZeRO-{z} offload_optimizer){with_adam}",
+                        {"zero_stage": z, "offload_optimizer": True, **cpu_adam}))
         if not s.offload_params:
-            out.append(("offload parameters and optimizer to CPU (ZeRO-3 offload_params + offload_optimizer)",
-                        {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}))
+            out.append((f"offload parameters and optimizer to CPU (ZeRO-3 offload_params + offload_optimizer)"
+                        f"{with_adam}", {"zero_stage": 3, "offload_optimizer": True, "offload_params": True,
+                                          **cpu_adam}))
         more = fewest_gpus(s, margin_pct=goal)
         if more is not None and more.num_gpus > s.num_gpus:
             per = search.global_batch // more.num_gpus if search.global_batch % more.num_gpus == 0 else 0
@@ -113,9 +118,12 @@ def changes(search: Search, base_e: Estimate, base_speed: Speed) -> list[Change]
         if saves <= 0:
             continue
         sp = job_speed(s, e, util)
-        out.append(Change(description=f"{text}: saves {saves / GIB:.2f} GiB", fields=updates, job=dump(s),
+        host = f"; needs {e.host_bytes / GIB:.0f} GiB of CPU memory per node" if e.host_bytes else ""
+        out.append(Change(description=f"{text}: saves {saves / GIB:.2f} GiB{host}", fields=updates, job=dump(s),
                           peak_bytes=e.peak_bytes, saves_bytes=saves, fits=fits(e, margin),
-                          slowdown=round(sp.seconds_per_token / base_speed.seconds_per_token, 4)))
-    out.sort(key=lambda c: (not c.fits, c.slowdown if c.slowdown is not None else float("inf"), -c.saves_bytes,
-                            c.description))
+                          slowdown=round(sp.seconds_per_token / base_speed.seconds_per_token, 4),
+                          host_bytes=e.host_bytes))
+    # more GPUs come after every change that fits on the GPUs the job has
+    out.sort(key=lambda c: (not c.fits, "num_gpus" in c.fields, c.slowdown if c.slowdown is not None
+                            else float("inf"), -c.saves_bytes, c.description))
     return out

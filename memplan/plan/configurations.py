@@ -140,7 +140,7 @@ def _option(search: Search, f: _Found) -> PlanOption:
         step_time_s=f.speed.step_time_s if absolute else None, tokens_per_s=f.speed.tokens_per_s if absolute else None,
         micro_batch_size=s.micro_batch_size if s.task == "train" else s.inference.batch_size,
         gradient_accumulation_steps=s.gradient_accumulation_steps if s.task == "train" else 1,
-        num_gpus=s.num_gpus, recipe_changes=recipe_changes(search.spec, s))
+        num_gpus=s.num_gpus, recipe_changes=recipe_changes(search.spec, s), host_bytes=f.estimate.host_bytes)
 
 
 # ---------------------------------------------------------------- training
@@ -277,9 +277,12 @@ def configurations(search: Search, counts: list[int], limit: int) -> list[PlanOp
     options = [(_option(search, f), f) for f in pareto(found)]
     options.sort(key=lambda of: (of[0].recipe_changes, of[1].speed.seconds_per_token, -of[0].headroom_bytes,
                                  of[0].label))
+    # one row per label, and one per set of numbers: a configuration estimated exactly like a better-ranked one
+    # buys nothing with its extra recipe change
     seen, out = set(), []
     for o, _ in options:
-        if o.label not in seen:
-            seen.add(o.label)
+        numbers = (o.peak_bytes, o.step_time_s, o.num_gpus, o.micro_batch_size, o.gradient_accumulation_steps)
+        if o.label not in seen and numbers not in seen:
+            seen.update((o.label, numbers))
             out.append(o)
     return out[:limit]

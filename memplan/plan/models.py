@@ -67,6 +67,7 @@ class PlanOption(BaseModel):
     recipe_changes: int = Field(description=(
         "how many of method, weight_dtype, lora.r, optimizer (inference: weight_dtype, kv_cache_dtype) differ "
         "from the job: 0 trains (serves) the same model the same way"))
+    host_bytes: int = Field(0, description="CPU memory per node it needs (the estimate's host_bytes)")
 
 
 class Change(BaseModel):
@@ -81,6 +82,7 @@ class Change(BaseModel):
     slowdown: float | None = Field(description=(
         "seconds per token after the change / before (1.0 = as fast; the step-time ratio when the tokens per "
         "step stay the same); None where no speed model applies"))
+    host_bytes: int = Field(0, description="CPU memory per node it needs (the estimate's host_bytes)")
 
 
 class FewestGpus(BaseModel):
@@ -99,7 +101,7 @@ class GpuChoice(BaseModel):
     headroom_bytes: int
     step_time_s: float | None
     tokens_per_s: float | None
-    basis: str = Field(description="what 'cheapest' or 'fastest' was measured by")
+    basis: str = Field(description="what 'smallest total memory' or 'fastest' was measured by")
 
 
 class KvBudget(BaseModel):
@@ -122,10 +124,12 @@ class Plan(BaseModel):
     configurations: list[PlanOption] = Field(description="ranked: fewest recipe changes, then fastest, then "
                                                          "most headroom")
     changes: list[Change] = Field(description="single changes for a job that does not fit or has < 10% headroom; "
-                                              "ranked: fits first, then smallest slowdown, then most saved")
+                                              "ranked: fits first, then changes on the job's own GPU count "
+                                              "before more GPUs, then smallest slowdown, then most saved")
     solvers: dict[str, Any] = Field(description=(
-        "largest_micro_batch, longest_seq_len, fewest_gpus, cheapest_gpu, fastest_gpu, and inference: "
-        "{largest_batch, longest_prompt_len, longest_context, kv_cache_budget_bytes, concurrent_sequences, ...}"))
+        "largest_micro_batch, longest_seq_len, fewest_gpus, smallest_memory_gpu (cheapest_gpu: its old name), "
+        "fastest_gpu, and inference: {largest_batch, longest_prompt_len, longest_context, kv_cache_budget_bytes, "
+        "concurrent_sequences, ...}"))
     assumptions: list[str]
     estimate: Estimate = Field(description="the baseline: the job with the target's gpu, num_gpus and global batch")
     target: PlanTarget

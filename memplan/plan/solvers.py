@@ -1,4 +1,5 @@
-"""Solvers: the largest micro-batch, the longest sequence, the fewest GPUs, the cheapest and the fastest catalog GPU
+"""Solvers: the largest micro-batch, the longest sequence, the fewest GPUs, the catalog GPU with the smallest total
+memory and the fastest one
 that fit, and vLLM's KV-cache budget. Every answer is an estimate that was run, never an extrapolation.
 """
 
@@ -168,10 +169,10 @@ def fitting_gpus(spec: JobSpec, margin_pct: float = 0.0, utilization: float = cp
 def pick_gpu(candidates: list[tuple], by: str, utilization: float = cp.MFU) -> GpuChoice | None:
     if not candidates:
         return None
-    if by == "cheapest":
+    if by in ("smallest_memory", "cheapest"):
         g, s, e, sp = min(candidates, key=lambda c: (c[0].memory_bytes * c[1].num_gpus,
                                                      c[0].dense_tflops.get(c[1].compute_dtype) or 0.0, c[0].id))
-        basis = f"smallest GPU memory in all ({s.num_gpus} x {g.memory_gib:.1f} GiB); no prices in the catalog"
+        basis = f"smallest total GPU memory ({s.num_gpus} x {g.memory_gib:.1f} GiB); the catalog has no prices"
     else:
         g, s, e, sp = min(candidates, key=lambda c: (c[3].step_time_s, c[0].memory_bytes, c[0].id))
         basis = (f"shortest training step at {utilization:g} MFU" if s.task == "train"
@@ -181,17 +182,19 @@ def pick_gpu(candidates: list[tuple], by: str, utilization: float = cp.MFU) -> G
                      basis=basis)
 
 
-def best_gpu(job: dict[str, Any] | JobSpec, by: Literal["cheapest", "fastest"] = "cheapest",
+def best_gpu(job: dict[str, Any] | JobSpec, by: Literal["smallest_memory", "cheapest", "fastest"] = "smallest_memory",
              margin_pct: float = 0.0, utilization: float = cp.MFU) -> GpuChoice | None:
-    """The catalog GPU on which the job (as it is, with its num_gpus) fits, cheapest or fastest.
+    """The catalog GPU on which the job (as it is, with its num_gpus) fits: the smallest total memory or the
+    fastest.
 
-    cheapest: the catalog has no prices (no single dated on-demand price list covers its GPUs), so "cheapest"
-    means the smallest GPU memory in all, memory_bytes * num_gpus, ties broken by the lower dense TFLOP/s.
+    smallest_memory ("cheapest", its old name): the smallest GPU memory in all, memory_bytes * num_gpus, ties
+    broken by the lower dense TFLOP/s; the catalog has no prices (no single dated on-demand price list covers
+    its GPUs), so memplan does not call it the cheapest.
     fastest: the shortest step time (training: FLOPs at `utilization` of the dense TFLOP/s of the compute dtype;
     inference: decode step time from the memory bandwidth). None when no catalog GPU fits.
     """
-    if by not in ("cheapest", "fastest"):
-        raise SpecError([("by", f"unknown '{by}'; allowed: cheapest, fastest")])
+    if by not in ("smallest_memory", "cheapest", "fastest"):
+        raise SpecError([("by", f"unknown '{by}'; allowed: smallest_memory, fastest")])
     return pick_gpu(fitting_gpus(parse_spec(job), margin_pct, utilization), by, utilization)
 
 

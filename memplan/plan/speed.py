@@ -165,7 +165,8 @@ def training_speed(spec: JobSpec, utilization: float = cp.MFU) -> Speed:
 
 
 def inference_speed(spec: JobSpec, e: Estimate) -> Speed:
-    """One decode step of the batch at its last position: every weight and the whole KV cache read once."""
+    """One decode step of the batch at its last position: every weight and the whole KV cache read once, plus what
+    bitsandbytes' kernels add (memplan.terms.compute.bnb_decode_extra_bytes)."""
     info = model_info(spec)
     r = rates(spec)
     inf = spec.inference
@@ -173,7 +174,9 @@ def inference_speed(spec: JobSpec, e: Estimate) -> Speed:
     cache = kv.kv_cache_bytes(len(dec), info.num_kv_heads, info.head_dim, inf.batch_size,
                               inf.prompt_len + inf.max_new_tokens, dtype_bytes(inf.kv_cache_dtype)) \
         if info.head in ("causal_lm", "seq2seq_lm") else 0
-    step = cp.decode_step_time_s(e.components.get("weights", 0), cache, r.bandwidth_gb_s)
+    extra = cp.bnb_decode_extra_bytes(matmul_counts(info, spec).quantized, spec.weight_dtype, inf.batch_size,
+                                      dtype_bytes(spec.compute_dtype))
+    step = cp.decode_step_time_s(e.components.get("weights", 0) + extra, cache, r.bandwidth_gb_s)
     per_step = inf.batch_size * spec.num_gpus
     return Speed(step, per_step / step, per_step, r.reference)
 

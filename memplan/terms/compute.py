@@ -127,6 +127,29 @@ def transfer_time_s(nbytes: int, gb_s: float = PCIE_GB_S) -> float:
     return nbytes / (gb_s * 1e9)
 
 
+def bnb_decode_extra_bytes(quantized_params: int, weight_dtype: str, batch: int, compute_bytes: int) -> int:
+    """Weight traffic a bitsandbytes layer adds to one decode step beyond reading its packed weights.
+
+    - 4-bit (nf4 / fp4): one token (batch 1) takes the inference kernel that reads the packed weights
+      (bnb.matmul_4bit -> gemv_4bit): nothing extra; a batch of tokens dequantizes each weight to a c-byte copy
+      and multiplies that (MatMul4Bit: dequantize_4bit, then the matmul): + 2c per parameter (write, read).
+    - LLM.int8() (int8): its int8 GEMM reads 1 byte a parameter, but activation quantization, the int8 matmul,
+      the dequantization of its output and the fp16 outlier matmul run as separate kernels, and people measure
+      its generation 2-5x slower than 16-bit; memplan does not model those kernels, so it times the step as no
+      faster than 16-bit weights (a lower bound on its time): + (c - 1) per parameter.
+
+    Source: bitsandbytes/autograd/_functions.py matmul_4bit (the gemv path when A has one row and needs no
+    gradient), MatMul4Bit.forward, MatMul8bitLt.forward; Dettmers et al. 2022 (arXiv:2208.07339) §3.
+    Example: Llama-3.1-8B's 6,979,321,856 quantized weights in bf16: nf4 at batch 1: 0; nf4 at batch 8:
+    27,917,287,424; int8: 6,979,321,856.
+    """
+    if weight_dtype in ("nf4", "fp4"):
+        return 0 if batch == 1 else 2 * compute_bytes * quantized_params
+    if weight_dtype == "int8":
+        return (compute_bytes - 1) * quantized_params
+    return 0
+
+
 def decode_step_time_s(weight_bytes: int, kv_cache_bytes: int, bandwidth_gb_s: float) -> float:
     """One decode step of a batch is memory-bound: it reads every weight once and the whole KV cache once
     (compute is a few FLOPs per byte read, far below the GPU's FLOP/byte ratio), at the datasheet bandwidth (an

@@ -49,3 +49,11 @@ def test_dequantize_offload_and_decode():
     assert cp.transfer_time_s(32_121_044_992) == pytest.approx(1.2848, abs=5e-5)
     assert 8 * 1280 * 131_072 == 1_342_177_280
     assert cp.decode_step_time_s(16_060_522_496, 1_342_177_280, 3350) == pytest.approx(0.0051948, abs=5e-8)
+
+
+def test_bnb_decode_extra_bytes_docstring_example():
+    q = 6_979_321_856
+    assert cp.bnb_decode_extra_bytes(q, "nf4", 1, 2) == 0
+    assert cp.bnb_decode_extra_bytes(q, "nf4", 8, 2) == 27_917_287_424
+    assert cp.bnb_decode_extra_bytes(q, "int8", 4, 2) == 6_979_321_856
+    assert cp.bnb_decode_extra_bytes(q, "int4", 4, 2) == 0 and cp.bnb_decode_extra_bytes(q, "bf16", 4, 2) == 0

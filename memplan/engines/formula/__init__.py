@@ -25,10 +25,10 @@ def estimate(job: ResolvedJob, progress: object = None) -> Estimate:
     spec, info = job.spec, job.info
     if spec.task == "inference":
         phases, trainable = inference_phases(info, spec, job.attention, job.notes), 0
-        outside, loss_block = {}, 0
+        outside, loss_block, host = {}, 0, 0
     else:
         st = static_terms(info, spec)
         trainable = st.tr.count
-        phases, outside, loss_block = training_phases(info, spec, st, job.attention, job.notes)
+        phases, outside, loss_block, host = training_phases(info, spec, st, job.attention, job.notes)
     return assemble(job, phases, trainable, outside, lambda allocated: ov.fragmentation_bytes(allocated, loss_block),
-                    engine=NAME)
+                    engine=NAME, host_bytes=host)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from memplan.architecture import ModelInfo
 from memplan.engines.formula.static import static_terms
 from memplan.spec import JobSpec
+from memplan.terms import host as hm
 from memplan.terms import sharding as sh
 from memplan.terms.dtypes import dtype_bytes
 
@@ -24,6 +25,7 @@ class HeldStates:
     buckets: int  # DDP / ZeRO communication buckets (backward and step)
     live: int  # ZeRO-3's gathered parameters
     outside: dict[str, int]  # bytes outside PyTorch's allocator (paged states, NCCL)
+    host: int = 0  # CPU memory per node (DeepSpeed's offload and per-process model copies)
 
 
 def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
@@ -56,6 +58,13 @@ def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
         live = sh.zero3_live_param_bytes(info.largest_module_params, k) if zero == 3 else 0
         notes.append(f"DeepSpeed ZeRO-{zero}: 16-bit model, fp32 master weights and fp32 optimizer states "
                      "partitioned as deepspeed's estimators count them; HF 'auto' bucket sizes (h^2)")
+    host = 0
+    if zero:
+        per_node, nodes = hm.nodes_for(n_gpu)
+        host = hm.zero_host_bytes(info.total_params, info.largest_module_params, zero, per_node, nodes,
+                                  spec.offload_optimizer, spec.offload_params)
+        notes.append(f"host_bytes: CPU memory per node as DeepSpeed's estimators count it ({per_node} GPU(s) per "
+                     f"node, {nodes} node(s); zero.Init under ZeRO-3): {host / 2**30:.1f} GiB")
     if n_gpu > 1:
         outside["nccl_buffers"] = sh.nccl_buffer_bytes(n_gpu)
-    return HeldStates(weights, grads, states, step_temp, buckets, live, outside)
+    return HeldStates(weights, grads, states, step_temp, buckets, live, outside, host)

@@ -16,8 +16,9 @@ from memplan.terms.weights import autocast_weight_copies_bytes
 
 
 def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: str, notes: list[str]
-                     ) -> tuple[list[Phase], dict[str, int], int]:
-    """The phases, the components outside PyTorch's allocator, and the loss block (for fragmentation)."""
+                     ) -> tuple[list[Phase], dict[str, int], int, int]:
+    """The phases, the components outside PyTorch's allocator, the loss block (for fragmentation) and the host
+    memory per node."""
     zero, tr = spec.zero_stage, st.tr
     held = held_states(info, spec, notes)
     weights, grads, states, step_temp = held.weights, held.grads, held.states, held.step_temp
@@ -88,4 +89,4 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
     if spec.optimizer != "none" and tr.tensors:
         phases.append(Phase("optimizer_step", {"weights": weights, "gradients": grads, "optimizer_states": states,
                                                 "zero_buffers": buckets, "temporaries": step_temp}))
-    return phases, outside, loss_block
+    return phases, outside, loss_block, held.host

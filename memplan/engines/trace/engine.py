@@ -67,8 +67,9 @@ def estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
         backward.parts["attention_backward_workspace"] = _attention_workspace(r)
     phases = [peaks[name] for name in PHASE_ORDER if name in peaks]
     outside = {k: v for k, v in log.outside.items() if v}
+    host = 0
     if distributed:
-        outside = _place_held_states(r, one_gpu, phases, outside)
+        outside, host = _place_held_states(r, one_gpu, phases, outside)
     replayed = replay((e.key, e.nbytes) for e in log.events)
 
     def fragmentation(allocated: int) -> int:
@@ -78,11 +79,11 @@ def estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
     r.notes.append(f"traced {len(log.phases)} phases ({log.ops:,} ops) of the real step on fake tensors; "
                    "reserved memory from replaying the allocation log through a caching-allocator model")
     return assemble(r, phases, log.trainable if r.spec.task == "train" else 0, outside, fragmentation,
-                    engine=NAME)
+                    engine=NAME, host_bytes=host)
 
 
 def _place_held_states(r: ResolvedJob, one_gpu: Any, phases: list[Phase], outside: dict[str, int]
-                       ) -> dict[str, int]:
+                       ) -> tuple[dict[str, int], int]:
     """Turn the traced one-GPU step into one GPU's share of a data-parallel / ZeRO job: weights, optimizer states
     and communication buffers as memplan.engines.formula.placement.held_states places them
     (memplan.terms.sharding); the traced gradients scaled by the share each GPU keeps (ZeRO-2/3 reduce-scatter them
@@ -106,7 +107,8 @@ def _place_held_states(r: ResolvedJob, one_gpu: Any, phases: list[Phase], outsid
             parts["zero_buffers"] = held.live + (held.buckets if ph.name in ("backward", "optimizer_step") else 0)
     r.notes.append("traced one GPU's step; weights, gradients, optimizer states and buffers per GPU placed by the "
                    "data-parallel / ZeRO terms (memplan.terms.sharding)")
-    return {**{k: v for k, v in outside.items() if not (zero and k == "paged_optimizer_states")}, **held.outside}
+    return {**{k: v for k, v in outside.items() if not (zero and k == "paged_optimizer_states")}, **held.outside}, \
+        held.host
 
 
 def _attention_workspace(r: ResolvedJob) -> int:
