@@ -230,8 +230,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          422: {"description": "invalid job, target or limit"}})
     async def post_plan(req: Annotated[PlanRequest, Body(openapi_examples=PLAN_EXAMPLES)]) -> Response:
         """What fits a target (GPU, GPU count, global batch): ranked configurations, each re-estimated; the
-        single changes that make the job fit; the largest micro-batch, longest sequence, fewest GPUs and
-        GPU with the smallest total memory / fastest GPU (inference: largest batch, vLLM KV budget and concurrent sequences)."""
+        single changes that make the job fit; the largest micro-batch, longest sequence, fewest GPUs, the GPU
+        with the smallest total memory and the fastest one (inference: largest batch, vLLM KV budget and
+        concurrent sequences)."""
         try:
             return json_response(await with_hub(lambda job: plan(job, req.target, req.limit), req.job))
         except SpecError as exc:

@@ -507,7 +507,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="formula: closed-form terms (milliseconds, the default); trace: run the real step on fake "
                         "tensors (seconds; needs no GPU)")
     p.set_defaults(func=_cmd_estimate)
-    from memplan.importers import KINDS
     from memplan.report import FORMATS
 
     p = sub.add_parser(
