@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 import memplan
+from memplan.check import check
 from memplan.cli import main as cli_main
 from memplan.sweep import largest_fitting, sweep
 
@@ -557,3 +558,42 @@ def test_verdict_colours_and_warnings_stay_in_view(tab, base_url):
     assert e.verdict == "fits"
     expect(page.locator("#warnings")).to_be_hidden()
     assert page.evaluate("getComputedStyle(document.querySelector('#fits')).color") != colour
+
+
+def test_stale_result_paste_offer_margin_and_distinct_colours(tab, base_url):
+    """Typing an id that is not in the catalog marks the result stale at once; a 404 on the model offers the
+    paste tab; the margin control gives the verdict with that share of memory kept free (POST /v1/check), in the
+    link and the copied command; the KV cache and the activations never share a colour."""
+    from playwright.sync_api import expect
+
+    page = tab.page
+    readme = {"model": LLAMA, "method": "qlora", "optimizer": "paged_adamw_8bit", "gradient_checkpointing": True}
+    page.goto(base_url + "/" + QLORA_T4 + "&optimizer=paged_adamw_8bit&gradient_checkpointing=true")
+    expect_result(page, {**readme, "gpu": "T4-16GB"})
+    model = page.get_by_label("Model", exact=True)
+    model.fill("meta-llama/Llama-3.1-8")  # a prefix of a catalog id: no request yet, but the result is old
+    expect(page.locator("#result")).to_have_attribute("data-state", "stale")
+    model.fill("no-such/model-7b")
+    model.press("Enter")
+    expect(page.locator("#offer-paste")).to_be_visible()
+    page.locator("#offer-paste").click()
+    expect(page.get_by_label("config.json", exact=True)).to_be_visible()
+    expect(page.get_by_label("config.json", exact=True)).to_be_focused()
+
+    page.goto(base_url + "/" + QLORA_T4 + "&optimizer=paged_adamw_8bit&gradient_checkpointing=true&margin=10")
+    page.reload()
+    want = check({**readme, "gpu": "T4-16GB"}, 10)
+    expect(page.locator("#fits")).to_have_attribute("data-verdict", want.verdict)
+    expect(page.locator("#fits")).to_have_text("Does not fit (10% margin)")
+    expect(page.locator("#copy-cli-out")).to_contain_text("--margin 10")
+    page.get_by_label("Margin (% of usable memory kept free)").fill("5")
+    expect(page.locator("#fits")).to_have_attribute("data-verdict", check({**readme, "gpu": "T4-16GB"}, 5).verdict)
+    assert "margin=5" in page.evaluate("location.hash")
+    page.get_by_label("Margin (% of usable memory kept free)").fill("")
+
+    page.get_by_label("Task").select_option("inference")
+    e = expect_result(page, {"model": LLAMA, "task": "inference", "gpu": "T4-16GB"})
+    assert e.components["kv_cache"] > 0 and e.components["activations"] > 0
+    colour = {t: page.locator(f'#breakdown .seg[data-term="{t}"]').evaluate("s => s.style.background")
+              for t in ("kv_cache", "activations")}
+    assert colour["kv_cache"] != colour["activations"], colour

@@ -1,6 +1,6 @@
-// memplan calculator page. Every number shown comes from the API (/v1/estimate, /v1/sweep, /v1/plan,
-// /v1/models, /v1/gpus); this script only reads the controls, builds the job spec, draws the answers and keeps
-// the URL.
+// memplan calculator page. Every number shown comes from the API (/v1/check: the estimate and its verdict,
+// /v1/sweep, /v1/plan, /v1/models, /v1/gpus); this script only reads the controls, builds the job spec, draws the
+// answers and keeps the URL.
 // No build step, no dependencies.
 
 const GIB = 2 ** 30;
@@ -73,7 +73,7 @@ const SWEEPS = {
 
 const TERM_COLORS = {
   weights: "#3b6ea8", optimizer_states: "#d08a2e", paged_optimizer_states: "#e3b060", gradients: "#b5534f",
-  zero_buffers: "#8b6bb1", activations: "#4f9a76", logits: "#79b4a9", kv_cache: "#4f9a76",
+  zero_buffers: "#8b6bb1", activations: "#4f9a76", logits: "#79b4a9", kv_cache: "#2d6f8f",
   temporaries: "#c97ba0", cublas_workspace: "#9aa3ad", allocator_fragmentation: "#b8bfc7", cuda_context: "#6b7580",
 };
 const EXTRA_COLORS = ["#a3844f", "#5d8fb8", "#8fa35a", "#b0708e", "#6f8b8b"];
@@ -190,6 +190,7 @@ function readState() {
   }
   state.gpu = el.gpu.value;
   state.gpuMem = el.gpuMem.value.trim();
+  state.margin = $("margin-pct").value.trim();
   return state;
 }
 
@@ -237,6 +238,7 @@ function stateToHash(state) {
   for (const [path, raw] of state.fields) p.set(path, raw);
   if (state.gpu === "custom") p.set("gpu_memory_gib", state.gpuMem);
   else if (state.gpu && state.gpu !== DEFAULTS.gpu) p.set("gpu", state.gpu);
+  if (state.margin && Number(state.margin) > 0) p.set("margin", state.margin);
   // keep '/' and ',' readable in ids and module lists
   return "#" + p.toString().replace(/%2F/gi, "/").replace(/%2C/gi, ",");
 }
@@ -277,7 +279,8 @@ function applyHash(hash) {
       el.gpu.value = want;
     }
   }
-  const known = new Set(["model", "model_config", "gpu", "gpu_memory_gib", ...FIELDS.map((f) => f.path)]);
+  $("margin-pct").value = p.get("margin") ?? "";
+  const known = new Set(["model", "model_config", "gpu", "gpu_memory_gib", "margin", ...FIELDS.map((f) => f.path)]);
   for (const key of p.keys()) if (!known.has(key)) problems.push(`${key}: not a job field; ignored`);
   return problems;
 }
@@ -416,7 +419,8 @@ function renderExports(state, job, ok) {
   }
   el.yaml.textContent = toYaml(job).replace(/^\n/, "") + "\n";
   el.json.textContent = JSON.stringify(job, null, 2);
-  el.cli.textContent = cliCommand(job);
+  const margin = Number(state.margin);
+  el.cli.textContent = cliCommand(job) + (margin > 0 ? ` --margin ${shellQuote(state.margin)}` : "");
   $("cli-note").hidden = !job.model_config;
 }
 
@@ -495,6 +499,16 @@ function showError(err) {
     }
     box.append(ul);
   } else box.append(node("p", { text: err.message }));
+  if (err.status === 404 && detail.some((d) => d.field === "model")) {
+    const paste = node("button", { type: "button", class: "link-button", id: "offer-paste", text: "Paste its config.json instead" });
+    paste.addEventListener("click", () => {
+      $("source-config").checked = true;
+      updateVisibility();
+      el.config.focus();
+    });
+    box.append(node("p", { class: "suggest" }, "Not in the bundled catalog? ", paste,
+      " (memplan builds any config.json on the meta device; nothing is downloaded)"));
+  }
   box.hidden = false;
   el.result.hidden = true;
   setMini("error", "Cannot estimate: see the message", "");
@@ -539,14 +553,14 @@ function termColor(term, i) {
   return TERM_COLORS[term] || EXTRA_COLORS[i % EXTRA_COLORS.length];
 }
 
-function renderEstimate(e) {
+function renderEstimate(e, verdict = e.verdict, marginPct = 0) {
   const usable = e.gpu.usable_bytes;
   const fits = $("fits");
-  fits.textContent = VERDICT_TEXT[e.verdict];
+  fits.textContent = VERDICT_TEXT[verdict] + (marginPct > 0 ? ` (${marginPct}% margin)` : "");
   fits.dataset.fits = String(e.fits);
-  fits.dataset.verdict = e.verdict;
-  fits.title = e.verdict === "borderline"
-    ? `The usable ${gib(usable)} GiB lie inside the likely range ${gib(e.range.low_bytes)} – ${gib(e.range.high_bytes)} GiB: it may or may not fit`
+  fits.dataset.verdict = verdict;
+  fits.title = verdict === "borderline"
+    ? `The usable memory${marginPct > 0 ? ` less the ${marginPct}% margin` : ""} lies inside the likely range ${gib(e.range.low_bytes)} – ${gib(e.range.high_bytes)} GiB: it may or may not fit`
     : "";
   const peak = $("peak-gib");
   peak.textContent = `${gib(e.peak_bytes)} GiB`;
@@ -558,7 +572,7 @@ function renderEstimate(e) {
     ? `${gib(e.headroom_bytes)} GiB headroom (${pct}% of usable)`
     : `short by ${gib(-e.headroom_bytes)} GiB (${pct}% over usable)`;
   $("peak-phase").textContent = e.peak_phase;
-  setMini(String(e.fits), `${VERDICT_MARK[e.verdict]} ${VERDICT_TEXT[e.verdict]}`, `${gib(e.peak_bytes)} GiB peak`, e.verdict);
+  setMini(String(e.fits), `${VERDICT_MARK[verdict]} ${VERDICT_TEXT[verdict]}`, `${gib(e.peak_bytes)} GiB peak`, verdict);
   $("gpu-summary").textContent = e.gpu.name ? `${e.gpu.name} (${e.gpu.id}), ${gib(e.gpu.memory_bytes)} GiB` : `${gib(e.gpu.memory_bytes)} GiB (custom)`;
   const usableEl = $("usable-gib");
   usableEl.textContent = `${gib(usable)} GiB`;
@@ -590,7 +604,7 @@ function renderEstimate(e) {
       node("td", { class: "num", text: `${((100 * bytes) / e.peak_bytes).toFixed(1)}%` })));
   });
   // the calibrated range of the device peak, as a bracket over the bar, against the usable capacity
-  const rangeMark = node("div", { class: "bar-range", "data-verdict": e.verdict, "data-low-bytes": e.range.low_bytes,
+  const rangeMark = node("div", { class: "bar-range", "data-verdict": verdict, "data-low-bytes": e.range.low_bytes,
     "data-high-bytes": e.range.high_bytes, title: `likely range ${gib(e.range.low_bytes)} – ${gib(e.range.high_bytes)} GiB` });
   rangeMark.style.left = `${(100 * e.range.low_bytes) / scale}%`;
   rangeMark.style.width = `${(100 * (e.range.high_bytes - e.range.low_bytes)) / scale}%`;
@@ -797,14 +811,17 @@ async function update() {
   setBusy(true);
   el.result.dataset.state = "loading";
   const kind = job.task === "inference" ? "inference" : "train";
-  const est = api("/v1/estimate", job, ctrl.signal);
+  // /v1/check gives the estimate and the verdict with the margin kept free (the same verdict at margin 0)
+  const margin = Number(state.margin) > 0 ? Number(state.margin) : 0;
+  const est = api(`/v1/check?margin_pct=${encodeURIComponent(margin)}`, job, ctrl.signal);
   const sweeps = Promise.allSettled(SWEEPS[kind].map((s) => api("/v1/sweep", { job, field: s.field }, ctrl.signal)));
   sweeps.catch(() => {});
   try {
-    const e = await est;
+    const checked = await est;
+    const e = checked.estimate;
     if (mine !== generation) return;
     clearError();
-    renderEstimate(e);
+    renderEstimate(e, checked.verdict, checked.margin_pct);
     const results = await sweeps;
     if (mine !== generation) return;
     renderSweeps(results, job, e);
@@ -1105,8 +1122,13 @@ function onInput(ev) {
   const t = ev.target;
   if (t === el.model) {
     updateModelHint();
-    // while typing a search, recompute only once the text is a catalog id (a `change` commits anything else)
-    if (ev.type === "input" && !modelIndex.has(t.value.trim().toLowerCase())) return;
+    // while typing a search, recompute only once the text is a catalog id (a `change` commits anything else);
+    // meanwhile the result on screen belongs to another model: say so at once
+    if (ev.type === "input" && !modelIndex.has(t.value.trim().toLowerCase())) {
+      el.result.dataset.state = "stale";
+      $("status").textContent = "Not a catalog id: the result shown is for the previous model";
+      return;
+    }
   }
   if (t.name === "source" || t === el.gpu) updateVisibility();
   schedule();
