@@ -51,7 +51,10 @@ def resolve(job: dict[str, Any] | JobSpec, allow_path: bool = False) -> Resolved
         raise UnknownIdError("gpu", f"{exc} or give {{memory_gib: N}}", exc.suggestions) from None
     _check_positions(spec, info)
     notes: list[str] = []
-    _note_ignored_remote_code(spec, info, allow_path, notes)
+    raw = _raw_config(spec, allow_path)
+    if raw is not None:
+        _note_ignored_remote_code(raw, info, notes)
+    spec = resolve_weights(spec, raw, notes)
     spec = resolve_precision(spec, gpu.id, cc, notes)
     attention = resolve_attention(info, spec, notes)
     _check_attention_hardware(attention, gpu.id, cc)
@@ -69,12 +72,67 @@ def model_info(spec: JobSpec, allow_path: bool = False) -> ModelInfo:
         raise SpecError([(exc.field if spec.inline_config is None else "model_config", str(exc))]) from None
 
 
-def _note_ignored_remote_code(spec: JobSpec, info: ModelInfo, allow_path: bool, notes: list[str]) -> None:
+def _raw_config(spec: JobSpec, allow_path: bool) -> dict | None:
+    """The config.json a user gave (inline, or a path in the CLI); None for a catalog model (catalog configs carry
+    no quantization_config or auto_map)."""
+    if spec.inline_config is None and not (allow_path and spec.model and looks_like_path(spec.model)):
+        return None
+    return load_config(spec.model, spec.inline_config, allow_path=True)[1]
+
+
+#: transformers' quantization_config quant_method values memplan has no storage dtype for yet
+UNMODELLED_QUANT_METHODS = ("fp8", "compressed-tensors", "mxfp4", "hqq", "eetq", "quanto", "torchao", "bitnet",
+                            "fbgemm_fp8", "higgs", "vptq", "aqlm", "spqr", "exl2", "auto-round")
+
+
+def checkpoint_quantization(raw: dict) -> tuple[str, dict, str] | None:
+    """(weight_dtype, other job fields, what it is) for a config.json's quantization_config (transformers' format:
+    bitsandbytes load_in_4bit / load_in_8bit, GPTQ or AWQ at 4 bits); None without one. A method memplan does not
+    model is a SpecError naming weight_dtype."""
+    qc = raw.get("quantization_config")
+    if not isinstance(qc, dict):
+        return None
+    method = str(qc.get("quant_method", "bitsandbytes" if "load_in_4bit" in qc or "load_in_8bit" in qc else "")).lower()
+    if method == "bitsandbytes" and qc.get("load_in_4bit"):
+        kind = str(qc.get("bnb_4bit_quant_type", "fp4"))
+        dq = bool(qc.get("bnb_4bit_use_double_quant", False))
+        return kind, {"double_quant": dq}, f"bitsandbytes 4-bit {kind}{', double quant' if dq else ''}"
+    if method == "bitsandbytes" and qc.get("load_in_8bit"):
+        return "int8", {}, "bitsandbytes LLM.int8()"
+    if method in ("gptq", "awq") and qc.get("bits", 4) == 4:
+        group = qc.get("group_size", 128)
+        same = "" if group == 128 else f"; its group size {group} is counted as 128"
+        return "int4", {}, f"{method.upper()} 4-bit{same}"
+    what = f"quant_method '{method}'" + (f" at {qc['bits']} bits" if "bits" in qc else "")
+    raise SpecError([("weight_dtype", f"the checkpoint's quantization_config is {what}, which memplan does not model "
+                                      "yet; set weight_dtype to estimate the weights another way (e.g. bf16, as "
+                                      "dequantized on load)")])
+
+
+def resolve_weights(spec: JobSpec, raw: dict | None, notes: list[str]) -> JobSpec:
+    """weight_dtype auto (or unset): the checkpoint's own quantization_config when its config.json has one, else
+    bf16; an explicit dtype overrides the checkpoint (nf4 to quantize a bf16 checkpoint on load, or bf16 for a
+    quantized one dequantized)."""
+    explicit = "weight_dtype" in spec.model_fields_set and spec.weight_dtype != "auto"
+    found = checkpoint_quantization(raw) if raw is not None and not explicit else None
+    if found is None:
+        return spec if spec.weight_dtype != "auto" else spec.model_copy(update={"weight_dtype": "bf16"})
+    dtype, extra, what = found
+    data = spec.model_dump(by_alias=True, exclude_unset=True)
+    data.update({"weight_dtype": dtype, **{k: v for k, v in extra.items() if k not in spec.model_fields_set}})
+    try:
+        resolved = parse_spec(data)
+    except SpecError as exc:
+        raise SpecError([(f, f"{m} (weight_dtype {dtype} comes from the checkpoint's quantization_config, {what})")
+                         for f, m in exc.errors]) from None
+    notes.append(f"weight_dtype {dtype}: the checkpoint's quantization_config ({what}); set weight_dtype to "
+                 "override it")
+    return resolved
+
+
+def _note_ignored_remote_code(raw: dict, info: ModelInfo, notes: list[str]) -> None:
     """A config that asks for remote code for a model transformers ships (Phi-3's Hub config) is built from
     transformers' own code: say so."""
-    if spec.inline_config is None and not (allow_path and spec.model and looks_like_path(spec.model)):
-        return  # catalog configs carry no auto_map
-    raw = load_config(spec.model, spec.inline_config, allow_path=True)[1]
     if remote_code_ignored(raw):
         notes.append(f"the config's auto_map / trust_remote_code was ignored: transformers ships {info.model_type} "
                      "itself, and memplan builds the model from that code (it never runs code from a model "

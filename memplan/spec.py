@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 Task = Literal["train", "inference"]
 Head = Literal["auto", "causal_lm", "seq2seq_lm", "masked_lm", "sequence_classification", "token_classification"]
 Method = Literal["full", "lora", "qlora", "freeze", "prompt_tuning", "prefix_tuning", "ia3", "adapter"]
-WeightDtype = Literal["fp32", "bf16", "fp16", "int8", "nf4", "fp4", "int4"]
+WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "int8", "nf4", "fp4", "int4"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 Optimizer = Literal[
     "adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "sgd_momentum", "adafactor", "lion", "none"
@@ -118,7 +118,7 @@ class JobSpec(_Strict):
     def _qlora_defaults_to_nf4(cls, data: Any) -> Any:
         # QLoRA means 4-bit base weights: a spec that says `method: qlora` and leaves weight_dtype out gets nf4
         # (the QLoRA paper's choice) instead of the bf16 default; an explicit non-4-bit dtype is an error below.
-        if isinstance(data, dict) and data.get("method") == "qlora" and "weight_dtype" not in data:
+        if isinstance(data, dict) and data.get("method") == "qlora" and data.get("weight_dtype", "auto") == "auto":
             data = {**data, "weight_dtype": "nf4"}
         return data
 
@@ -161,6 +161,8 @@ class JobSpec(_Strict):
         """The dtype matmuls run in: the autocast dtype, else the weights' own float dtype."""
         if self.mixed_precision != "no":
             return self.mixed_precision
+        if self.weight_dtype == "auto":  # resolved by memplan.job: the checkpoint's quantization, else bf16
+            return "bf16"
         return self.weight_dtype if self.weight_dtype in ("fp32", "bf16", "fp16") else "fp32"
 
 

@@ -178,3 +178,37 @@ def test_remote_code_for_a_model_transformers_ships_is_ignored_with_a_note():
     with pytest.raises(SpecError) as err:  # a model_type transformers does not ship still needs remote code
         memplan.estimate({"model_config": {**cfg, "model_type": "phi_custom", "auto_map": {"AutoConfig": "x.Y"}}})
     assert err.value.errors[0][0] == "model_config" and "never executes code" in err.value.errors[0][1]
+
+
+def test_a_checkpoints_quantization_config_sets_the_weights():
+    """weight_dtype auto (or unset) takes a pasted config.json's quantization_config: bitsandbytes 4-bit / 8-bit,
+    GPTQ / AWQ 4-bit; an explicit weight_dtype overrides it; a method memplan does not model is bad input naming
+    weight_dtype; the job's other rules still apply, saying where the dtype came from."""
+    from memplan import catalog
+
+    cfg = dict(catalog.get_model("meta-llama/Llama-3.1-8B").config)
+    inf = {"task": "inference"}
+
+    def weights(qc=None, **job):
+        conf = {**cfg, "quantization_config": qc} if qc else cfg
+        return memplan.estimate({"model_config": conf, **inf, **job}).components["weights"]
+
+    bnb4 = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_use_double_quant": True}
+    assert weights(bnb4) == memplan.estimate({"model": "meta-llama/Llama-3.1-8B", "weight_dtype": "nf4",
+                                              **inf}).components["weights"]
+    assert weights({"quant_method": "bitsandbytes", "load_in_8bit": True}) == weights(weight_dtype="int8")
+    assert weights({"quant_method": "gptq", "bits": 4, "group_size": 128}) == weights(weight_dtype="int4")
+    assert weights({"quant_method": "awq", "bits": 4}, weight_dtype="auto") == weights(weight_dtype="int4")
+    assert weights(bnb4, weight_dtype="bf16") == weights() == weights(weight_dtype="auto")  # explicit wins
+    e = memplan.estimate({"model_config": {**cfg, "quantization_config": bnb4}, **inf})
+    assert ("weight_dtype nf4: the checkpoint's quantization_config (bitsandbytes 4-bit nf4, double quant); set "
+            "weight_dtype to override it") in e.assumptions
+    for qc in ({"quant_method": "fp8"}, {"quant_method": "mxfp4"}, {"quant_method": "gptq", "bits": 8}):
+        with pytest.raises(SpecError) as err:
+            weights(qc)
+        assert err.value.errors[0][0] == "weight_dtype" and "does not model yet" in err.value.errors[0][1]
+    with pytest.raises(SpecError) as err:
+        memplan.estimate({"model_config": {**cfg, "quantization_config": {"quant_method": "gptq", "bits": 4}},
+                          "method": "full"})
+    assert "comes from the checkpoint's quantization_config, GPTQ 4-bit" in err.value.errors[0][1]
