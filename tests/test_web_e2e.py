@@ -597,3 +597,37 @@ def test_stale_result_paste_offer_margin_and_distinct_colours(tab, base_url):
     colour = {t: page.locator(f'#breakdown .seg[data-term="{t}"]').evaluate("s => s.style.background")
               for t in ("kv_cache", "activations")}
     assert colour["kv_cache"] != colour["activations"], colour
+
+
+def test_charts_say_what_they_cut_and_phones_read_the_plan(browser, base_url):
+    """A sweep point above the chart's axis is a triangle on a marked axis break, listed with its value in the
+    chart's legend; at phone width the page does not scroll sideways and the plan's tables scroll in their own
+    box; fields of the other task are hidden."""
+    from playwright.sync_api import expect
+
+    t = Tab(browser, viewport={"width": 390, "height": 844})
+    page = t.page
+    try:
+        page.goto(base_url + "/" + QLORA_T4 + "&optimizer=paged_adamw_8bit&gradient_checkpointing=true")
+        e = expect_result(page, {"model": LLAMA, "method": "qlora", "optimizer": "paged_adamw_8bit",
+                                 "gradient_checkpointing": True, "gpu": "T4-16GB"})
+        legend = page.locator("#chart-mb .chart-legend")
+        expect(legend).to_contain_text("does not fit")
+        clipped = page.locator("#chart-mb .pt.clipped")
+        if clipped.count():  # the micro-batch sweep reaches past 3x the T4's memory
+            expect(legend).to_have_attribute("data-clipped", str(clipped.count()))
+            expect(legend).to_contain_text("above the axis, cut at")
+            expect(page.locator("#chart-mb .axis-break")).to_have_count(1)
+        assert sweep({"model": LLAMA, "method": "qlora", "optimizer": "paged_adamw_8bit",
+                      "gradient_checkpointing": True, "gpu": "T4-16GB"}, "micro_batch_size").points[-1].peak_bytes \
+            > 3 * e.gpu.usable_bytes and clipped.count() >= 1
+        for field in ("inference.batch_size", "inference.prompt_len", "inference.kv_cache_dtype"):
+            expect(page.locator(f'[data-field="{field}"]')).to_be_hidden()
+        page.get_by_label("Global batch size").fill("8")
+        page.get_by_role("button", name="Find configurations that fit").click()
+        expect(page.locator("#plan-configs tbody tr").first).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        assert page.locator("#plan-configs").evaluate("t => t.closest('.table-wrap') !== null")
+    finally:
+        t.context.close()
+    assert not t.errors, t.errors

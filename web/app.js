@@ -754,7 +754,21 @@ function renderChart(container, sweep, spec, current) {
     }
   }
   root.append(dots);
-  container.append(root);
+  // points above the axis are drawn as triangles on its top edge: mark the cut on the axis and say so
+  const cut = pts.filter((p) => p.peak_bytes > yMaxBytes);
+  if (cut.length) {
+    const x = m.l, y = m.t + 10;
+    root.append(svg("path", { class: "axis-break", d: `M${x - 6},${y + 3} L${x + 6},${y - 3} M${x - 6},${y + 8} L${x + 6},${y + 2}` }));
+  }
+  const legend = node("p", { class: "chart-legend" },
+    node("span", { class: "mark fit", "aria-hidden": "true", text: "●" }), " fits  ",
+    node("span", { class: "mark nofit", "aria-hidden": "true", text: "○" }), " does not fit");
+  if (cut.length) {
+    legend.append("  ", node("span", { class: "mark", "aria-hidden": "true", text: "▲" }),
+      ` above the axis, cut at ${gib(yMaxBytes)} GiB: ` + cut.map((p) => `${p.value.toLocaleString("en-US")} → ${gib(p.peak_bytes)} GiB`).join(", "));
+    legend.dataset.clipped = String(cut.length);
+  }
+  container.append(root, legend);
 }
 
 function renderSweeps(results, job, est) {
