@@ -6,6 +6,7 @@ them. Every engine starts from a ResolvedJob; nothing downstream re-resolves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -245,6 +246,7 @@ def resolve_optimizer_impl(spec: JobSpec) -> str:
     return "foreach"  # torch's default on CUDA for SGD
 
 
+@lru_cache(maxsize=256)
 def learned_positions(info: ModelInfo) -> int | None:
     """How many positions a learned absolute position table covers (BERT, GPT-2, OPT), None for rotary or
     relative positions, which run at any length."""
