@@ -183,5 +183,7 @@ def _assumptions(spec: JobSpec, info: ModelInfo, attention: str, optimizer_impl:
         out.append(f"generate(): batch {inf.batch_size}, prompt {inf.prompt_len} + {inf.max_new_tokens} new "
                    f"tokens, {inf.kv_cache_dtype} DynamicCache, logits for the last position only")
     out.append("CUDA context 767 MiB and allocator fragmentation (one fp32 loss block + 2% of allocated) are "
-               "measured on H100 runs (docs/accuracy.md); the driver reserve of 512 MiB is a prior")
+               "measured on H100 runs (docs/accuracy.md) of one stack: torch 2.11 with CUDA 13.0 and lazy module "
+               "loading (CUDA_MODULE_LOADING=LAZY, the default since CUDA 11.7; eager loading adds hundreds of MiB "
+               "to over 1 GiB), the default caching allocator; the driver reserve of 512 MiB is a prior")
     return out
