@@ -349,3 +349,20 @@ def test_advice_an_expert_signs():
         memplan.estimate({"model": "meta-llama/Llama-3.1-8B", "method": "full", "optimizer": "paged_adamw_8bit",
                           "zero_stage": 2, "offload_optimizer": True})
     assert err.value.errors[0][0] == "optimizer" and "use 'adamw'" in err.value.errors[0][1]
+
+
+def test_speed_is_of_the_job_as_it_runs():
+    """A checkpoint quantized with GPTQ and given as weight_dtype auto is timed as int4, as the estimate counts it;
+    a T4 job with a defaulted bf16 is timed at the T4's fp16 rate."""
+    from memplan import catalog
+    from memplan.plan.speed import inference_speed, training_speed
+
+    cfg = {**catalog.get_model("meta-llama/Llama-3.1-8B").config,
+           "quantization_config": {"quant_method": "gptq", "bits": 4}}
+    job = {"model_config": cfg, "task": "inference"}
+    explicit = {"model": "meta-llama/Llama-3.1-8B", "task": "inference", "weight_dtype": "int4"}
+    assert inference_speed(memplan.parse_spec(job), memplan.estimate(job)).step_time_s == \
+        inference_speed(memplan.parse_spec(explicit), memplan.estimate(explicit)).step_time_s
+    t4 = {"model": "Qwen/Qwen2.5-0.5B", "gpu": "T4-16GB"}
+    assert training_speed(memplan.parse_spec(t4)).step_time_s == \
+        training_speed(memplan.parse_spec({**t4, "weight_dtype": "fp16", "mixed_precision": "fp16"})).step_time_s

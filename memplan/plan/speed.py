@@ -10,7 +10,7 @@ from functools import lru_cache
 from memplan import catalog
 from memplan.architecture import ModelInfo
 from memplan.engines.formula.static import static_key, static_terms
-from memplan.job import model_info, resolve_attention
+from memplan.job import model_info, resolve, resolve_attention
 from memplan.result import Estimate
 from memplan.spec import GpuMemorySpec, JobSpec
 from memplan.terms import compute as cp
@@ -138,7 +138,9 @@ class Speed:
 def training_speed(spec: JobSpec, utilization: float = cp.MFU) -> Speed:
     """One optimizer step: gradient_accumulation_steps micro-steps of micro_batch_size * seq_len tokens, each
     forward + backward (+ recomputation under gradient checkpointing) at `utilization` of the dense TFLOP/s, plus
-    bitsandbytes dequantization (memory-bound) and DeepSpeed offload copies over PCIe (not overlapped)."""
+    bitsandbytes dequantization (memory-bound) and DeepSpeed offload copies over PCIe (not overlapped). The job
+    as it runs (memplan.job.resolve: a checkpoint's quantization, fp16 on a GPU without bf16)."""
+    spec = resolve(spec).spec
     info = model_info(spec)
     r = rates(spec)
     counts = matmul_counts(info, spec)
@@ -166,7 +168,8 @@ def training_speed(spec: JobSpec, utilization: float = cp.MFU) -> Speed:
 
 def inference_speed(spec: JobSpec, e: Estimate) -> Speed:
     """One decode step of the batch at its last position: every weight and the whole KV cache read once, plus what
-    bitsandbytes' kernels add (memplan.terms.compute.bnb_decode_extra_bytes)."""
+    bitsandbytes' kernels add (memplan.terms.compute.bnb_decode_extra_bytes); the job as it runs."""
+    spec = resolve(spec).spec
     info = model_info(spec)
     r = rates(spec)
     inf = spec.inference
