@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from memplan.estimate import estimate
-from memplan.result import Estimate, Verdict, verdict
+from memplan.result import VERDICT_LABELS, Estimate, Verdict, verdict
 from memplan.spec import JobSpec, SpecError
 from memplan.terms.dtypes import GIB
 
@@ -49,7 +49,7 @@ def check(job: dict[str, Any] | JobSpec, margin_pct: float = 0.0, allow_path: bo
     passed = v == "fits" or (v == "borderline" and accept_borderline)
     pct = 100 * e.headroom_bytes / usable
     margin = f", margin {margin_pct:g}%" if margin_pct else ""
-    label = {"fits": "FITS", "borderline": "BORDERLINE", "does_not_fit": "DOES NOT FIT"}[v]
+    label = VERDICT_LABELS[v]
     if v == "borderline":
         label += " (accepted)" if accept_borderline else " (fails the check; --accept-borderline passes it)"
     message = (f"{label}: {e.model.id} on {e.gpu.id}: peak {e.peak_bytes / GIB:.2f} GiB (range "

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from memplan.result import VERDICT_LABELS
 from memplan.spec import SpecError
 from memplan.terms.dtypes import GIB
 
@@ -106,13 +107,14 @@ def _verdict_line(e: Any) -> str:
     """FITS / BORDERLINE / DOES NOT FIT, with the headroom of the point estimate and where the range ends."""
     usable = e.gpu.usable_bytes
     if e.verdict == "fits":
-        return (f"FITS: headroom {_gib(e.headroom_bytes)} (at the range's high end: "
-                f"{_gib(usable - e.range.high_bytes)})")
-    if e.verdict == "does_not_fit":
-        return (f"DOES NOT FIT: short by {_gib(-e.headroom_bytes)} (at the range's low end: "
-                f"{_gib(e.range.low_bytes - usable)})")
-    return (f"BORDERLINE: the {_gib(usable)} usable lie inside the range: headroom {_gib(e.headroom_bytes)} at the "
-            f"estimate, {_gib(usable - e.range.high_bytes)} at the range's high end")
+        detail = f"headroom {_gib(e.headroom_bytes)} (at the range's high end: {_gib(usable - e.range.high_bytes)})"
+    elif e.verdict == "does_not_fit":
+        detail = (f"short by {_gib(-e.headroom_bytes)} (at the range's low end: "
+                  f"{_gib(e.range.low_bytes - usable)})")
+    else:
+        detail = (f"the {_gib(usable)} usable lie inside the range: headroom {_gib(e.headroom_bytes)} at the "
+                  f"estimate, {_gib(usable - e.range.high_bytes)} at the range's high end")
+    return f"{VERDICT_LABELS[e.verdict]}: {detail}"
 
 
 def format_estimate(e: Any) -> str:
@@ -345,7 +347,7 @@ def format_plan(p: Any) -> str:
     """The plan for people: the baseline verdict, the ranked configurations, the changes and the solvers."""
     e = p.estimate
     lines = [f"{e.model.id} on {e.gpu.id}: baseline peak {_gib(e.peak_bytes)}, "
-             f"{e.verdict.replace('_', ' ').upper()} (headroom {_gib(e.headroom_bytes)}; range "
+             f"{VERDICT_LABELS[e.verdict]} (headroom {_gib(e.headroom_bytes)}; range "
              f"{e.range.low_bytes / GIB:.2f} to {e.range.high_bytes / GIB:.2f} GiB)", ""]
     if p.configurations:
         lines.append("configurations that fit (best first):")

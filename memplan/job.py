@@ -81,11 +81,6 @@ def _raw_config(spec: JobSpec, allow_path: bool) -> dict | None:
     return load_config(spec.model, spec.inline_config, allow_path=True)[1]
 
 
-#: transformers' quantization_config quant_method values memplan has no storage dtype for yet
-UNMODELLED_QUANT_METHODS = ("fp8", "compressed-tensors", "mxfp4", "hqq", "eetq", "quanto", "torchao", "bitnet",
-                            "fbgemm_fp8", "higgs", "vptq", "aqlm", "spqr", "exl2", "auto-round")
-
-
 def checkpoint_quantization(raw: dict) -> tuple[str, dict, str] | None:
     """(weight_dtype, other job fields, what it is) for a config.json's quantization_config (transformers' format:
     bitsandbytes load_in_4bit / load_in_8bit, GPTQ or AWQ at 4 bits); None without one. A method memplan does not

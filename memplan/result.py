@@ -19,8 +19,8 @@ from memplan.terms import overhead as ov
 from memplan.terms import uncertainty as unc
 
 Verdict = Literal["fits", "borderline", "does_not_fit"]
-#: the families of job whose stored runs calibrate `range` (memplan/catalog/calibration.json)
-RANGE_FAMILIES = ("train", "train_recompute", "inference")
+#: how every surface spells a verdict for people
+VERDICT_LABELS: dict[str, str] = {"fits": "FITS", "borderline": "BORDERLINE", "does_not_fit": "DOES NOT FIT"}
 
 
 class ParamCounts(BaseModel):

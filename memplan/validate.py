@@ -67,14 +67,15 @@ def compare(name: str, record: dict[str, Any], engine: str = "formula") -> Row:
     e = estimate(job, engine=engine)
     oom = bool(record["oom"])
     device = record.get("device_used_peak_bytes")
-    attention = record.get("harness", {}).get("attention") or parse_spec(job).attention
+    spec = parse_spec(job)
+    attention = record.get("harness", {}).get("attention") or spec.attention
     return Row(name=name, method=job.get("method", "lora") if job.get("task") != "inference" else "inference",
                model=e.model.id, oom=oom, fits_estimated=e.fits,
                allocated_pct=None if oom else _pct(e.peak_allocated_bytes, record["max_allocated_bytes"]),
                reserved_pct=None if oom else _pct(e.peak_reserved_bytes, record["max_reserved_bytes"]),
                device_pct=None if oom else _pct(e.peak_bytes, record.get("device_used_peak_bytes")),
                measured_reserved=record["max_reserved_bytes"], estimated_reserved=e.peak_reserved_bytes,
-               family=range_family(parse_spec(job), attention),
+               family=range_family(spec, attention),
                device_ratio=None if oom or not device else device / e.peak_bytes,
                above_range=bool(not oom and device and device > e.range.high_bytes))
 

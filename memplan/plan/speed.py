@@ -10,7 +10,7 @@ from functools import lru_cache
 from memplan import catalog
 from memplan.architecture import ModelInfo
 from memplan.engines.formula.static import static_key, static_terms
-from memplan.job import model_info, resolve, resolve_attention
+from memplan.job import resolve
 from memplan.result import Estimate
 from memplan.spec import GpuMemorySpec, JobSpec
 from memplan.terms import compute as cp
@@ -140,13 +140,13 @@ def training_speed(spec: JobSpec, utilization: float = cp.MFU) -> Speed:
     forward + backward (+ recomputation under gradient checkpointing) at `utilization` of the dense TFLOP/s, plus
     bitsandbytes dequantization (memory-bound) and DeepSpeed offload copies over PCIe (not overlapped). The job
     as it runs (memplan.job.resolve: a checkpoint's quantization, fp16 on a GPU without bf16)."""
-    spec = resolve(spec).spec
-    info = model_info(spec)
+    job = resolve(spec)
+    spec, info = job.spec, job.info
     r = rates(spec)
     counts = matmul_counts(info, spec)
     mb, ga, seq, n = spec.micro_batch_size, spec.gradient_accumulation_steps, spec.seq_len, spec.num_gpus
     tokens = mb * seq
-    attention = attention_forward_flops(info, resolve_attention(info, spec, []), mb, seq)
+    attention = attention_forward_flops(info, job.attention, mb, seq)
     gc = spec.gradient_checkpointing and counts.grads_flow
     flops = (cp.matmul_flops(counts.matmul, tokens) + attention
              + cp.backward_flops(counts.matmul, counts.trainable, tokens, attention, counts.grads_flow)
@@ -169,8 +169,8 @@ def training_speed(spec: JobSpec, utilization: float = cp.MFU) -> Speed:
 def inference_speed(spec: JobSpec, e: Estimate) -> Speed:
     """One decode step of the batch at its last position: every weight and the whole KV cache read once, plus what
     bitsandbytes' kernels add (memplan.terms.compute.bnb_decode_extra_bytes); the job as it runs."""
-    spec = resolve(spec).spec
-    info = model_info(spec)
+    job = resolve(spec)
+    spec, info = job.spec, job.info
     r = rates(spec)
     inf = spec.inference
     dec = [s for s in info.layers if s.stack == "decoder"]

@@ -36,6 +36,7 @@ def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
     quantized = spec.weight_dtype in ("int8", "nf4", "fp4", "int4")
     weights = st.weights
     outside: dict[str, int] = {}
+    host = 0  # CPU memory: only DeepSpeed's is modelled
     if zero == 0:
         grads, states, step_temp = st.grads, st.states, st.step_temp
         if st.paged:
@@ -58,8 +59,6 @@ def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
         live = sh.zero3_live_param_bytes(info.largest_module_params, k) if zero == 3 else 0
         notes.append(f"DeepSpeed ZeRO-{zero}: 16-bit model, fp32 master weights and fp32 optimizer states "
                      "partitioned as deepspeed's estimators count them; HF 'auto' bucket sizes (h^2)")
-    host = 0
-    if zero:
         per_node, nodes = hm.nodes_for(n_gpu)
         host = hm.zero_host_bytes(info.total_params, info.largest_module_params, zero, per_node, nodes,
                                   spec.offload_optimizer, spec.offload_params)
