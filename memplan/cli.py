@@ -25,7 +25,7 @@ _SCALAR_FIELDS = [
     "model", "task", "head", "num_labels", "method", "weight_dtype", "mixed_precision", "double_quant", "optimizer",
     "optimizer_impl", "num_virtual_tokens", "adapter_size", "micro_batch_size", "seq_len",
     "gradient_accumulation_steps", "gradient_checkpointing", "attention", "num_gpus", "zero_stage",
-    "offload_optimizer", "offload_params",
+    "offload_optimizer", "offload_params", "allocator",
 ]
 _NESTED_FIELDS = ["lora.r", "lora.alpha", "lora.dropout", "lora.target_modules", "inference.batch_size",
                   "inference.prompt_len", "inference.max_new_tokens", "inference.kv_cache_dtype"]
@@ -57,7 +57,7 @@ def _add_job_args(p: argparse.ArgumentParser) -> None:
 
 #: fields whose values are names: passed as typed (YAML would read `--mixed-precision no` as false)
 _NAME_FIELDS = {"model", "task", "head", "method", "weight_dtype", "mixed_precision", "optimizer", "optimizer_impl",
-                "attention", "inference.kv_cache_dtype"}
+                "attention", "inference.kv_cache_dtype", "allocator"}
 
 
 def _parse_value(path: str, raw: str) -> Any:
@@ -132,7 +132,9 @@ def format_estimate(e: Any) -> str:
               f"phases (allocated): " + ", ".join(f"{k} {v / GIB:.2f}" for k, v in e.phases.items()),
               _verdict_line(e)]
     if e.host_bytes:
-        lines.append(f"host memory   {_gib(e.host_bytes)} per node (CPU RAM beside the GPUs)")
+        flag = (f"; more than the largest common {e.gpu.id} node has, {_gib(e.gpu.node_host_memory_bytes)}"
+                if e.host_memory_plausible is False else "")
+        lines.append(f"host memory   {_gib(e.host_bytes)} per node (CPU RAM beside the GPUs{flag})")
     lines += ["", "assumptions:"]
     lines += [f"  - {a}" for a in e.assumptions]
     return "\n".join(lines)
@@ -453,9 +455,12 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from memplan.validate import problems, validate, write_calibration
+    from memplan.validate import problems, recalibrated, render, validate, write_calibration
 
     rows, text = validate(Path(args.profiles), args.engine)
+    if args.calibration:  # the table describes the calibration written beside it
+        rows = recalibrated(rows)
+        text = render(rows, args.engine)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     wrote = args.out

@@ -24,6 +24,8 @@ class GpuInfo(BaseModel):
     memory_bytes: int = Field(description="total memory as the driver reports it (nvidia-smi)")
     usable_bytes: int = Field(description="memory_bytes less what the driver keeps for itself")
     name: str | None = None
+    node_host_memory_bytes: int | None = Field(
+        None, description="the most CPU memory a common node with this GPU has (GPU catalog, with its source)")
 
 
 @dataclass
@@ -145,7 +147,8 @@ def _gpu(spec: JobSpec) -> tuple[GpuInfo, str | None]:
                        usable_bytes=ov.usable_memory_bytes(mem)), None
     entry = catalog.get_gpu(spec.gpu)
     return (GpuInfo(id=entry.id, memory_bytes=entry.memory_bytes, name=entry.name,
-                    usable_bytes=ov.usable_memory_bytes(entry.memory_bytes)), entry.compute_capability)
+                    usable_bytes=ov.usable_memory_bytes(entry.memory_bytes),
+                    node_host_memory_bytes=entry.node_host_memory_bytes), entry.compute_capability)
 
 
 #: the first NVIDIA compute capability with bf16 tensor cores and flash-attn 2 support (Ampere)

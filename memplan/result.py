@@ -16,6 +16,7 @@ from memplan.job import GpuInfo, ResolvedJob
 from memplan.methods import kbit_prepared
 from memplan.spec import JobSpec
 from memplan.terms import overhead as ov
+from memplan.terms.dtypes import GIB
 from memplan.terms import uncertainty as unc
 
 Verdict = Literal["fits", "borderline", "does_not_fit"]
@@ -61,6 +62,9 @@ class Estimate(BaseModel):
                                          "it; borderline: the usable memory lies inside the range")
     host_bytes: int = Field(0, description="CPU memory per node the job needs beside its GPUs: DeepSpeed's "
                                            "offloaded states and per-process model copies (0: none modelled)")
+    host_memory_plausible: bool | None = Field(
+        None, description="false when host_bytes exceeds the most CPU memory a common node with this GPU has (GPU "
+                          "catalog); null when the job needs none or the GPU has no such figure")
 
 
 @dataclass
@@ -89,7 +93,7 @@ def assemble(r: ResolvedJob, phases: list[Phase], trainable: int, outside: dict[
     peak = max(phases, key=lambda p: p.total)
     allocated = peak.total
     frag = fragmentation(allocated)
-    context = ov.cuda_context_bytes()
+    context = ov.cuda_context_bytes(spec.task, spec.weight_dtype == "int8")
     components = {k: v for k, v in peak.parts.items()}
     components["allocator_fragmentation"] = frag
     components["cuda_context"] = context
@@ -100,6 +104,11 @@ def assemble(r: ResolvedJob, phases: list[Phase], trainable: int, outside: dict[
     runs, low_ratio, high_ratio = range_calibration(engine, family)
     low, high = unc.calibrated_range_bytes(peak_bytes, low_ratio, high_ratio)
     notes = r.notes + _assumptions(spec, info, r.attention, r.optimizer_impl)
+    plausible = host_memory_plausible(host_bytes, gpu.node_host_memory_bytes)
+    if plausible is False:
+        notes.append(f"host memory: {host_bytes / GIB:.0f} GiB of CPU memory per node is more than the "
+                     f"{gpu.node_host_memory_bytes / GIB:.0f} GiB the largest common {gpu.id} node has (GPU "
+                     "catalog): plan for a larger host, more nodes, or less offload")
     notes.append(f"range: the {runs} stored CUDA runs of this family ({family}) measured {low_ratio:.3f}x to "
                  f"{high_ratio:.3f}x their estimated device peak; a new run lands at or below range.high with "
                  f"probability about {unc.new_run_coverage(runs):.0%} (profiles/, docs/accuracy.md)")
@@ -120,7 +129,16 @@ def assemble(r: ResolvedJob, phases: list[Phase], trainable: int, outside: dict[
         engine=engine,
         verdict=verdict(low, high, gpu.usable_bytes),
         host_bytes=host_bytes,
+        host_memory_plausible=plausible,
     )
+
+
+def host_memory_plausible(host_bytes: int, node_host_memory_bytes: int | None) -> bool | None:
+    """Whether a node with this GPU can hold the job's host memory: None when the job needs none or the GPU has
+    no node figure."""
+    if not host_bytes or not node_host_memory_bytes:
+        return None
+    return host_bytes <= node_host_memory_bytes
 
 
 def verdict(low_bytes: int, high_bytes: int, capacity_bytes: int) -> Verdict:
@@ -182,8 +200,17 @@ def _assumptions(spec: JobSpec, info: ModelInfo, attention: str, optimizer_impl:
         inf = spec.inference
         out.append(f"generate(): batch {inf.batch_size}, prompt {inf.prompt_len} + {inf.max_new_tokens} new "
                    f"tokens, {inf.kv_cache_dtype} DynamicCache, logits for the last position only")
-    out.append("CUDA context 767 MiB and allocator fragmentation (one fp32 loss block + 2% of allocated) are "
-               "measured on H100 runs (docs/accuracy.md) of one stack: torch 2.11 with CUDA 13.0 and lazy module "
-               "loading (CUDA_MODULE_LOADING=LAZY, the default since CUDA 11.7; eager loading adds hundreds of MiB "
-               "to over 1 GiB), the default caching allocator; the driver reserve of 512 MiB is a prior")
+    context = ov.cuda_context_bytes(spec.task, spec.weight_dtype == "int8")
+    out.append(f"CUDA context {context / 2**20:.0f} MiB (619 MiB after init + the kernel modules this step loads), "
+               f"measured on H100 runs (docs/accuracy.md) of one stack: {ov.CUDA_CONTEXT_STACK} "
+               "(CUDA_MODULE_LOADING=LAZY, the default since CUDA 11.7; eager loading adds hundreds of MiB to over "
+               "1 GiB, not modelled); the driver reserve of 512 MiB is a prior")
+    if spec.allocator == "expandable_segments":
+        out.append("allocator with expandable segments: 2% of allocated for partly used pages, no loss block (free "
+                   "pages are unmapped and remapped before an out-of-memory error); modelled from the allocator's "
+                   "source, not yet measured on a GPU")
+    else:
+        out.append("default caching allocator: fragmentation of one fp32 loss block + 2% of allocated, measured "
+                   "on the same runs; PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (allocator: "
+                   "expandable_segments) removes the loss block")
     return out

@@ -22,6 +22,7 @@ Optimizer = Literal[
 OptimizerImpl = Literal["auto", "fused", "foreach", "for_loop"]
 Attention = Literal["eager", "sdpa", "flash_attention_2"]
 KvCacheDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8"]
+Allocator = Literal["default", "expandable_segments"]
 
 QUANTIZED_DTYPES = ("int8", "nf4", "fp4", "int4")
 
@@ -112,6 +113,10 @@ class JobSpec(_Strict):
     offload_params: bool = False
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
     gpu: str | GpuMemorySpec = "H100-SXM-80GB"
+    allocator: Allocator = Field(
+        "default", description="PyTorch's CUDA caching allocator: default, or expandable_segments "
+                               "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)"
+    )
 
     @model_validator(mode="before")
     @classmethod

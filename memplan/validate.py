@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,19 @@ def calibration(rows: list[Row]) -> dict[str, dict[str, float | int]]:
         if family == "all" or len(ratios) >= unc.MIN_FAMILY_RUNS:
             low, high = unc.ratio_bounds(ratios)
             out[family] = {"runs": len(ratios), "low_ratio": low, "high_ratio": high}
+    return out
+
+
+def recalibrated(rows: list[Row]) -> list[Row]:
+    """The rows as they read under the calibration computed from them (what `write_calibration` stores): each
+    run's `above_range` against its family's new high ratio, so the table written beside a new calibration does
+    not describe the old one."""
+    cal = calibration(rows)
+    out = []
+    for r in rows:
+        entry = cal.get(r.family) or cal.get("all")
+        above = bool(entry and r.device_ratio is not None and r.device_ratio > entry["high_ratio"])
+        out.append(replace(r, above_range=above))
     return out
 
 

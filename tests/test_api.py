@@ -51,7 +51,7 @@ def test_estimate_accepts_an_inline_config(client):
     # 32000*512 embed + lm_head, 4 blocks of (4*512*512 - 2*512*384 attention... ): the library's own count
     assert body["params"]["total"] == memplan.estimate({"model_config": config}).params.total
     assert body["gpu"] == {"id": "custom-8GiB", "memory_bytes": 8 * 2**30, "usable_bytes": 8 * 2**30 - 512 * 2**20,
-                           "name": None}
+                           "name": None, "node_host_memory_bytes": None}
 
 
 def test_a_bare_config_says_which_defaults_it_used(client):

@@ -197,3 +197,17 @@ def test_building_a_model_leaves_the_catalog_config_unchanged():
     prepare_config(raw)
     assert config_hash(load_config("meta-llama/Llama-3.1-8B", None, allow_path=False)[1]) == before
     assert "rope_theta" not in raw["rope_scaling"]
+
+
+def test_the_table_written_with_a_calibration_describes_that_calibration():
+    """`memplan validate` writes the accuracy table beside the calibration it computes: a run above the old
+    calibration's high ratio but inside the new one is not counted above range.high."""
+    from memplan.validate import recalibrated
+
+    rows = [Row(name=f"r{i}", method="lora", model="m", oom=False, fits_estimated=True, allocated_pct=0.0,
+                reserved_pct=0.0, device_pct=0.0, measured_reserved=1, estimated_reserved=1, family="train",
+                device_ratio=ratio, above_range=ratio > 1.05) for i, ratio in enumerate([0.95, 1.0, 1.04, 1.07, 1.1])]
+    assert sum(r.above_range for r in rows) == 2
+    again = recalibrated(rows)
+    assert [r.above_range for r in again] == [False] * 5
+    assert [r.device_ratio for r in again] == [r.device_ratio for r in rows]

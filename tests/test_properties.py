@@ -94,3 +94,16 @@ def test_lora_can_exceed_full_at_long_context_without_checkpointing():
     spec = {"model": "openai-community/gpt2", "micro_batch_size": 8, "seq_len": 1024, "mixed_precision": "no",
             "weight_dtype": "bf16", "lora": {"dropout": 0.0}, "gpu": "H200-141GB"}
     assert peak({**spec, "method": "lora"}) > peak({**spec, "method": "full"})
+
+
+@SETTINGS
+@given(specs)
+def test_expandable_segments_save_exactly_the_loss_block(spec):
+    """allocator: expandable_segments drops the default allocator's loss block from fragmentation
+    (memplan.terms.overhead.fragmentation_bytes) and changes nothing that is allocated."""
+    default = memplan.estimate(spec)
+    expandable = memplan.estimate({**spec, "allocator": "expandable_segments"})
+    assert expandable.peak_allocated_bytes == default.peak_allocated_bytes
+    assert expandable.peak_bytes <= default.peak_bytes
+    frag = default.components["allocator_fragmentation"] - expandable.components["allocator_fragmentation"]
+    assert frag == default.peak_bytes - expandable.peak_bytes

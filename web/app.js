@@ -15,7 +15,7 @@ const DEFAULTS = {
   micro_batch_size: 1, seq_len: 2048, gradient_accumulation_steps: 1, gradient_checkpointing: false,
   attention: "sdpa", num_gpus: 1, zero_stage: 0, offload_optimizer: false, offload_params: false,
   "inference.batch_size": 1, "inference.prompt_len": 1024, "inference.max_new_tokens": 256,
-  "inference.kv_cache_dtype": "bf16", gpu: "H100-SXM-80GB",
+  "inference.kv_cache_dtype": "bf16", gpu: "H100-SXM-80GB", allocator: "default",
 };
 const FIRST_MODEL = "meta-llama/Llama-3.1-8B"; // shown on a first visit without a link
 
@@ -46,6 +46,7 @@ const FIELDS = [
   { path: "gradient_accumulation_steps", kind: "int", when: isTrain },
   { path: "gradient_checkpointing", kind: "bool", when: isTrain },
   { path: "attention", kind: "opt" },
+  { path: "allocator", kind: "select" },
   { path: "num_gpus", kind: "int", when: isTrain },
   { path: "zero_stage", kind: "int-select", when: isTrain },
   { path: "offload_optimizer", kind: "bool", when: (v) => isTrain(v) && Number(v.zero_stage) >= 1 },

@@ -66,6 +66,8 @@ class GpuEntry:
     aliases: tuple[str, ...] = ()
     source: str = ""
     memory_source: str = ""
+    node_host_memory_bytes: int | None = None  # the most CPU memory a common node with this GPU has
+    node_host_memory_source: str = ""
 
     @property
     def memory_gib(self) -> float:
@@ -113,7 +115,9 @@ def _gpus() -> dict[str, GpuEntry]:
         id=raw["id"], name=raw["name"], vendor=raw["vendor"], memory_bytes=int(raw["memory_bytes"]),
         dense_tflops=raw.get("dense_tflops", {}), memory_bandwidth_gb_s=raw.get("memory_bandwidth_gb_s"),
         compute_capability=raw.get("compute_capability"), aliases=tuple(raw.get("aliases", ())),
-        source=raw.get("source", ""), memory_source=raw.get("memory_source", "")))
+        source=raw.get("source", ""), memory_source=raw.get("memory_source", ""),
+        node_host_memory_bytes=raw.get("node_host_memory_bytes"),
+        node_host_memory_source=raw.get("node_host_memory_source", "")))
 
 
 @cache

@@ -38,6 +38,9 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
         out.append(("flash_attention_2 attention", {"attention": "flash_attention_2"}))
     if attention == "eager" and info.supports_sdpa:
         out.append(("sdpa attention", {"attention": "sdpa"}))
+    if s.allocator == "default":
+        out.append(("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (allocator: expandable_segments; no speed "
+                    "cost)", {"allocator": "expandable_segments"}))
     if s.task == "train":
         mb, ga = s.micro_batch_size, s.gradient_accumulation_steps
         if not s.gradient_checkpointing:
@@ -119,11 +122,14 @@ def changes(search: Search, base_e: Estimate, base_speed: Speed) -> list[Change]
             continue
         sp = job_speed(s, e, util)
         host = f"; needs {e.host_bytes / GIB:.0f} GiB of CPU memory per node" if e.host_bytes else ""
+        if e.host_memory_plausible is False:
+            host += (f", more than the largest common {e.gpu.id} node has "
+                     f"({e.gpu.node_host_memory_bytes / GIB:.0f} GiB)")
         out.append(Change(description=f"{text}: saves {saves / GIB:.2f} GiB{host}", fields=updates, job=dump(s),
                           peak_bytes=e.peak_bytes, saves_bytes=saves, fits=fits(e, margin),
                           slowdown=round(sp.seconds_per_token / base_speed.seconds_per_token, 4),
-                          host_bytes=e.host_bytes))
-    # more GPUs come after every change that fits on the GPUs the job has
-    out.sort(key=lambda c: (not c.fits, "num_gpus" in c.fields, c.slowdown if c.slowdown is not None
+                          host_bytes=e.host_bytes, host_memory_plausible=e.host_memory_plausible))
+    # more GPUs come after every change that fits on the GPUs the job has; a host no common node has, after both
+    out.sort(key=lambda c: (not c.fits, c.host_memory_plausible is False, "num_gpus" in c.fields, c.slowdown if c.slowdown is not None
                             else float("inf"), -c.saves_bytes, c.description))
     return out

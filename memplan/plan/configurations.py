@@ -140,7 +140,8 @@ def _option(search: Search, f: _Found) -> PlanOption:
         step_time_s=f.speed.step_time_s if absolute else None, tokens_per_s=f.speed.tokens_per_s if absolute else None,
         micro_batch_size=s.micro_batch_size if s.task == "train" else s.inference.batch_size,
         gradient_accumulation_steps=s.gradient_accumulation_steps if s.task == "train" else 1,
-        num_gpus=s.num_gpus, recipe_changes=recipe_changes(search.spec, s), host_bytes=f.estimate.host_bytes)
+        num_gpus=s.num_gpus, recipe_changes=recipe_changes(search.spec, s), host_bytes=f.estimate.host_bytes,
+        host_memory_plausible=f.estimate.host_memory_plausible)
 
 
 # ---------------------------------------------------------------- training

@@ -68,6 +68,9 @@ class PlanOption(BaseModel):
         "how many of method, weight_dtype, lora.r, optimizer (inference: weight_dtype, kv_cache_dtype) differ "
         "from the job: 0 trains (serves) the same model the same way"))
     host_bytes: int = Field(0, description="CPU memory per node it needs (the estimate's host_bytes)")
+    host_memory_plausible: bool | None = Field(
+        None, description="the estimate's host_memory_plausible: false when no common node with the GPU has "
+                          "that much CPU memory")
 
 
 class Change(BaseModel):
@@ -83,6 +86,9 @@ class Change(BaseModel):
         "seconds per token after the change / before (1.0 = as fast; the step-time ratio when the tokens per "
         "step stay the same); None where no speed model applies"))
     host_bytes: int = Field(0, description="CPU memory per node it needs (the estimate's host_bytes)")
+    host_memory_plausible: bool | None = Field(
+        None, description="the estimate's host_memory_plausible: false when no common node with the GPU has "
+                          "that much CPU memory")
 
 
 class FewestGpus(BaseModel):

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 MIB = 2**20
 
-#: The CUDA context and the kernels loaded during a step: device memory the process uses beyond torch's reserved
-#: bytes (NVML peak - max_memory_reserved). Measured on an H100 80GB (torch 2.11 + CUDA 13.0, lazy module loading):
-#: 619 MiB right after CUDA init in all 61 runs of profiles/, and 687-895 MiB (median 767 MiB) at the peak of 57
-#: runs without paged optimizers (bitsandbytes' kernels push it to the top of that range).
-CUDA_CONTEXT_PRIOR_BYTES = 767 * MIB
+#: The CUDA context right after `torch.cuda.init()`: NVML used - max_memory_reserved, 648,871,936 B (618.8 MiB) in
+#: all 61 runs of profiles/ (H100 80GB, torch 2.11 + CUDA 13.0, driver 580, lazy module loading, the CUDA default
+#: since 11.7: kernels are loaded when first launched, not at init).
+CUDA_CONTEXT_INIT_BYTES = 648_871_936
+#: Kernel modules the job's step loads on top of that (lazy loading), by what the step runs: the measured
+#: (NVML - reserved) at the peak less the init context, in the 60 runs of profiles/ (paged optimizers' managed
+#: memory is counted apart, as `paged_optimizer_states`): 148 MiB in all 51 training runs with sdpa or
+#: flash attention but Gemma 2 (132 MiB there and with eager attention: fewer kernels), 100 MiB in generate() with
+#: bf16 or nf4 weights (68 MiB Gemma 2), 164 MiB with bitsandbytes LLM.int8 weights (its int8 matmul kernels).
+STEP_MODULES_BYTES = {"train": 148 * MIB, "inference": 100 * MIB, "inference_int8": 164 * MIB}
+#: The default stack the context terms were measured on, stated in every estimate's assumptions.
+CUDA_CONTEXT_STACK = "torch 2.11, CUDA 13.0, lazy module loading, H100"
 #: Prior for the share of the driver-reported total that no process can allocate: nvidia-smi totals exceed
 #: torch.cuda.get_device_properties().total_memory by 256-870 MiB across T4, A100 and H100 OOM reports.
 DRIVER_RESERVED_PRIOR_BYTES = 512 * MIB
@@ -16,13 +23,18 @@ DRIVER_RESERVED_PRIOR_BYTES = 512 * MIB
 FRAGMENTATION_PRIOR = 0.02
 
 
-def cuda_context_bytes(measured_bytes: int | None = None) -> int:
-    """Device memory the CUDA context, kernels and library handles take, outside torch's counters (in nvidia-smi
-    only): a measured value when the GPU's catalog entry has one, else the measured H100 value.
+def cuda_context_bytes(task: str = "train", int8_weights: bool = False, init_bytes: int = CUDA_CONTEXT_INIT_BYTES
+                       ) -> int:
+    """Device memory the CUDA context and the kernel modules a step loads take, outside torch's counters (in
+    nvidia-smi only): the context after init plus the modules the step's kernels load (`STEP_MODULES_BYTES`).
 
-    Example: cuda_context_bytes() == 804,257,792.
+    With lazy module loading (CUDA_MODULE_LOADING=LAZY, the default since CUDA 11.7; CUDA programming guide,
+    "Lazy Loading") a kernel's module is loaded at its first launch, so the context grows with what the step runs.
+    Example: training, 648,871,936 + 155,189,248 = 804,061,184 B (766.8 MiB); generate() with int8 weights:
+    648,871,936 + 171,966,464 = 820,838,400 B.
     """
-    return measured_bytes if measured_bytes is not None else CUDA_CONTEXT_PRIOR_BYTES
+    key = "train" if task == "train" else ("inference_int8" if int8_weights else "inference")
+    return init_bytes + STEP_MODULES_BYTES[key]
 
 
 def cublas_workspace_bytes(compute_capability: str | None, handles: int) -> int:
@@ -40,7 +52,8 @@ def cublas_workspace_bytes(compute_capability: str | None, handles: int) -> int:
     return handles * per_handle
 
 
-def fragmentation_bytes(peak_allocated: int, loss_block: int = 0, fraction: float = FRAGMENTATION_PRIOR) -> int:
+def fragmentation_bytes(peak_allocated: int, loss_block: int = 0, fraction: float = FRAGMENTATION_PRIOR,
+                        allocator: str = "default") -> int:
     """Reserved-but-unallocated memory at the peak: loss_block + fraction * max_allocated.
 
     The caching allocator never returns a segment (c10/cuda/CUDACachingAllocator.cpp: only empty_cache or an OOM
@@ -52,7 +65,18 @@ def fragmentation_bytes(peak_allocated: int, loss_block: int = 0, fraction: floa
     rounding, split slack).
     Example: 30 GiB allocated, T=2048, V=128,256 (loss_block 1,050,673,152 B):
     1,050,673,152 + 644,245,094 = 1,694,918,246 B.
+
+    With `allocator="expandable_segments"` (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True) each pool is one
+    segment of virtual memory mapped in pages (2 MiB small, 20 MiB large: ExpandableSegment), free blocks merge
+    across what were separate segments, and before it reports out-of-memory the allocator unmaps the free pages of
+    every free block (release_cached_blocks -> release_blocks -> unmap_block) and maps them where they are needed:
+    the loss block needs no segment of its own. What stays is the slack inside partly used pages, modelled by the
+    same `fraction` (an upper bound: its measured share includes segment rounding the pages remove). Not measured
+    on a GPU yet (profiles/ has no run with expandable segments).
+    Example: the job above with expandable segments: 644,245,094 B.
     """
+    if allocator == "expandable_segments":
+        return int(peak_allocated * fraction)
     return loss_block + int(peak_allocated * fraction)
 
 

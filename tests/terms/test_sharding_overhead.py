@@ -26,11 +26,16 @@ def test_buffers():
 
 
 def test_overheads():
-    assert ov.cuda_context_bytes() == 767 * 2**20 == 804_257_792
-    assert ov.cuda_context_bytes(400 * 2**20) == 400 * 2**20
+    # the docstring's examples: init context + the modules a training step / an int8 generate() loads
+    assert ov.cuda_context_bytes("train") == 648_871_936 + 148 * 2**20 == 804_061_184
+    assert ov.cuda_context_bytes("inference", int8_weights=True) == 648_871_936 + 164 * 2**20 == 820_838_400
+    assert ov.cuda_context_bytes("inference") == 648_871_936 + 100 * 2**20
+    assert ov.cuda_context_bytes("train", init_bytes=400 * 2**20) == 548 * 2**20
     assert ov.cublas_workspace_bytes("9.0", 2) == 67_108_864
     assert ov.cublas_workspace_bytes("8.0", 1) == 8_519_680
     # the docstring's example: one fp32 [T, V] loss block (T=2048, V=128,256) + 2% of 30 GiB
     assert ov.fragmentation_bytes(30 * 2**30, 4 * 2048 * 128_256) == 1_050_673_152 + 644_245_094 == 1_694_918_246
     assert ov.fragmentation_bytes(50 * 2**30) == 1_073_741_824  # inference: no loss block
+    # expandable segments: the loss block needs no segment of its own, the page slack stays
+    assert ov.fragmentation_bytes(30 * 2**30, 4 * 2048 * 128_256, allocator="expandable_segments") == 644_245_094
     assert ov.usable_memory_bytes(81_559 * 2**20) == 84_983_939_072

@@ -70,14 +70,18 @@ def estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
     host = 0
     if distributed:
         outside, host = _place_held_states(r, one_gpu, phases, outside)
-    replayed = replay((e.key, e.nbytes) for e in log.events)
+    expandable = spec.allocator == "expandable_segments"
+    # with expandable segments the replay's reserved is what the allocator reaches without memory pressure, an
+    # upper bound: under pressure it unmaps free pages (memplan.terms.overhead.fragmentation_bytes)
+    replayed = replay(((e.key, e.nbytes) for e in log.events), expandable_segments=expandable)
 
     def fragmentation(allocated: int) -> int:
         # replay counts the traced storages; the terms added on top are allocated as whole blocks of their own
         return max(0, replayed.max_reserved_bytes - log.peak_bytes)
 
     r.notes.append(f"traced {len(log.phases)} phases ({log.ops:,} ops) of the real step on fake tensors; "
-                   "reserved memory from replaying the allocation log through a caching-allocator model")
+                   "reserved memory from replaying the allocation log through a caching-allocator model"
+                   + (" with expandable segments" if expandable else ""))
     return assemble(r, phases, log.trainable if r.spec.task == "train" else 0, outside, fragmentation,
                     engine=NAME, host_bytes=host)
 
