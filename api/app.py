@@ -29,9 +29,12 @@ from memplan.check import CheckResult, check
 from memplan.estimate import estimate
 from memplan.result import Estimate
 from memplan.plan import MAX_LIMIT, Plan, PlanTarget, plan
-from memplan.spec import JobSpec, SpecError, UnknownIdError, describe_errors, drop_union_noise
+from memplan.spec import (MAX_REPORTED_ERRORS, JobSpec, SpecError, UnknownIdError, describe_errors, drop_union_noise,
+                          printable)
 from memplan.sweep import Sweep, SweepField, sweep
 
+from api.compute import Busy, Compute, OverBudget
+from api.guards import Guards
 from api.limits import BodyLimit
 from api.settings import Settings
 
@@ -100,7 +103,37 @@ class PlanRequest(BaseModel):
     limit: int = Field(10, ge=1, le=MAX_LIMIT, description="most configurations returned")
 
 
+class ErrorItem(BaseModel):
+    field: str = Field(description="the field, dotted ('lora.r', 'job.seq_len', 'target.gpu'); 'body' for the "
+                                   "request as a whole")
+    message: str = Field(description="what is wrong and what is allowed")
+    suggestions: list[str] | None = Field(None, description="404: the closest catalog ids")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: 400, 404, 405, 413, 415, 422, 503, 504."""
+
+    error: str = Field(description="the items in one line")
+    detail: list[ErrorItem]
+
+
+#: the error answers every computing route documents (the shape is memplan's, not FastAPI's default)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "a Host not served or a malformed Content-Length"},
+    404: {"model": ErrorBody, "description": "unknown model or GPU id, with the closest catalog ids"},
+    413: {"model": ErrorBody, "description": "body above MEMPLAN_BODY_LIMIT"},
+    415: {"model": ErrorBody, "description": "a body that is not application/json"},
+    422: {"model": ErrorBody, "description": "invalid job: each bad field and what it allows"},
+    503: {"model": ErrorBody, "description": "busy: no compute slot came free within MEMPLAN_REQUEST_TIMEOUT"},
+    504: {"model": ErrorBody, "description": "the computation ran past MEMPLAN_REQUEST_TIMEOUT"},
+}
+
+
 def _error(status: int, items: list[dict[str, Any]]) -> JSONResponse:
+    """memplan's error shape; every string made encodable (a lone surrogate in the input must not turn a 422 into
+    a 500)."""
+    items = [{k: [printable(x) for x in v] if isinstance(v, list) else printable(v) if isinstance(v, str) else v
+              for k, v in i.items()} for i in items]
     summary = "; ".join(f"{i['field']}: {i['message']}" if i["field"] else i["message"] for i in items)
     return JSONResponse(status_code=status, content={"error": summary, "detail": items})
 
@@ -130,8 +163,12 @@ def _plan_prefixed(exc: SpecError) -> SpecError:
 
 
 def _validation_response(exc: RequestValidationError, path: str = "") -> JSONResponse:
-    items = []
-    for err in drop_union_noise(list(exc.errors())):
+    items: list[dict[str, Any]] = []
+    errors = drop_union_noise(list(exc.errors()))
+    for n, err in enumerate(errors):
+        if len(items) >= MAX_REPORTED_ERRORS:
+            items.append({"field": "", "message": f"... and {len(errors) - n} more errors"})
+            break
         loc = [str(p) for p in err.get("loc", ())]
         where, loc = (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path") else ("body", loc)
         if path == "/v1/plan" and err.get("type") == "extra_forbidden" and loc and loc[0] != "job":
@@ -149,8 +186,10 @@ def _validation_response(exc: RequestValidationError, path: str = "") -> JSONRes
         if where == "body" and not loc and err.get("type") in ("model_attributes_type", "dict_type"):
             message = f"the body must be a JSON object of job fields: {message}"
         items.append({"field": prefix + field if field else (prefix.rstrip(".") or where), "message": message})
-    unique = [i for n, i in enumerate(items) if i not in items[:n]]
-    return _error(422, unique)
+    unique: dict[tuple[str, str], dict[str, Any]] = {}
+    for item in items:
+        unique.setdefault((item["field"], item["message"]), item)
+    return _error(422, list(unique.values()))
 
 
 @asynccontextmanager
@@ -184,32 +223,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _on_hub(request: Request, exc: hub.HubError) -> JSONResponse:
         return _error(404 if exc.not_found else 503, [{"field": "model", "message": str(exc)}])
 
+    compute = Compute(s.max_concurrent, s.request_timeout)
+
+    @app.exception_handler(Busy)
+    async def _on_busy(request: Request, exc: Busy) -> JSONResponse:
+        return _error(503, [{"field": "body", "message": f"busy: no compute slot came free within "
+                                                          f"{s.request_timeout:g} s; retry"}])
+
+    @app.exception_handler(OverBudget)
+    async def _on_over_budget(request: Request, exc: OverBudget) -> JSONResponse:
+        return _error(504, [{"field": "body", "message": f"the computation ran past {s.request_timeout:g} s "
+                                                          "(MEMPLAN_REQUEST_TIMEOUT) and was abandoned"}])
+
     async def with_hub(call, job: JobSpec, *args):
-        """Run call(job); when the model id is not in the catalog and hub access is on, fetch its config.json
-        (in a worker thread: it waits on the network) and run it again on that config.
-        The routes are async and estimate in the event loop: an estimate takes well under a millisecond, less
-        than a hop to a worker thread costs."""
+        """Run call(job) off the event loop (Compute: bounded threads, a time budget); when the model id is not in
+        the catalog and hub access is on, fetch its config.json (in a worker thread: it waits on the network) and
+        run it again on that config."""
         try:
-            return call(job, *args)
+            return await compute.run(call, job, *args)
         except UnknownIdError as exc:
             if exc.field != "model" or not s.hub_access or job.model is None:
                 raise
             config = await run_in_threadpool(hub.fetch_config, job.model, s.hub_timeout)
             data = job.model_dump(by_alias=True, exclude_unset=True)
             data.pop("model")
-            return call(JobSpec.model_validate({**data, "model_config": config}), *args)
+            return await compute.run(call, JobSpec.model_validate({**data, "model_config": config}), *args)
 
     def json_response(model: BaseModel) -> Response:
         return Response(model.model_dump_json(), media_type="application/json")
 
-    @app.post("/v1/estimate", response_model=Estimate, tags=["estimate"],
-              responses={404: {"description": "unknown model or GPU id"}, 422: {"description": "invalid job"}})
+    @app.post("/v1/estimate", response_model=Estimate, tags=["estimate"], responses=ERRORS)
     async def post_estimate(job: Annotated[JobSpec, Body(openapi_examples=EXAMPLES)]) -> Response:
         """Per-GPU memory of the job: peak allocated / reserved / on the GPU, the breakdown by term, the phases."""
         return json_response(await with_hub(estimate, job))
 
-    @app.post("/v1/check", response_model=CheckResult, tags=["estimate"],
-              responses={404: {"description": "unknown model or GPU id"}, 422: {"description": "invalid job"}})
+    @app.post("/v1/check", response_model=CheckResult, tags=["estimate"], responses=ERRORS)
     async def post_check(job: Annotated[JobSpec, Body(openapi_examples=EXAMPLES)],
                    margin_pct: Annotated[float, Query(ge=0, lt=100, description="required free share of the "
                                                                                 "usable memory, %")] = 0.0,
@@ -219,15 +267,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         calibrated range; `passed` is what `memplan check` exits on (borderline fails unless accepted)."""
         return json_response(await with_hub(check, job, margin_pct, False, accept_borderline))
 
-    @app.post("/v1/sweep", response_model=Sweep, tags=["estimate"])
+    @app.post("/v1/sweep", response_model=Sweep, tags=["estimate"], responses=ERRORS)
     async def post_sweep(req: SweepRequest) -> Response:
         """Peak memory against micro-batch, sequence length, inference batch or prompt length, and the largest
         value that fits."""
         return json_response(await with_hub(lambda job: sweep(job, req.field, req.values), req.job))
 
-    @app.post("/v1/plan", response_model=Plan, tags=["estimate"],
-              responses={404: {"description": "unknown model or GPU id (job.model, job.gpu, target.gpu)"},
-                         422: {"description": "invalid job, target or limit"}})
+    @app.post("/v1/plan", response_model=Plan, tags=["estimate"], responses=ERRORS)
     async def post_plan(req: Annotated[PlanRequest, Body(openapi_examples=PLAN_EXAMPLES)]) -> Response:
         """What fits a target (GPU, GPU count, global batch): ranked configurations, each re-estimated; the
         single changes that make the job fit; the largest micro-batch, longest sequence, fewest GPUs, the GPU
@@ -238,7 +284,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except SpecError as exc:
             raise _plan_prefixed(exc) from None
 
-    @app.get("/v1/models", response_model=list[ModelRow], tags=["catalog"])
+    @app.get("/v1/models", response_model=list[ModelRow], tags=["catalog"],
+             responses={k: ERRORS[k] for k in (400, 422)})
     async def get_models(search: Annotated[str | None, Query(max_length=200, description="substring of the id, "
                                                        "an alias or the model_type, case-insensitive")] = None
                    ) -> list[ModelRow]:
@@ -253,7 +300,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                      published_params=m.published_params, aliases=list(m.aliases)))
         return rows
 
-    @app.get("/v1/gpus", response_model=list[GpuRow], tags=["catalog"])
+    @app.get("/v1/gpus", response_model=list[GpuRow], tags=["catalog"], responses={400: ERRORS[400]})
     async def get_gpus() -> list[GpuRow]:
         """The bundled GPU catalog: memory as the driver reports it, dense TFLOP/s, bandwidth."""
         return [GpuRow(id=g.id, name=g.name, vendor=g.vendor, memory_bytes=g.memory_bytes,
@@ -274,6 +321,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["content-type"])
     app.add_middleware(BodyLimit, limit=s.body_limit)
+    app.add_middleware(Guards, allowed_hosts=s.hosts())
     return app
 
 

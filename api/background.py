@@ -23,8 +23,11 @@ def serving(settings: Settings | None = None, timeout_s: float = 120) -> Iterato
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings or Settings()), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    from api.server import uvicorn_options
+
+    s = settings or Settings()
+    options = {**uvicorn_options(s, log_level="warning"), "host": "127.0.0.1", "port": port}
+    server = uvicorn.Server(uvicorn.Config(create_app(s), **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

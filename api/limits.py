@@ -3,7 +3,7 @@ read when Content-Length says it is too large, and as soon as a chunked body pas
 
 from __future__ import annotations
 
-import json
+from api.guards import reject
 
 
 class BodyLimit:
@@ -18,7 +18,7 @@ class BodyLimit:
             try:
                 too_large = int(length) > self.limit
             except ValueError:
-                return await _reject(send, 400, "body", "Content-Length is not a number")
+                return await reject(send, 400, "body", "Content-Length is not a number")
             if too_large:
                 return await self._reject_size(send)
             # the server reads exactly Content-Length bytes, so the limit holds
@@ -47,12 +47,5 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _reject_size(self, send):
-        await _reject(send, 413, "body", f"request body above the limit of {self.limit} bytes "
+        await reject(send, 413, "body", f"request body above the limit of {self.limit} bytes "
                                          "(MEMPLAN_BODY_LIMIT)")
-
-
-async def _reject(send, status: int, field: str, message: str) -> None:
-    body = json.dumps({"error": message, "detail": [{"field": field, "message": message}]}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

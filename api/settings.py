@@ -13,6 +13,9 @@ PREFIX = "MEMPLAN_"
 _INSTALL_VARIABLES = {"MEMPLAN_TORCH_INDEX_URL", "MEMPLAN_TORCH_VERSION"}
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 class SettingsError(ValueError):
     pass
 
@@ -27,6 +30,13 @@ class Settings:
     hub_timeout: float = 5.0  # seconds for that one request
     web_dir: str = ""  # the calculator page's folder; empty: the repository's web/
     warm: bool = True  # build one model at startup (a few seconds) so that the first request is fast
+    # Host header values served (DNS rebinding protection); empty: the loopback names when bound to loopback,
+    # any host otherwise; '*' any
+    allowed_hosts: tuple[str, ...] = ()
+    max_concurrent: int = 2  # estimates computed at once per worker (off the event loop); more wait for a slot
+    request_timeout: float = 10.0  # seconds a request may wait and compute before it gets 504 (503 while waiting)
+    header_timeout: float = 10.0  # seconds a connection may take to send a request's headers (slow clients)
+    max_connections: int = 512  # open connections per worker; more get 503 (uvicorn limit_concurrency)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -49,7 +59,22 @@ class Settings:
             raise SettingsError(f"{PREFIX}BODY_LIMIT: must be at least 1024 bytes, got {s.body_limit}")
         if not 0 < s.hub_timeout <= 120:
             raise SettingsError(f"{PREFIX}HUB_TIMEOUT: must be in (0, 120] seconds, got {s.hub_timeout:g}")
+        if not 1 <= s.max_concurrent <= 256:
+            raise SettingsError(f"{PREFIX}MAX_CONCURRENT: must be 1..256, got {s.max_concurrent}")
+        for name in ("request_timeout", "header_timeout"):
+            if not 0 < getattr(s, name) <= 600:
+                raise SettingsError(f"{PREFIX}{name.upper()}: must be in (0, 600] seconds, got {getattr(s, name):g}")
+        if s.max_connections < 1:
+            raise SettingsError(f"{PREFIX}MAX_CONNECTIONS: must be at least 1, got {s.max_connections}")
         return s
+
+    def hosts(self) -> tuple[str, ...]:
+        """The Host names served: as set, else the loopback names for a loopback bind, else any ('*')."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        if self.host in LOOPBACK_HOSTS:
+            return LOOPBACK_HOSTS
+        return ("*",)
 
 
 def _convert(key: str, kind: str, raw: str):

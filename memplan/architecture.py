@@ -12,13 +12,17 @@ import copy
 import hashlib
 import json
 import re
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from memplan import catalog
+from memplan.memo import BytesLRU
 from memplan.terms.shapes import LayerShape, LinearShape
 
 
@@ -135,10 +139,13 @@ def load_config(model: str | None, inline: dict[str, Any] | None, allow_path: bo
         path = Path(model)
         if not path.is_file():
             raise ArchitectureError(f"config file not found: {model}")
+        from memplan.files import read_mapping
+        from memplan.spec import SpecError
+
         try:
-            raw = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ArchitectureError(f"cannot read config.json {model}: {exc}") from None
+            raw = read_mapping(path)
+        except SpecError as exc:
+            raise ArchitectureError(f"cannot read config.json {exc}") from None
         if isinstance(raw, dict) and "config" in raw and "model_type" not in raw:
             raw = raw["config"]  # a memplan catalog file
         if not isinstance(raw, dict) or "model_type" not in raw:
@@ -169,27 +176,43 @@ def looks_like_path(model: str) -> bool:
     return model.endswith(".json") or Path(model).is_file()
 
 
-@lru_cache(maxsize=256)
+#: introspected models, bounded by their size (memplan.memo); a ModelInfo costs about 1 KB per parameter tensor
+MODEL_CACHE_BYTES = 256 * 2**20
+model_cache = BytesLRU(MODEL_CACHE_BYTES)
+
+
+def info_cost_bytes(info: "ModelInfo", key_bytes: int = 0) -> int:
+    """What a cached ModelInfo holds, measured with tracemalloc: about 1 KB per parameter tensor, 2 KB per block,
+    plus its key (a pasted config's JSON). Example: a 32-layer Llama (291 tensors): 291,000 + 64,000 + 16,384."""
+    return 1000 * len(info.params) + 2000 * len(info.layers) + 16_384 + key_bytes
+
+
 def _introspect_catalog(model: str, head: str, num_labels: int) -> ModelInfo:
-    model_id, config = load_config(model, None, allow_path=False)
-    return _introspect_config(model_id, config, head, num_labels)
+    key = ("catalog", model, head, num_labels)
+    hit = model_cache.get(key)
+    if hit is None:  # catalog entries never change: keyed by id, without hashing the config
+        model_id, config = load_config(model, None, allow_path=False)
+        _refuse_remote_code(config)
+        hit = _build(model_id, {k: v for k, v in config.items() if k not in _BOOKKEEPING}, head, num_labels)
+        model_cache.put(key, hit, info_cost_bytes(hit))
+    return hit
 
 
 def _introspect_config(model_id: str, config: dict, head: str, num_labels: int) -> ModelInfo:
     _refuse_remote_code(config)  # before the key drops auto_map as bookkeeping
-    key = json.dumps({k: v for k, v in config.items() if k not in _BOOKKEEPING}, sort_keys=True, default=str)
-    return _introspect_cached(model_id, key, head, num_labels)
-
-
-@lru_cache(maxsize=256)
-def _introspect_cached(model_id: str, config_json: str, head: str, num_labels: int) -> ModelInfo:
-    return _build(model_id, json.loads(config_json), head, num_labels)
+    config_json = json.dumps({k: v for k, v in config.items() if k not in _BOOKKEEPING}, sort_keys=True,
+                             default=str)
+    key = ("config", model_id, config_json, head, num_labels)
+    hit = model_cache.get(key)
+    if hit is None:
+        hit = _build(model_id, json.loads(config_json), head, num_labels)
+        model_cache.put(key, hit, info_cost_bytes(hit, len(config_json)))
+    return hit
 
 
 def clear_caches() -> None:
     """Forget every introspected model (benchmarks time a model's first build with it)."""
-    _introspect_cached.cache_clear()
-    _introspect_catalog.cache_clear()
+    model_cache.clear()
 
 
 # ---------------------------------------------------------------- building on meta
@@ -253,7 +276,7 @@ def _make_config(raw: dict) -> Any:
             warnings.simplefilter("ignore")
             return CONFIG_MAPPING[model_type](**kwargs)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for malformed configs
-        raise ArchitectureError(f"invalid config for model_type '{model_type}': {exc}") from None
+        raise ArchitectureError(f"invalid config for model_type '{model_type}': {plain_error(exc)}") from None
 
 
 def _auto_class(head: str) -> Any:
@@ -349,35 +372,112 @@ def build_meta_model(raw: dict, head: str = "auto", num_labels: int = 2, dtype: 
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")
             model = auto_cls.from_config(config, dtype=dtype, attn_implementation=attention)
+    except ArchitectureError:
+        raise
     except ValueError as exc:
-        raise ArchitectureError(f"model_type '{config.model_type}' has no {head} head in transformers: {exc}",
+        raise ArchitectureError(f"model_type '{config.model_type}' has no {head} head in transformers: "
+                                f"{plain_error(exc)}",
                                 "head") from None
     model.tie_weights()
     _follow_config_tying(model, raw)
     return model, config, head
 
 
-#: config fields that multiply the modules built; bounded so that a pasted config cannot stall the server
+#: config fields that multiply the modules built, and the sizes of every tensor; bounded in the config and in
+#: every nested sub-config (text_config, vision_config, encoder, decoder) so that a pasted config cannot stall the
+#: server or overflow a count
 _COUNT_FIELDS = ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers", "encoder_layers",
-                 "decoder_layers", "n_layers", "num_local_experts", "num_experts")
+                 "decoder_layers", "n_layers", "num_local_experts", "num_experts", "n_routed_experts")
+_SIZE_FIELDS = ("hidden_size", "n_embd", "d_model", "intermediate_size", "ffn_dim", "n_inner", "d_ff",
+                "vocab_size", "num_attention_heads", "n_head", "num_heads", "num_key_value_heads", "head_dim",
+                "moe_intermediate_size")
+_POSITION_FIELDS = ("max_position_embeddings", "n_positions")
 MAX_COUNT = 1024
+MAX_SIZE = 1 << 22  # 4,194,304: above every real width and vocabulary (largest catalog: 262,144)
+MAX_POSITIONS = 1 << 28  # 268,435,456: above the longest context published (Llama 4 Scout: 10,485,760)
+#: modules one build may create: 2.5x the largest catalog model (Llama-3.1-405B: 1,645); a build costs about
+#: 0.1 ms per module, so the budget bounds its time as well
+MAX_MODULES = 4096
+#: sub-configs nested deeper than this are refused (real ones nest two levels: a VLM's text_config)
+MAX_CONFIG_DEPTH = 8
 
 
-def _check_bounds(raw: dict) -> None:
-    for name in _COUNT_FIELDS:
-        value = raw.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= MAX_COUNT:
-            raise ArchitectureError(f"config field '{name}' = {value} is outside 0..{MAX_COUNT}", "model_config")
+def _check_bounds(raw: dict, where: str = "", depth: int = 0) -> None:
+    """Refuse out-of-range counts and sizes in the config and in every nested sub-config, naming the path."""
+    if depth > MAX_CONFIG_DEPTH:
+        raise ArchitectureError(f"config nested deeper than {MAX_CONFIG_DEPTH} levels at '{where}'", "model_config")
+    for name, value in raw.items():
+        path = f"{where}.{name}" if where else str(name)
+        if isinstance(value, dict):
+            _check_bounds(value, path, depth + 1)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if name in _COUNT_FIELDS and not 0 <= value <= MAX_COUNT:
+                raise ArchitectureError(f"config field '{path}' = {value} is outside 0..{MAX_COUNT}", "model_config")
+            cap = MAX_SIZE if name in _SIZE_FIELDS else MAX_POSITIONS if name in _POSITION_FIELDS else None
+            if cap is not None and not 0 <= value <= cap:
+                raise ArchitectureError(f"config field '{path}' = {value} is outside 0..{cap:,}", "model_config")
+
+
+_module_budget = threading.local()
+_budget_hook_installed = False
+
+
+def _count_module(module: Any, name: str, submodule: Any) -> None:
+    """torch's global module-registration hook: spends this thread's module budget while a build runs."""
+    left = getattr(_module_budget, "left", None)
+    if left is None:
+        return
+    if left <= 0:
+        raise ArchitectureError(f"this config builds more than {MAX_MODULES:,} modules (layers x experts); the "
+                                "largest catalog model builds 1,645", "model_config")
+    _module_budget.left = left - 1
+
+
+@contextmanager
+def module_budget(limit: int = MAX_MODULES) -> Iterator[None]:
+    """Bound the modules built in this thread (torch.nn.modules.module.register_module_module_registration_hook,
+    called on every submodule assignment)."""
+    global _budget_hook_installed
+    import torch
+
+    if not _budget_hook_installed:
+        torch.nn.modules.module.register_module_module_registration_hook(_count_module)
+        _budget_hook_installed = True
+    _module_budget.left = limit
+    try:
+        yield
+    finally:
+        _module_budget.left = None
+
+
+_TRACE_LINE = re.compile(r"^\s*(Exception raised from|frame #|File \"|Traceback|\(most recent call)")
+
+
+def plain_error(exc: BaseException, limit: int = 240) -> str:
+    """An exception as one short line without library internals: its lines up to the first stack-trace line,
+    joined, file paths replaced, capped in length (torch's errors carry a C++ stack trace with the server's
+    paths; pydantic-style config errors put the reason on their second line)."""
+    lines = []
+    for line in str(exc).strip().splitlines():
+        if _TRACE_LINE.match(line):
+            break
+        lines.append(line.strip())
+    text = re.sub(r"(/[\w.+-]+)+\.(py|cpp|h|hpp|so)\b(:\d+)?", "<path>", " ".join(x for x in lines if x))
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _build(model_id: str, raw: dict, head: str, num_labels: int) -> ModelInfo:
     _check_bounds(raw)
     try:
-        return _build_info(model_id, raw, head, num_labels)
+        with module_budget():
+            return _build_info(model_id, raw, head, num_labels)
     except ArchitectureError:
         raise
+    except RecursionError:
+        raise ArchitectureError("config nested too deeply to build", "model_config") from None
     except Exception as exc:  # noqa: BLE001 - transformers/torch raise many types for inconsistent configs
-        raise ArchitectureError(f"transformers cannot build this config: {type(exc).__name__}: {exc}",
+        raise ArchitectureError(f"transformers cannot build this config: {plain_error(exc)}",
                                 "model_config") from None
 
 

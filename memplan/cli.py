@@ -6,8 +6,10 @@ Exit codes: 0 success (check: fits), 1 check: does not fit, 2 bad input (a messa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,8 +17,9 @@ from typing import Any
 
 import yaml
 
+from memplan.files import parse_text, read_mapping
 from memplan.result import VERDICT_LABELS
-from memplan.spec import SpecError
+from memplan.spec import SpecError, printable
 from memplan.terms.dtypes import GIB
 
 
@@ -66,8 +69,8 @@ def _parse_value(path: str, raw: str) -> Any:
     if path in _NAME_FIELDS:
         return raw
     try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
+        return parse_text(raw, _flag(path))
+    except SpecError:
         return raw
 
 
@@ -77,13 +80,7 @@ def load_job(args: argparse.Namespace) -> dict[str, Any]:
     if args.job:
         path = Path(args.job)
         if path.is_file() and path.suffix.lower() in (".yaml", ".yml", ".json"):
-            try:
-                data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-            except (OSError, yaml.YAMLError) as exc:
-                raise UsageError(f"cannot read job file {args.job}: {exc}") from None
-            if not isinstance(data, dict):
-                raise UsageError(f"job file {args.job} must hold a mapping of job fields")
-            job = data
+            job = read_mapping(path, "job fields")
             if isinstance(job.get("model"), str) and job["model"].endswith(".json"):
                 model_path = (path.parent / job["model"])  # config paths are relative to the job file
                 if model_path.is_file():
@@ -226,9 +223,9 @@ def _foreign_kind(arg: str | None) -> str | None:
     from memplan.importers import detect_format
 
     try:
-        data = yaml.safe_load(Path(arg).read_text())
-        kind = detect_format(arg, data) if isinstance(data, dict) else "memplan"
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, SpecError):
+        data = read_mapping(arg)
+        kind = detect_format(arg, data)
+    except SpecError:
         return None
     return None if kind == "memplan" else kind
 
@@ -400,17 +397,22 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.server import uvicorn_options
     from api.settings import Settings, SettingsError
 
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
-    host = args.host or settings.host
-    port = args.port or settings.port
-    print(f"memplan: serving the API and the calculator on http://{host}:{port}/ (docs at /docs)", flush=True)
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=args.workers,
-                log_level=args.log_level, access_log=args.log_level == "debug")
+    settings = dataclasses.replace(settings, host=args.host or settings.host, port=args.port or settings.port)
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise UsageError(f"--workers: give 1..64, got {args.workers}")
+    if args.host:
+        # each worker builds its app from the environment: hand it the host, so the allowed Host names follow
+        os.environ["MEMPLAN_HOST"] = args.host
+    print(f"memplan: serving the API and the calculator on http://{settings.host}:{settings.port}/ (docs at /docs, "
+          f"{args.workers or 1} worker(s))", flush=True)
+    uvicorn.run("api.app:create_app", factory=True, **uvicorn_options(settings, args.workers, args.log_level))
     return 0
 
 
@@ -418,7 +420,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from memplan import profiling
 
     if args.batch:
-        plan = yaml.safe_load(Path(args.batch).read_text())
+        plan = read_mapping(args.batch, "profiling runs")
         out_dir = Path(args.out_dir)
         recorded = Path(args.batch).parent  # runs already committed next to the plan count as done
         only = [g for g in (args.only or "").split(",") if g]
@@ -558,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the HTTP API and the calculator page (settings: MEMPLAN_* variables)")
     p.add_argument("--host", default=None, help="default MEMPLAN_HOST or 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default MEMPLAN_PORT or 8000")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (1..64), each with its own warm "
+                                                           "model cache; MEMPLAN_MAX_CONCURRENT estimates each")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("profile", help="run the job on this machine's GPU and record its memory (one process a run)")
@@ -602,11 +605,24 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SpecError as exc:
         for loc, msg in exc.errors:
-            print(f"memplan: error: {loc + ': ' if loc else ''}{msg}", file=sys.stderr)
+            print(printable(f"memplan: error: {loc + ': ' if loc else ''}{msg}"), file=sys.stderr)
         return 2
     except UsageError as exc:
-        print(f"memplan: error: {exc}", file=sys.stderr)
+        print(printable(f"memplan: error: {exc}"), file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`memplan models | head`): stop quietly, as a tool killed by SIGPIPE does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug must not read as "does not fit" (exit 1) in CI
+        if os.environ.get("MEMPLAN_DEBUG"):
+            raise
+        print(printable(f"memplan: internal error: {type(exc).__name__}: {exc} (a bug in memplan: please report "
+                        "it with the command; MEMPLAN_DEBUG=1 shows the traceback)"), file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

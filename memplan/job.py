@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from memplan import catalog
 from memplan.architecture import (ArchitectureError, ModelInfo, introspect, load_config, looks_like_path,
-                                  remote_code_ignored)
+                                  model_cache, remote_code_ignored)
 from memplan.spec import GpuMemorySpec, JobSpec, SpecError, UnknownIdError, parse_spec
 from memplan.terms import overhead as ov
 from memplan.terms.dtypes import GIB
@@ -252,6 +252,9 @@ def learned_positions(info: ModelInfo) -> int | None:
                for p in info.params):
         return None
     return info.max_positions
+
+
+model_cache.on_evict(learned_positions.cache_clear)
 
 
 def position_cap(spec: JobSpec, info: ModelInfo, field: str) -> int | None:

@@ -7,9 +7,10 @@ The fields and their defaults are the public contract of `shared/DESIGN.md`; thi
 from __future__ import annotations
 
 import difflib
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 Task = Literal["train", "inference"]
 Head = Literal["auto", "causal_lm", "seq2seq_lm", "masked_lm", "sequence_classification", "token_classification"]
@@ -51,16 +52,61 @@ class FieldConflict(ValueError):
         super().__init__(message)
 
 
-class _Strict(BaseModel):
+#: bounds on what a request may hold: names and list lengths (a 60,000-name target list once took 18 s)
+MAX_NAME_LENGTH = 300
+MAX_TARGET_MODULES = 256
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)]
+
+
+#: mappings and lists nested deeper than this are refused (real configs nest a few levels)
+MAX_DEPTH = 64
+#: values one file or pasted config may hold once YAML aliases are expanded (a config.json holds a few hundred)
+MAX_VALUES = 200_000
+
+
+def shape_problem(value: Any, max_depth: int = MAX_DEPTH, max_values: int = MAX_VALUES) -> str | None:
+    """What is too big about a loaded value, walked without recursion as the code reading it would walk it (a
+    YAML alias counts each time it is used): nesting past `max_depth`, or more than `max_values` values."""
+    seen, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        seen += 1
+        if seen > max_values:
+            return f"holds more than {max_values:,} values (aliases expanded)"
+        if isinstance(item, (dict, list)):
+            if level > max_depth:
+                return f"is nested too deeply (more than {max_depth} levels)"
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return None
+
+
+def _takes_bool(annotation: Any) -> bool:
+    return annotation is bool or bool in get_args(annotation)
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors, and so is true/false where a number is asked for (JSON's false is not 0)."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if isinstance(value, bool) and annotation is not None and not _takes_bool(annotation):
+            numeric = annotation in (int, float) or bool({int, float} & set(get_args(annotation)))
+            raise ValueError(f"expected {'a number' if numeric else 'a name'}, got {str(value).lower()}")
+        return value
 
-class LoraSpec(_Strict):
+
+class LoraSpec(StrictModel):
     r: int = Field(16, ge=1, le=4096, description="LoRA rank")
     alpha: float = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: Literal["all-linear"] | list[str] = Field(
-        "all-linear", description="'all-linear' (PEFT's shorthand) or module name suffixes, e.g. [q_proj, v_proj]"
+    target_modules: Literal["all-linear"] | Annotated[list[Name], Field(max_length=MAX_TARGET_MODULES)] = Field(
+        "all-linear", description="'all-linear' (PEFT's shorthand) or module name suffixes, e.g. [q_proj, v_proj] "
+                                  f"(at most {MAX_TARGET_MODULES})"
     )
 
     @model_validator(mode="after")
@@ -70,23 +116,23 @@ class LoraSpec(_Strict):
         return self
 
 
-class InferenceSpec(_Strict):
+class InferenceSpec(StrictModel):
     batch_size: int = Field(1, ge=1, le=1_000_000)
     prompt_len: int = Field(1024, ge=1, le=10_000_000)
     max_new_tokens: int = Field(256, ge=0, le=10_000_000)
     kv_cache_dtype: KvCacheDtype = "bf16"
 
 
-class GpuMemorySpec(_Strict):
+class GpuMemorySpec(StrictModel):
     memory_gib: float = Field(gt=0, le=100_000)
 
 
-class JobSpec(_Strict):
+class JobSpec(StrictModel):
     """A planned training or inference job. Every field but `model` (or `model_config`) has a default."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True, allow_inf_nan=False)
 
-    model: str | None = Field(None, description="catalog id (Hugging Face repo id) or, in the CLI, a config.json path")
+    model: Name | None = Field(None, description="catalog id (Hugging Face repo id) or, in the CLI, a config.json path")
     inline_config: dict[str, Any] | None = Field(None, alias="model_config", description="an inline config.json")
     task: Task = "train"
     head: Head = "auto"
@@ -112,11 +158,19 @@ class JobSpec(_Strict):
     offload_optimizer: bool = False
     offload_params: bool = False
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
-    gpu: str | GpuMemorySpec = "H100-SXM-80GB"
+    gpu: Name | GpuMemorySpec = "H100-SXM-80GB"
     allocator: Allocator = Field(
         "default", description="PyTorch's CUDA caching allocator: default, or expandable_segments "
                                "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)"
     )
+
+    @field_validator("inline_config")
+    @classmethod
+    def _bounded_config(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = shape_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(f"the config {problem}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -182,7 +236,8 @@ def format_error(err: dict) -> tuple[str, str]:
     """(field path, message) of one pydantic error on a JobSpec: names the field and what it allows."""
     loc_parts = [str(p) for p in err.get("loc", ()) if not str(p).startswith(("function-", "literal["))]
     # pydantic adds the union member name ("str", "GpuMemorySpec", "list[str]") to the path: drop those
-    loc_parts = [p for p in loc_parts if p not in ("str", "GpuMemorySpec", "list[str]", "literal['all-linear']")]
+    loc_parts = [p for p in loc_parts if p not in ("str", "GpuMemorySpec", "list[str]", "literal['all-linear']",
+                                                   "constrained-str", "list[constrained-str]")]
     conflict = (err.get("ctx") or {}).get("error")
     if isinstance(conflict, FieldConflict):  # a cross-field rule: report it under the field it names
         loc_parts = [*loc_parts, conflict.field]
@@ -198,7 +253,7 @@ def format_error(err: dict) -> tuple[str, str]:
         return loc, f"unknown field '{name}'{hint}; allowed fields: {', '.join(allowed)}"
     msg = err.get("msg", "invalid value")
     if kind == "literal_error":
-        msg = f"{msg}, got {err.get('input')!r}"
+        msg = f"{msg}, got {shown(err.get('input'))}"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     return loc, msg
@@ -216,19 +271,47 @@ def parse_spec(data: dict[str, Any] | JobSpec) -> JobSpec:
         raise SpecError(describe_errors(exc.errors())) from None
 
 
+def printable(text: str) -> str:
+    """Text that any UTF-8 writer can encode: a lone surrogate (valid in a JSON string, not in UTF-8) becomes its
+    \\udXXX escape instead of failing the response or the terminal."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A user's value as an error message may quote it: repr (which escapes lone surrogates and control
+    characters), cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def drop_union_noise(errors: list[dict]) -> list[dict]:
-    """A union (gpu: str | {memory_gib}) reports a problem per member: drop the "not a string" of an object input
-    when the object member says what is wrong with it."""
+    """A union (gpu: str | {memory_gib}; target_modules: 'all-linear' | [names]) reports a problem per member:
+    keep the member that matches the input's kind (an object's, a string's, a list's)."""
     if len(errors) < 2:
         return errors
-    return [e for e in errors if not (e.get("type") == "string_type" and isinstance(e.get("input"), dict))]
+
+    def noise(e: dict) -> bool:
+        kind, value = e.get("type"), e.get("input")
+        return (kind == "string_type" and isinstance(value, dict)) \
+            or (kind in ("model_type", "dict_type", "model_attributes_type") and isinstance(value, str)
+                and any(x.get("type", "").startswith("string") for x in errors)) \
+            or (kind == "literal_error" and isinstance(value, list))
+    return [e for e in errors if not noise(e)]
 
 
-def describe_errors(errors: list[dict]) -> list[tuple[str, str]]:
-    """format_error over pydantic's error list, without repeats (a union reports one problem per member)."""
-    seen: list[tuple[str, str]] = []
-    for err in drop_union_noise(errors):
-        item = format_error(err)
-        if item not in seen:
-            seen.append(item)
-    return seen
+#: the most errors one answer lists; the rest are counted in a last item (a body of 16,000 unknown fields must not
+#: cost seconds to describe, nor megabytes to send)
+MAX_REPORTED_ERRORS = 20
+
+
+def describe_errors(errors: list[dict], limit: int = MAX_REPORTED_ERRORS) -> list[tuple[str, str]]:
+    """format_error over pydantic's error list, without repeats (a union reports one problem per member), at most
+    `limit` of them and then one item counting the rest."""
+    errors = drop_union_noise(errors)
+    seen: dict[tuple[str, str], None] = {}
+    for n, err in enumerate(errors):
+        if len(seen) == limit:
+            seen[("", f"... and {len(errors) - n} more errors")] = None
+            break
+        seen.setdefault(format_error(err), None)
+    return list(seen)

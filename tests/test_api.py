@@ -25,7 +25,7 @@ SMALL = {"model": "Qwen/Qwen2.5-0.5B", "method": "lora", "gpu": "T4-16GB"}
 
 @pytest.fixture(scope="module")
 def client():
-    with TestClient(create_app(Settings())) as c:
+    with TestClient(create_app(Settings()), base_url="http://localhost") as c:
         yield c
 
 
@@ -177,7 +177,7 @@ def test_invalid_json_and_sweep_field(client):
 
 
 def test_body_limit():
-    with TestClient(create_app(Settings(body_limit=4096))) as c:
+    with TestClient(create_app(Settings(body_limit=4096)), base_url="http://localhost") as c:
         big = {**SMALL, "model_config": None, "pad": "x" * 5000}
         r = c.post("/v1/estimate", content=json.dumps(big).encode(), headers={"content-type": "application/json"})
         assert r.status_code == 413 and "4096 bytes" in r.json()["error"]
@@ -193,9 +193,9 @@ def test_body_limit():
 
 def test_cors_only_when_configured():
     origin = {"Origin": "https://example.org"}
-    with TestClient(create_app(Settings())) as c:
+    with TestClient(create_app(Settings()), base_url="http://localhost") as c:
         assert "access-control-allow-origin" not in c.get("/healthz", headers=origin).headers
-    with TestClient(create_app(Settings(cors_origins=("https://example.org",)))) as c:
+    with TestClient(create_app(Settings(cors_origins=("https://example.org",))), base_url="http://localhost") as c:
         assert c.get("/healthz", headers=origin).headers["access-control-allow-origin"] == "https://example.org"
 
 
@@ -283,7 +283,7 @@ def test_hub_access_off_by_default_gives_404(client):
 
 def test_hub_access_offline_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with TestClient(create_app(Settings(hub_access=True))) as c:
+    with TestClient(create_app(Settings(hub_access=True)), base_url="http://localhost") as c:
         start = time.perf_counter()
         r = c.post("/v1/estimate", json={"model": "someorg/some-model"})
         assert time.perf_counter() - start < 2
@@ -316,7 +316,7 @@ def test_hub_access_on_fetches_config_json_only(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
     try:
-        with TestClient(create_app(Settings(hub_access=True))) as c:
+        with TestClient(create_app(Settings(hub_access=True)), base_url="http://localhost") as c:
             r = c.post("/v1/estimate", json={"model": "tiny/llama", "method": "full"})
             assert r.status_code == 200, r.text
             inline = {"model_config": _FakeHub.configs["/tiny/llama/resolve/main/config.json"], "method": "full"}

@@ -21,7 +21,7 @@ TIGHT = {"model": "Qwen/Qwen2.5-0.5B", "method": "full", "micro_batch_size": 4, 
 
 @pytest.fixture(scope="module")
 def client():
-    with TestClient(create_app(Settings())) as c:
+    with TestClient(create_app(Settings()), base_url="http://localhost") as c:
         yield c
 
 

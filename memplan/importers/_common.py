@@ -8,13 +8,12 @@ works where those libraries are not installed.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 
+from memplan.files import read_mapping
 from memplan.spec import SpecError
 
 KINDS = ("trainer", "peft", "deepspeed", "accelerate", "axolotl", "memplan")
@@ -39,8 +38,8 @@ def resolve_path(target: str, base_dir: str) -> str:
 def read_config_file(path: str) -> dict[str, Any]:
     """The mapping stored in a JSON or YAML file (a directory: its adapter_config.json, as PEFT saves adapters).
 
-    JSON for *.json, else YAML via yaml.safe_load (YAML 1.1 reads JSON too). Anything that is not a readable file
-    holding one mapping raises SpecError naming the file.
+    JSON for *.json, else YAML (YAML 1.1 reads JSON too), bounded as memplan.files reads every file. Anything that
+    is not a readable file holding one mapping raises SpecError naming the file.
     """
     if os.path.isdir(path):
         inner = os.path.join(path, "adapter_config.json")
@@ -48,30 +47,7 @@ def read_config_file(path: str) -> dict[str, Any]:
             raise SpecError([(path, "is a directory without an adapter_config.json; give a config file "
                                     f"(JSON or YAML), optionally as KIND:PATH with KIND one of {kinds_text()}")])
         path = inner
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise SpecError([(path, f"cannot read the file: {exc.strerror or exc}")]) from None
-    except UnicodeDecodeError:
-        raise SpecError([(path, "is not a UTF-8 text file (expected JSON or YAML)")]) from None
-    try:
-        if path.lower().endswith(".json"):
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError([(path, f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError([(path, f"is not valid YAML: {problem}{where}")]) from None
-    if data is None:
-        raise SpecError([(path, "is empty: expected a JSON or YAML mapping of config fields")])
-    if not isinstance(data, dict):
-        raise SpecError([(path, f"holds a {type(data).__name__}, not a mapping of config fields")])
-    return data
+    return read_mapping(path)
 
 
 @dataclass

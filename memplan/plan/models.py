@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memplan.result import Estimate
-from memplan.spec import SpecError, describe_errors
+from memplan.spec import Name, SpecError, StrictModel, describe_errors
 
 
-class PlanTarget(BaseModel):
+class PlanTarget(StrictModel):
     """What the plan has to reach. Every field is optional: left out, the job's own value is used."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -19,7 +19,7 @@ class PlanTarget(BaseModel):
     global_batch_size: int | None = Field(None, ge=1, le=1_000_000, description=(
         "sequences per optimizer step over all GPUs: micro_batch_size * gradient_accumulation_steps * num_gpus "
         "(training); for inference, the batch every configuration must hold"))
-    gpu: str | None = Field(None, description="catalog GPU id; default: the job's gpu")
+    gpu: Name | None = Field(None, description="catalog GPU id; default: the job's gpu")
     num_gpus: int | None = Field(None, ge=1, le=1024, description="GPU count; default: the job's num_gpus")
     utilization: float = Field(0.4, gt=0, le=1, description="model FLOPs utilization for step times (MFU)")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description=(

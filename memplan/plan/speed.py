@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from memplan import catalog
-from memplan.architecture import ModelInfo
+from memplan.architecture import ModelInfo, model_cache
 from memplan.engines.formula.static import static_key, static_terms
 from memplan.job import resolve
 from memplan.result import Estimate
@@ -72,8 +72,12 @@ def matmul_counts(info: ModelInfo, spec: JobSpec) -> MatmulCounts:
 
 
 def clear_caches() -> None:
-    """Forget the cached matmul counts (bench/plan_speed.py times a first plan with it)."""
+    """Forget the cached matmul counts (bench/plan_speed.py times a first plan with it; also when the model
+    cache evicts a model)."""
     _COUNTS.clear()
+
+
+model_cache.on_evict(clear_caches)
 
 
 def _matmul_counts(info: ModelInfo, spec: JobSpec) -> MatmulCounts:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from memplan.architecture import ModelInfo, stack_and_layer
+from memplan.architecture import ModelInfo, model_cache, stack_and_layer
 from memplan.job import resolve_optimizer_impl
 from memplan.methods import Trainables, trainables, unquantized_dtype
 from memplan.spec import JobSpec, SpecError
@@ -110,9 +110,14 @@ def static_terms(info: ModelInfo, spec: JobSpec) -> StaticTerms:
 
 
 def clear_caches() -> None:
-    """Forget every cached sum (benchmarks time the first estimate of a method with it)."""
+    """Forget every cached sum (benchmarks time the first estimate of a method with it; the model cache calls it
+    when it evicts a model, so that no sum keeps an evicted ModelInfo alive)."""
     _STATIC_CACHE.clear()
     base_weights.cache_clear()
+    _params_by_name.cache_clear()
+
+
+model_cache.on_evict(clear_caches)
 
 
 def _compute_static(info: ModelInfo, spec: JobSpec) -> StaticTerms:
