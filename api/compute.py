@@ -5,7 +5,6 @@ held the single event loop for seconds)."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
@@ -22,27 +21,32 @@ class OverBudget(Exception):
 class Compute:
     def __init__(self, max_concurrent: int, timeout_s: float):
         self.timeout_s = timeout_s
-        self.slots = threading.BoundedSemaphore(max_concurrent)  # released by the thread when it finishes
+        self.max_concurrent = max_concurrent
+        self._slots: asyncio.Semaphore | None = None  # made in the serving loop: waiters queue in arrival order
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """fn(*args) in a worker thread. A slot is taken before the thread starts and released when it ends, so an
-        abandoned computation still counts against the bound until it stops."""
+        """fn(*args) in a worker thread. A slot is taken before the thread starts and given back when the thread
+        ends (from the thread, through the loop), so an abandoned computation still counts against the bound
+        until it stops."""
         loop = asyncio.get_running_loop()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_concurrent)
+        slots = self._slots
         deadline = loop.time() + self.timeout_s
-        while not self.slots.acquire(blocking=False):
-            if loop.time() >= deadline:
-                raise Busy()
-            await asyncio.sleep(0.005)
+        try:
+            await asyncio.wait_for(slots.acquire(), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise Busy() from None
 
         def held() -> Any:
             try:
                 return fn(*args)
             finally:
-                self.slots.release()
+                loop.call_soon_threadsafe(slots.release)
 
         task = asyncio.ensure_future(run_in_threadpool(held))
         try:
             return await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
-            task.add_done_callback(lambda t: t.exception())  # the late result or error is dropped
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # the late result is dropped
             raise OverBudget() from None

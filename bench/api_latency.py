@@ -67,8 +67,11 @@ def _ms(text: str) -> float:
 
 def _wrk(port: int, script: str, connections: int) -> dict:
     out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{DURATION_S}s", "--latency",
+                          "--timeout", "30s",
                           "-s", script, f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    if set(lat) != {"50", "99"}:
+        raise SystemExit(f"wrk printed no latency distribution:\n{out}")
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "requests": int(re.search(r"(\d+) requests in", out).group(1)),

@@ -9,20 +9,19 @@ Results are cached by a hash of the config, so a repeated estimate does not rebu
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from memplan import catalog
+from memplan import catalog, introspected
 from memplan.memo import BytesLRU
+from memplan.model_info import BOOKKEEPING_KEYS as _BOOKKEEPING
+from memplan.model_info import ModelInfo, ParamInfo, config_hash, relative_name, stack_and_layer
 from memplan.terms.shapes import LayerShape, LinearShape
 
 
@@ -36,93 +35,7 @@ class ArchitectureError(ValueError):
 
 
 HEADS = ("causal_lm", "seq2seq_lm", "masked_lm", "sequence_classification", "token_classification")
-# config.json fields that are bookkeeping, not architecture: ignored when hashing and building
-_BOOKKEEPING = {"_name_or_path", "transformers_version", "auto_map", "trust_remote_code", "task_specific_params",
-                "use_cache"}
 
-
-@dataclass(frozen=True)
-class ParamInfo:
-    name: str
-    shape: tuple[int, ...]
-    numel: int
-    module: str  # owning module's name
-    kind: str  # linear | embedding | norm | expert | other
-    bias: bool  # a bias vector (stays in high precision under quantization)
-    quantizable: bool  # bitsandbytes / GPTQ would store it quantized
-    stack: str | None  # "decoder" / "encoder" for params inside a transformer block, None outside
-    layer: int | None
-
-
-@dataclass(frozen=True, eq=False)  # identity hash: one object per model (cached), cheap as a memo key
-class ModelInfo:
-    """What memplan knows about one model: exact shapes, no weights."""
-
-    model_id: str
-    model_type: str
-    head: str  # the resolved head (causal_lm, seq2seq_lm, sequence_classification, ...)
-    model_class: str
-    config_hash: str
-    checkpoint_dtype: str | None
-    params: tuple[ParamInfo, ...]
-    total_params: int
-    tied_embeddings: bool
-    hidden_size: int
-    num_layers: int  # decoder layers (encoder layers for encoder-only models)
-    num_encoder_layers: int  # 0 for decoder-only
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    intermediate_size: int
-    vocab_size: int
-    max_positions: int | None
-    num_experts: int  # 0 for dense models
-    experts_per_token: int
-    largest_module_params: int  # the largest single module's own parameters (DeepSpeed ZeRO-3's largest layer)
-    output_modules: tuple[str, ...]  # lm_head / classifier module names
-    head_params: tuple[str, ...]  # parameter names of the output modules (the embedding's, when tied)
-    supports_sdpa: bool
-    supports_flash_attention: bool
-    layers: tuple[LayerShape, ...]  # one per transformer block, encoder blocks first
-    sliding_window: int | None = None
-    sliding_window_layers: int = 0  # how many layers use the sliding window
-    final_logit_softcap: bool = False  # Gemma 2: tanh over the [T, V] logits before the loss
-    # dropouts over [T, h] outside the blocks, per stack: after the embeddings (GPT-2, BERT, T5, Phi, GPT-NeoX)
-    # and after T5's final norm; OPT has none
-    outer_dropouts: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_encoder_decoder(self) -> bool:
-        return self.num_encoder_layers > 0 and self.head == "seq2seq_lm"
-
-    @cached_property
-    def linear_weights(self) -> dict[str, ParamInfo]:
-        """Module name -> its weight, for every Linear / Conv1D, in model order."""
-        return {p.module: p for p in self.params if p.kind == "linear" and not p.bias}
-
-    @cached_property
-    def block_linears(self) -> dict[str, tuple[tuple[str, int], LinearShape]]:
-        """Module name -> ((stack, block index), LinearShape) for the linears inside transformer blocks."""
-        out = {}
-        for module in self.linear_weights:
-            stack, layer = stack_and_layer(module + ".", self.num_encoder_layers > 0)
-            if layer is None:
-                continue
-            rel = _relative(module)
-            shape = next((lin for s in self.layers if (s.stack, s.index) == (stack, layer) for lin in s.linears
-                          if lin.name == rel), None)
-            if shape is not None:
-                out[module] = ((stack, layer), shape)
-        return out
-
-    @property
-    def active_params(self) -> int:
-        """Parameters used per token: all but the unrouted experts' share."""
-        if not self.num_experts:
-            return self.total_params
-        expert = sum(p.numel for p in self.params if p.kind == "expert")
-        return self.total_params - expert * (self.num_experts - self.experts_per_token) // self.num_experts
 
 
 # ---------------------------------------------------------------- config loading
@@ -158,11 +71,6 @@ def load_config(model: str | None, inline: dict[str, Any] | None, allow_path: bo
     return entry.id, entry.config
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    clean = {k: v for k, v in config.items() if k not in _BOOKKEEPING}
-    return hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def introspect(model: str | None = None, inline: dict | None = None, head: str = "auto", num_labels: int = 2,
                allow_path: bool = True) -> ModelInfo:
     if inline is None and model is not None and not (allow_path and looks_like_path(model)):
@@ -192,10 +100,18 @@ def _introspect_catalog(model: str, head: str, num_labels: int) -> ModelInfo:
     hit = model_cache.get(key)
     if hit is None:  # catalog entries never change: keyed by id, without hashing the config
         model_id, config = load_config(model, None, allow_path=False)
-        _refuse_remote_code(config)
-        hit = _build(model_id, {k: v for k, v in config.items() if k not in _BOOKKEEPING}, head, num_labels)
+        # the shipped introspection (default head) needs neither torch nor transformers
+        hit = introspected.shipped(model_id, config, head, num_labels) or build_catalog_info(model_id, head,
+                                                                                             num_labels)
         model_cache.put(key, hit, info_cost_bytes(hit))
     return hit
+
+
+def build_catalog_info(model: str, head: str = "auto", num_labels: int = 2) -> ModelInfo:
+    """A catalog model built on the meta device (what scripts/catalog_introspection.py ships as data)."""
+    model_id, config = load_config(model, None, allow_path=False)
+    _refuse_remote_code(config)
+    return _build(model_id, {k: v for k, v in config.items() if k not in _BOOKKEEPING}, head, num_labels)
 
 
 def _introspect_config(model_id: str, config: dict, head: str, num_labels: int) -> ModelInfo:
@@ -289,19 +205,6 @@ def _auto_class(head: str) -> Any:
         "sequence_classification": tf.AutoModelForSequenceClassification,
         "token_classification": tf.AutoModelForTokenClassification,
     }[head]
-
-
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|block|blocks)\.(\d+)(?:\.|$)")
-
-
-def stack_and_layer(name: str, encoder_decoder: bool) -> tuple[str | None, int | None]:
-    """(stack, block index) of a parameter or module name ("model.layers.3.mlp." -> ("decoder", 3)); (None, None)
-    outside the blocks (embeddings, final norm, head)."""
-    m = _LAYER_RE.search(name)
-    if not m:
-        return None, None
-    stack = "encoder" if (encoder_decoder and name.startswith(("encoder.", "model.encoder."))) else "decoder"
-    return stack, int(m.group(1))
 
 
 def _norm_kind(module: Any) -> str | None:
@@ -655,7 +558,7 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
                 d_in, d_out = module.weight.shape
             else:
                 d_out, d_in = module.weight.shape
-            b["linears"].append(LinearShape(_relative(mname), _linear_group(mname), int(d_in), int(d_out),
+            b["linears"].append(LinearShape(relative_name(mname), _linear_group(mname), int(d_in), int(d_out),
                                             module.bias is not None))
         kind = _norm_kind(module)
         if kind and getattr(module, "weight", None) is not None:
@@ -714,9 +617,3 @@ def _parallel_residual(config: Any) -> bool:
     if config.model_type in ("phi", "gptj", "codegen"):
         return True
     return bool(_cfg(config, "use_parallel_residual", "parallel_attn", default=False))
-
-
-def _relative(mname: str) -> str:
-    """A block-relative module name, e.g. 'model.layers.3.self_attn.q_proj' -> 'self_attn.q_proj'."""
-    m = _LAYER_RE.search(mname + ".")
-    return mname[m.end():] if m else mname

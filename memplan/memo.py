@@ -20,12 +20,18 @@ class BytesLRU:
         self._data: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
         self._on_evict: list[Callable[[], None]] = []
+        self._on_put: list[Callable[[], None]] = []
 
     def __len__(self) -> int:
         return len(self._data)
 
     def on_evict(self, clear: Callable[[], None]) -> None:
         self._on_evict.append(clear)
+
+    def on_put(self, call: Callable[[], None]) -> None:
+        """Call `call()` after each new entry (a service freezes the long-lived objects then: memplan api)."""
+        if call not in self._on_put:
+            self._on_put.append(call)
 
     def get(self, key: Hashable) -> Any:
         with self._lock:
@@ -48,6 +54,8 @@ class BytesLRU:
         if evicted:
             for clear in self._on_evict:
                 clear()
+        for call in self._on_put:
+            call()
 
     def clear(self) -> None:
         with self._lock:

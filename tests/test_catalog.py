@@ -125,3 +125,40 @@ def test_a_family_name_is_ambiguous_not_a_silent_pick(name, family):
         memplan.estimate({"model": "Qwen/Qwen2.5-0.5B", "gpu": name})
     assert err.value.errors[0][0] == "gpu" and "give one of them" in err.value.errors[0][1]
     assert catalog.get_gpu("A100-80GB").id == "A100-SXM-80GB"  # an alias that names one memory size still works
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_shipped_introspection_equals_a_fresh_build(path):
+    """The formula engine reads a catalog model from memplan/catalog/introspected (no torch, no transformers):
+    that file must be what a meta-device build gives today, field by field."""
+    from memplan import introspected
+    from memplan.architecture import build_catalog_info
+    from memplan.model_info import info_to_dict
+
+    raw = json.loads(path.read_text())
+    stored = introspected.shipped(raw["id"], raw["config"], "auto", 2)
+    assert stored is not None, "missing or stale: run scripts/catalog_introspection.py"
+    assert info_to_dict(stored) == info_to_dict(build_catalog_info(raw["id"])), \
+        "stale: run scripts/catalog_introspection.py"
+
+
+def test_introspection_round_trips_every_field():
+    from memplan.model_info import info_from_dict, info_to_dict
+
+    info = introspect("google/flan-t5-base")
+    again = info_from_dict(json.loads(json.dumps(info_to_dict(info))))
+    assert again.params == info.params and again.layers == info.layers
+    assert info_to_dict(again) == info_to_dict(info)
+    assert again.block_linears.keys() == info.block_linears.keys()
+
+
+def test_a_catalog_estimate_imports_neither_torch_nor_transformers():
+    """Cold CLI start: a catalog model's formula estimate runs on the shipped introspection alone."""
+    import subprocess
+    import sys
+
+    code = ("import sys, memplan; memplan.estimate({'model': 'meta-llama/Llama-3.1-8B', 'method': 'qlora'}); "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -367,3 +367,27 @@ def test_model_cache_holds_bytes_not_entries(monkeypatch):
     assert architecture.model_cache.bytes <= 4 * 2**20 and len(architecture.model_cache) < 20
     kept = {id(v[0]) for v in architecture.model_cache._data.values()}
     assert all(id(key[0]) in kept for key in static._STATIC_CACHE)
+
+
+# ---------------------------------------------------------------- the contract under fuzzing
+
+
+def test_fuzzed_requests_get_no_5xx_and_match_the_documented_contract():
+    """400 schema-generated requests (bench/reliability.py sends 10,000 to a real server): every answer is
+    documented in /openapi.json, status and body."""
+    from tests.fuzzing import fuzz
+
+    with TestClient(create_app(Settings(warm=False, request_timeout=30)), base_url="http://localhost",
+                    raise_server_exceptions=False) as c:
+        spec = c.get("/openapi.json").json()
+
+        def send(method, target, body):
+            r = c.request(method, target, content=body,
+                          headers={"content-type": "application/json"} if body is not None else {})
+            return r.status_code, r.content
+
+        tally = fuzz(spec, send, n=400, seed=7)
+    assert tally.requests == 400
+    assert not tally.server_errors, tally.server_errors[:5]
+    assert not tally.violations, tally.violations[:5]
+    assert len(tally.by_status) >= 3  # the fuzzer reaches answers of several kinds

@@ -91,6 +91,8 @@ class Tab:
     def new_page(self):
         page = self.context.new_page()
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        # the service's Content-Security-Policy must not block anything the page does
+        page.on("console", lambda m: self.errors.append(m.text) if "Content Security Policy" in m.text else None)
         return page
 
 
@@ -99,7 +101,7 @@ def tab(browser):
     t = Tab(browser)
     yield t
     t.context.close()
-    assert not t.errors, f"uncaught script errors on the page: {t.errors}"
+    assert not t.errors, f"uncaught script errors or CSP violations on the page: {t.errors}"
 
 
 def expect_result(page, spec: dict) -> memplan.Estimate:
