@@ -7,7 +7,14 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from api.settings import Settings
+from api.settings import Settings, SettingsError
+
+
+def _header_timeout_from_env() -> float:
+    try:
+        return Settings.from_env().header_timeout
+    except SettingsError:  # memplan serve has already refused bad settings with a message
+        return Settings.header_timeout
 
 #: request line + headers, bytes (h11's default is 16 KiB; a 64 MB header once cost 4.8 s of CPU)
 MAX_HEADER_BYTES = 64 * 1024
@@ -19,7 +26,9 @@ class DeadlineH11Protocol(H11Protocol):
     `header_timeout` seconds is disconnected (slowloris). uvicorn's keep-alive timer stops at the first byte of
     a new request, so a slow request would otherwise hold its connection forever."""
 
-    header_timeout = 10.0
+    #: from MEMPLAN_HEADER_TIMEOUT: each worker process imports this module afresh (uvicorn pickles the class by
+    #: reference, so it must live at module level); uvicorn_options sets it for an in-process server
+    header_timeout = _header_timeout_from_env()
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -56,7 +65,8 @@ class DeadlineH11Protocol(H11Protocol):
 
 def uvicorn_options(settings: Settings, workers: int | None = None, log_level: str = "info") -> dict[str, Any]:
     """The keyword arguments of uvicorn.run / uvicorn.Config for the app factory under these settings."""
-    protocol = type("ServeH11Protocol", (DeadlineH11Protocol,), {"header_timeout": settings.header_timeout})
+    DeadlineH11Protocol.header_timeout = settings.header_timeout
     return dict(host=settings.host, port=settings.port, workers=workers, log_level=log_level,
-                access_log=log_level == "debug", http=protocol, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                access_log=log_level == "debug", http=DeadlineH11Protocol,
+                h11_max_incomplete_event_size=MAX_HEADER_BYTES,
                 limit_concurrency=settings.max_connections, timeout_keep_alive=5)

@@ -391,3 +391,34 @@ def test_fuzzed_requests_get_no_5xx_and_match_the_documented_contract():
     assert not tally.server_errors, tally.server_errors[:5]
     assert not tally.violations, tally.violations[:5]
     assert len(tally.by_status) >= 3  # the fuzzer reaches answers of several kinds
+
+
+def test_serve_with_two_workers_answers(tmp_path):
+    """`memplan serve --workers 2`: uvicorn pickles the server settings for its worker processes (a class made at
+    run time could not be pickled); both workers start warm and answer."""
+    import os
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "memplan.cli", "serve", "--port", str(port), "--workers", "2",
+                             "--log-level", "warning"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "no answer within 120 s"
+                time.sleep(0.25)
+        assert json.loads(body)["status"] == "ok"
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/estimate", data=json.dumps({"model": LLAMA}).encode(),
+                                     headers={"content-type": "application/json"})
+        assert json.loads(urllib.request.urlopen(req, timeout=30).read())["peak_bytes"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(30)
