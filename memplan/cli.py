@@ -28,7 +28,7 @@ _SCALAR_FIELDS = [
     "model", "task", "head", "num_labels", "method", "weight_dtype", "mixed_precision", "double_quant", "optimizer",
     "optimizer_impl", "num_virtual_tokens", "adapter_size", "micro_batch_size", "seq_len",
     "gradient_accumulation_steps", "gradient_checkpointing", "attention", "num_gpus", "zero_stage",
-    "offload_optimizer", "offload_params", "allocator",
+    "offload_optimizer", "offload_params", "allocator", "parallelism", "fsdp_version",
 ]
 _NESTED_FIELDS = ["lora.r", "lora.alpha", "lora.dropout", "lora.target_modules", "inference.batch_size",
                   "inference.prompt_len", "inference.max_new_tokens", "inference.kv_cache_dtype"]
@@ -60,7 +60,7 @@ def _add_job_args(p: argparse.ArgumentParser) -> None:
 
 #: fields whose values are names: passed as typed (YAML would read `--mixed-precision no` as false)
 _NAME_FIELDS = {"model", "task", "head", "method", "weight_dtype", "mixed_precision", "optimizer", "optimizer_impl",
-                "attention", "inference.kv_cache_dtype", "allocator"}
+                "attention", "inference.kv_cache_dtype", "allocator", "parallelism"}
 
 
 def _parse_value(path: str, raw: str) -> Any:

@@ -24,6 +24,7 @@ OptimizerImpl = Literal["auto", "fused", "foreach", "for_loop"]
 Attention = Literal["eager", "sdpa", "flash_attention_2"]
 KvCacheDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8"]
 Allocator = Literal["default", "expandable_segments"]
+Parallelism = Literal["auto", "none", "ddp", "fsdp", "deepspeed"]
 
 QUANTIZED_DTYPES = ("int8", "nf4", "fp4", "int4")
 
@@ -159,6 +160,11 @@ class JobSpec(StrictModel):
     offload_params: bool = False
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
     gpu: Name | GpuMemorySpec = "H100-SXM-80GB"
+    parallelism: Parallelism = Field(
+        "auto", description="auto: deepspeed when zero_stage > 0, ddp when num_gpus > 1, else none. Under fsdp, "
+                            "zero_stage 3 = FULL_SHARD (reshard_after_forward=True), 2 = SHARD_GRAD_OP (False), "
+                            "0 = NO_SHARD; offload_params = FSDP CPU offload (params, grads, optimizer states)")
+    fsdp_version: Literal[1, 2] = Field(2, description="torch FSDP1 (flat parameters) or FSDP2 (fully_shard)")
     allocator: Allocator = Field(
         "default", description="PyTorch's CUDA caching allocator: default, or expandable_segments "
                                "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)"
@@ -197,10 +203,20 @@ class JobSpec(StrictModel):
         if self.task == "train" and self.weight_dtype == "int4":
             raise FieldConflict("weight_dtype", "weight_dtype 'int4' (GPTQ/AWQ) is modelled for serving only: "
                                                 "use task 'inference'")
-        if self.offload_params and self.zero_stage != 3:
+        engine = self.parallel_engine
+        if engine == "fsdp":
+            self._check_fsdp()
+        elif self.parallelism in ("none", "ddp") and self.zero_stage:
+            raise FieldConflict("parallelism", f"zero_stage {self.zero_stage} is DeepSpeed's (parallelism "
+                                               "deepspeed) or FSDP's sharding (parallelism fsdp), not "
+                                               f"'{self.parallelism}'")
+        elif self.parallelism == "none" and self.num_gpus > 1:
+            raise FieldConflict("parallelism", "parallelism 'none' runs on one GPU: set num_gpus 1, or ddp, fsdp "
+                                               "or deepspeed")
+        if engine != "fsdp" and self.offload_params and self.zero_stage != 3:
             raise FieldConflict("offload_params", "offload_params needs zero_stage 3 (DeepSpeed offloads "
                                                   "parameters only under ZeRO-3)")
-        if self.offload_optimizer and self.zero_stage == 0:
+        if engine != "fsdp" and self.offload_optimizer and self.zero_stage == 0:
             raise FieldConflict("offload_optimizer", "offload_optimizer needs zero_stage 1, 2 or 3 (a DeepSpeed "
                                                      "ZeRO feature)")
         if self.offload_optimizer and self.task == "train" and self.optimizer in ("adamw_8bit", "paged_adamw_8bit",
@@ -214,6 +230,31 @@ class JobSpec(StrictModel):
         if self.zero_stage and self.task == "inference":
             raise FieldConflict("zero_stage", "zero_stage applies to training; use task 'train' or zero_stage 0")
         return self
+
+    @property
+    def parallel_engine(self) -> str:
+        """The resolved `parallelism`: auto is deepspeed when zero_stage > 0, ddp when num_gpus > 1, else none."""
+        if self.parallelism != "auto":
+            return self.parallelism
+        return "deepspeed" if self.zero_stage else "ddp" if self.num_gpus > 1 else "none"
+
+    def _check_fsdp(self) -> None:
+        if self.task != "train":
+            raise FieldConflict("parallelism", "parallelism 'fsdp' applies to training; use task 'train'")
+        if self.zero_stage == 1:
+            raise FieldConflict("zero_stage", "under parallelism 'fsdp' zero_stage names FSDP's sharding: 3 "
+                                              "(FULL_SHARD), 2 (SHARD_GRAD_OP) or 0 (NO_SHARD); ZeRO-1 has no FSDP "
+                                              "equivalent")
+        if self.offload_optimizer:
+            raise FieldConflict("offload_optimizer", "FSDP's CPU offload moves parameters, gradients and optimizer "
+                                                     "states together: set offload_params instead")
+        if self.offload_params and self.zero_stage == 0:
+            raise FieldConflict("offload_params", "FSDP CPU offload applies to sharded parameters: zero_stage 2 "
+                                                  "or 3")
+        if self.weight_dtype in QUANTIZED_DTYPES:
+            raise FieldConflict("weight_dtype", f"{self.weight_dtype} weights under FSDP (bitsandbytes "
+                                                "bnb_4bit_quant_storage) are not modelled yet: use parallelism "
+                                                "'deepspeed', or a float weight_dtype")
 
     @property
     def compute_dtype(self) -> str:

@@ -107,3 +107,30 @@ def test_expandable_segments_save_exactly_the_loss_block(spec):
     assert expandable.peak_bytes <= default.peak_bytes
     frag = default.components["allocator_fragmentation"] - expandable.components["allocator_fragmentation"]
     assert frag == default.peak_bytes - expandable.peak_bytes
+
+
+FSDP_MODELS = ["meta-llama/Llama-3.2-1B", "Qwen/Qwen2.5-0.5B", "microsoft/phi-2"]
+
+
+def _model_states(e) -> int:
+    return sum(e.components.get(k, 0) for k in ("weights", "gradients", "optimizer_states"))
+
+
+@SETTINGS
+@given(st.sampled_from(FSDP_MODELS), st.sampled_from(["full", "lora"]), st.integers(1, 32), st.integers(2, 4))
+def test_fsdp_full_shard_more_gpus_never_raise_model_states(model, method, gpus, factor):
+    job = {"model": model, "method": method, "parallelism": "fsdp", "zero_stage": 3, "gpu": "H200-141GB"}
+    fewer = memplan.estimate({**job, "num_gpus": gpus})
+    more = memplan.estimate({**job, "num_gpus": gpus * factor})
+    assert _model_states(more) <= _model_states(fewer)
+
+
+@SETTINGS
+@given(st.sampled_from(FSDP_MODELS), st.sampled_from(["full", "lora"]), st.integers(2, 64), st.sampled_from([2, 3]))
+def test_fsdp_offload_never_raises_gpu_bytes_and_needs_host_memory(model, method, gpus, stage):
+    job = {"model": model, "method": method, "parallelism": "fsdp", "zero_stage": stage, "num_gpus": gpus,
+           "gpu": "H200-141GB"}
+    on_gpu = memplan.estimate(job)
+    offloaded = memplan.estimate({**job, "offload_params": True})
+    assert offloaded.peak_bytes <= on_gpu.peak_bytes
+    assert on_gpu.host_bytes == 0 < offloaded.host_bytes

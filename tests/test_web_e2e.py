@@ -633,3 +633,20 @@ def test_charts_say_what_they_cut_and_phones_read_the_plan(browser, base_url):
     finally:
         t.context.close()
     assert not t.errors, t.errors
+
+
+def test_fsdp_controls_show_with_fsdp_and_give_the_librarys_peak(tab, base_url):
+    from playwright.sync_api import expect
+
+    page = tab.page
+    page.goto(base_url + "/")
+    page.get_by_label("Model", exact=True).fill(LLAMA)
+    expect(page.get_by_label("FSDP version")).to_be_hidden()
+    page.get_by_label("Number of GPUs").fill("8")
+    page.get_by_label("Parallelism").select_option("fsdp")
+    expect(page.get_by_label("FSDP version")).to_be_visible()
+    page.get_by_label("ZeRO stage").select_option("3")
+    page.get_by_label("Offload parameters to CPU").check()
+    expect_result(page, {"model": LLAMA, "num_gpus": 8, "parallelism": "fsdp", "zero_stage": 3,
+                         "offload_params": True})
+    assert "parallelism=fsdp" in page.url

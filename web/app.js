@@ -16,6 +16,7 @@ const DEFAULTS = {
   attention: "sdpa", num_gpus: 1, zero_stage: 0, offload_optimizer: false, offload_params: false,
   "inference.batch_size": 1, "inference.prompt_len": 1024, "inference.max_new_tokens": 256,
   "inference.kv_cache_dtype": "bf16", gpu: "H100-SXM-80GB", allocator: "default",
+  parallelism: "auto", fsdp_version: 2,
 };
 const FIRST_MODEL = "meta-llama/Llama-3.1-8B"; // shown on a first visit without a link
 
@@ -48,9 +49,13 @@ const FIELDS = [
   { path: "attention", kind: "opt" },
   { path: "allocator", kind: "select" },
   { path: "num_gpus", kind: "int", when: isTrain },
+  { path: "parallelism", kind: "select", when: isTrain },
+  { path: "fsdp_version", kind: "int-select", when: (v) => isTrain(v) && v.parallelism === "fsdp" },
   { path: "zero_stage", kind: "int-select", when: isTrain },
-  { path: "offload_optimizer", kind: "bool", when: (v) => isTrain(v) && Number(v.zero_stage) >= 1 },
-  { path: "offload_params", kind: "bool", when: (v) => isTrain(v) && Number(v.zero_stage) === 3 },
+  // FSDP offloads parameters, gradients and optimizer states together (offload_params, sharded stages only)
+  { path: "offload_optimizer", kind: "bool", when: (v) => isTrain(v) && Number(v.zero_stage) >= 1 && v.parallelism !== "fsdp" },
+  { path: "offload_params", kind: "bool",
+    when: (v) => isTrain(v) && (Number(v.zero_stage) === 3 || (v.parallelism === "fsdp" && Number(v.zero_stage) === 2)) },
   { path: "inference.batch_size", kind: "int", when: isInference },
   { path: "inference.prompt_len", kind: "int", when: isInference },
   { path: "inference.max_new_tokens", kind: "int", when: isInference },

@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO 1/2/3 (and FSDP, mapped onto them) partitioning of model states across N GPUs, and buffers.
+"""DeepSpeed ZeRO 1/2/3 and torch FSDP2 partitioning of model states across N GPUs, and buffers.
 
 Notation: P all parameters, P_t trainable ones, N data-parallel GPUs, k bytes of the 16-bit (or fp32) params.
 Mixed-precision DeepSpeed keeps fp32 master weights (4), fp32 gradient partitions (4) and the optimizer's fp32
@@ -98,3 +98,39 @@ def nccl_buffer_bytes(num_gpus: int) -> int:
     Example: nccl_buffer_bytes(8) = 536,870,912; nccl_buffer_bytes(1) = 0.
     """
     return 512 * 2**20 if num_gpus > 1 else 0
+
+
+def fsdp_shard_numel(shape: tuple[int, ...], world: int) -> int:
+    """Elements one rank stores of a parameter under FSDP2: `torch.chunk(dim=0)` into `world` pieces, every piece
+    padded to the first (largest) one, ceil(d0 / N) rows of the other dimensions (a 0-d parameter counts as 1).
+
+    Source: torch/distributed/fsdp/_fully_shard/_fsdp_param.py, FSDPParam._init_sharded_param
+    (padded_sharded_param_size from torch.chunk's first chunk).
+    Example: a [128,256, 4,096] embedding on 3 GPUs: ceil(128,256 / 3) * 4,096 = 42,752 * 4,096 = 175,112,192.
+    """
+    d0 = shape[0] if shape else 1
+    rest = 1
+    for d in shape[1:]:
+        rest *= d
+    return -(-d0 // world) * rest
+
+
+def fsdp_sharded_bytes(shapes: list[tuple[int, ...]], world: int, elem_bytes: int) -> int:
+    """One rank's padded shards of the given parameters (or of their gradients or one Adam moment), in bytes.
+
+    Example: two [4,096, 4,096] fp32 weights on 8 GPUs: 2 * 512 * 4,096 * 4 = 16,777,216 B.
+    """
+    return sum(fsdp_shard_numel(s, world) for s in shapes) * elem_bytes
+
+
+def fsdp_unsharded_bytes(shapes: list[tuple[int, ...]], world: int, param_bytes: int) -> int:
+    """A `fully_shard` group's all-gather output: the padded shards of all ranks, N * sum(shard numel), in
+    `MixedPrecisionPolicy.param_dtype`; the unsharded parameters are views into it, so it is the group's whole
+    unsharded footprint (and, in backward, the size of its unsharded gradients before reduce-scatter).
+
+    Source: torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_all_gather (all_gather_output of
+    all_gather_input_numel * world_size); FSDPMemTracker's "All Gather" / "Unsharded Param" categories.
+    Example: one Llama block 512 wide (attention, MLP and two norms: 2,900,992 params) on 4 GPUs in bf16:
+    4 * 725,248 * 2 = 5,801,984 B.
+    """
+    return world * sum(fsdp_shard_numel(s, world) for s in shapes) * param_bytes

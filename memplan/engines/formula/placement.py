@@ -36,7 +36,12 @@ def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
     quantized = spec.weight_dtype in ("int8", "nf4", "fp4", "int4")
     weights = st.weights
     outside: dict[str, int] = {}
-    host = 0  # CPU memory: only DeepSpeed's is modelled
+    host = 0  # CPU memory: DeepSpeed's and FSDP's offload
+    if spec.parallel_engine == "fsdp" and zero:
+        held = fsdp_held_states(info, spec, notes)
+        if n_gpu > 1:
+            held.outside["nccl_buffers"] = sh.nccl_buffer_bytes(n_gpu)
+        return held
     if zero == 0:
         grads, states, step_temp = st.grads, st.states, st.step_temp
         if st.paged:
@@ -67,3 +72,72 @@ def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
     if n_gpu > 1:
         outside["nccl_buffers"] = sh.nccl_buffer_bytes(n_gpu)
     return HeldStates(weights, grads, states, step_temp, buckets, live, outside, host)
+
+
+def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
+    """Per-GPU model states of torch FSDP2 as the HF Trainer runs it through accelerate (`fully_shard` on every
+    transformer block, then on the root; memplan.terms.sharding.fsdp_*):
+
+    - sharded parameters, gradients and Adam moments in the storage dtype: fp32 when mixed precision is on
+      (accelerate's fsdp2_prepare_model upcasts the model to fp32 after sharding), else the weights' dtype;
+    - unsharded: the root group (embeddings, final norm, head) in `param_dtype` (the compute dtype) from the
+      first forward to the end of backward (the root is not resharded after forward); under FULL_SHARD
+      (zero_stage 3) one block's all-gather output, two in backward (the current block and the prefetched next
+      one); under SHARD_GRAD_OP (zero_stage 2) every block stays unsharded after forward;
+    - in backward, the current block's unsharded gradients and their reduce-scatter input, in the compute dtype
+      (reduce_dtype = param_dtype);
+    - offload_params (CPUOffloadPolicy): the sharded parameters, gradients and optimizer states live in pinned host
+      memory; the GPU keeps the unsharded groups and the gradient buffers.
+    FSDP1 (fsdp_version 1) flattens each wrapped module into one FlatParameter with the same sharded and unsharded
+    byte totals up to padding: it is placed the same way."""
+    st = static_terms(info, spec)
+    tr, n = st.tr, spec.num_gpus
+    storage = 4 if spec.mixed_precision != "no" else dtype_bytes(spec.weight_dtype)
+    k = dtype_bytes(spec.compute_dtype)
+    blocks, root = fsdp_groups(info)
+    every = [s for group in blocks.values() for s in group] + root
+    adapters = 0 if spec.method in ("full", "freeze") else tr.count  # PEFT's fp32 parameters, sharded as well
+    sharded_params = sh.fsdp_sharded_bytes(every, n, storage) + 4 * -(-adapters // n)
+    if spec.method == "full":
+        sharded_trainable = sum(sh.fsdp_shard_numel(s, n) for s in every)
+    else:  # adapters or the unfrozen part: their count over N (padding of small shapes neglected)
+        sharded_trainable = -(-tr.count // n)
+    per_state = st.fp32_states / tr.count if tr.count else 0.0  # optimizer state bytes per fp32 element
+    grads = sharded_trainable * (storage if spec.method in ("full", "freeze") else 4)
+    states = int(sharded_trainable * per_state)
+    largest_block, root_unsharded = fsdp_unsharded_groups(info, n, k)
+    if spec.zero_stage == 3:
+        gathered = root_unsharded + 2 * largest_block
+    else:
+        gathered = sh.fsdp_unsharded_bytes(every, n, k)
+    # the current block's unsharded gradients and the reduce-scatter input made from them
+    reduce_scatter = 2 * largest_block if tr.grads_flow else 0
+    host = 0
+    if spec.offload_params:
+        per_node, nodes = hm.nodes_for(n)
+        host = per_node * (sharded_params + grads + states)
+        notes.append(f"FSDP CPU offload: sharded parameters, gradients and optimizer states in pinned host memory, "
+                     f"{host / 2**30:.1f} GiB per node ({per_node} GPU(s) per node)")
+        sharded_params = grads = states = 0
+    notes.append(f"FSDP{spec.fsdp_version} {'FULL_SHARD' if spec.zero_stage == 3 else 'SHARD_GRAD_OP'} on {n} GPU(s): "
+                 f"fully_shard per transformer block and the root (accelerate); {'fp32' if storage == 4 else 'the weights'}"
+                 f" sharded storage, {spec.compute_dtype} param_dtype and reduce_dtype")
+    return HeldStates(weights=sharded_params, grads=grads, states=states, step_temp=-(-st.step_temp // n),
+                      buckets=reduce_scatter, live=gathered, outside={}, host=host)
+
+
+def fsdp_groups(info: ModelInfo) -> tuple[dict[tuple, list[tuple[int, ...]]], list[tuple[int, ...]]]:
+    """The parameter shapes of each `fully_shard` group: one per transformer block, and the root's (everything
+    outside the blocks: embeddings, final norm, head)."""
+    blocks: dict[tuple, list[tuple[int, ...]]] = {}
+    root: list[tuple[int, ...]] = []
+    for p in info.params:
+        (root if p.layer is None else blocks.setdefault((p.stack, p.layer), [])).append(p.shape)
+    return blocks, root
+
+
+def fsdp_unsharded_groups(info: ModelInfo, world: int, param_bytes: int) -> tuple[int, int]:
+    """(the largest block's, the root's) all-gather output in param_dtype bytes."""
+    blocks, root = fsdp_groups(info)
+    largest = max((sh.fsdp_unsharded_bytes(g, world, param_bytes) for g in blocks.values()), default=0)
+    return largest, sh.fsdp_unsharded_bytes(root, world, param_bytes)
