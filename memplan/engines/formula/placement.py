@@ -46,7 +46,8 @@ def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
         grads, states, step_temp = st.grads, st.states, st.step_temp
         if st.paged:
             outside["paged_optimizer_states"] = st.paged
-        buckets = sh.ddp_bucket_bytes(grads, n_gpu)
+        # FSDP's NO_SHARD all-reduces the gradients in place: no DDP bucket copy
+        buckets = sh.ddp_bucket_bytes(grads, n_gpu) if spec.parallel_engine != "fsdp" else 0
         live = 0
     else:
         k = dtype_bytes(spec.compute_dtype)
