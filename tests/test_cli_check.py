@@ -138,8 +138,8 @@ def test_from_trainer_config_reaches_the_estimate(capsys):
 
 def test_from_accelerate_config_with_model(capsys):
     expected = {"model": "meta-llama/Llama-3.1-8B", "gpu": "A100-SXM-80GB", "mixed_precision": "bf16",
-                "gradient_checkpointing": True, "num_gpus": 8, "zero_stage": 3, "offload_optimizer": False,
-                "offload_params": False}
+                "gradient_checkpointing": True, "num_gpus": 8, "parallelism": "fsdp", "fsdp_version": 1,
+                "zero_stage": 3, "offload_params": False}
     want = check(expected, allow_path=True)
     alone = check({"model": "meta-llama/Llama-3.1-8B", "gpu": "A100-SXM-80GB"}, allow_path=True)
     assert want.estimate.peak_bytes != alone.estimate.peak_bytes  # FSDP over 8 GPUs shards the states

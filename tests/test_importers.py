@@ -44,12 +44,12 @@ EXPECTED = {
     "ds_zero3.json": ("deepspeed", {"optimizer": "adamw", "zero_stage": 3, "offload_optimizer": False,
                                     "offload_params": False}),
     "accelerate_fsdp.yaml": ("accelerate", {
-        "num_gpus": 8, "mixed_precision": "bf16", "zero_stage": 3, "offload_params": False,
-        "offload_optimizer": False, "gradient_checkpointing": True,
+        "num_gpus": 8, "mixed_precision": "bf16", "parallelism": "fsdp", "fsdp_version": 1, "zero_stage": 3,
+        "offload_params": False, "gradient_checkpointing": True,
     }),
     "accelerate_fsdp2_offload.yaml": ("accelerate", {
-        "num_gpus": 4, "mixed_precision": "bf16", "zero_stage": 3, "offload_params": True, "offload_optimizer": True,
-        "gradient_checkpointing": False,
+        "num_gpus": 4, "mixed_precision": "bf16", "parallelism": "fsdp", "fsdp_version": 2, "zero_stage": 3,
+        "offload_params": True, "gradient_checkpointing": False,
     }),
     "accelerate_deepspeed.yaml": ("accelerate", {
         "num_gpus": 16, "mixed_precision": "bf16", "zero_stage": 3, "offload_optimizer": True, "offload_params": True,
@@ -338,14 +338,18 @@ def test_unknown_optim_names_the_allowed_values(tmp_path, optim, words):
         assert allowed in text
 
 
+FSDP1 = {"parallelism": "fsdp", "fsdp_version": 1}  # accelerate's default version
+FSDP2 = {"parallelism": "fsdp", "fsdp_version": 2}
+
+
 @pytest.mark.parametrize("fsdp,cfg,expected", [
-    ("full_shard auto_wrap", None, {"zero_stage": 3}),
-    (["shard_grad_op", "auto_wrap"], None, {"zero_stage": 2}),
-    ("full_shard offload auto_wrap", None, {"zero_stage": 3, "offload_params": True, "offload_optimizer": True}),
-    (True, {"version": 2, "reshard_after_forward": False}, {"zero_stage": 2}),
+    ("full_shard auto_wrap", None, {**FSDP1, "zero_stage": 3}),
+    (["shard_grad_op", "auto_wrap"], None, {**FSDP1, "zero_stage": 2}),
+    ("full_shard offload auto_wrap", None, {**FSDP1, "zero_stage": 3, "offload_params": True}),
+    (True, {"version": 2, "reshard_after_forward": False}, {**FSDP2, "zero_stage": 2}),
     (True, {"fsdp_version": 1, "fsdp_sharding_strategy": "NO_SHARD", "fsdp_activation_checkpointing": True},
-     {"zero_stage": 0, "gradient_checkpointing": True}),
-    (True, {"cpu_offload": True}, {"zero_stage": 3, "offload_params": True, "offload_optimizer": True}),
+     {**FSDP1, "zero_stage": 0, "gradient_checkpointing": True}),
+    (True, {"cpu_offload": True}, {**FSDP1, "zero_stage": 3, "offload_params": True}),
 ])
 def test_trainer_fsdp(tmp_path, fsdp, cfg, expected):
     data = {"output_dir": "o", "fsdp": fsdp, **({"fsdp_config": cfg} if cfg else {})}
@@ -360,7 +364,7 @@ def test_accelerate_sharding_strategies(tmp_path, strategy, stage, note):
     cfg = write(tmp_path, "acc.yaml", {"compute_environment": "LOCAL_MACHINE", "distributed_type": "FSDP",
                                        "num_processes": 2, "fsdp_config": {"fsdp_sharding_strategy": strategy}})
     result = import_configs([cfg])
-    assert result.job == {"num_gpus": 2, "zero_stage": stage}
+    assert result.job == {"num_gpus": 2, "zero_stage": stage, **FSDP1}
     assert any("shards within each node" in reason for _, _, reason in result.ignored) == note
 
 

@@ -262,15 +262,16 @@ def fsdp_strategy_stage(out: Collector, source: str, value: Any) -> int:
 
 def map_fsdp(out: Collector, cfg: dict, prefix: str, options: list[str] | None = None,
              options_src: str = "fsdp") -> None:
-    """FSDP settings -> zero_stage, offload_params / offload_optimizer, gradient_checkpointing.
+    """FSDP settings -> parallelism fsdp, fsdp_version, zero_stage, offload_params, gradient_checkpointing.
 
     Follows accelerate's FullyShardedDataParallelPlugin (and transformers TrainingArguments `fsdp` /
     `fsdp_config`, which feeds it): keys may carry the `fsdp_` prefix (stripped as transformers does); the strategy
     comes from `sharding_strategy` or `reshard_after_forward` (FSDP1: a strategy name; FSDP2: a bool) or from the
     legacy option list (`full_shard`, `shard_grad_op`, `hybrid_shard`, `offload`, `auto_wrap`), defaulting to
-    FULL_SHARD (-> zero_stage 3). CPU offload (`offload_params`, `cpu_offload`, option `offload`) moves parameters,
-    gradients and the optimizer step to the CPU: offload_params + offload_optimizer in memplan's terms (memplan
-    models parameter offload under full sharding only). `activation_checkpointing` -> gradient_checkpointing.
+    FULL_SHARD (-> zero_stage 3). `version` (`fsdp_version`) picks FSDP1 or FSDP2 (accelerate's default: 1). CPU
+    offload (`offload_params`, `cpu_offload`, option `offload`) moves the sharded parameters, gradients and the
+    optimizer step to the CPU: offload_params under parallelism fsdp (not with NO_SHARD).
+    `activation_checkpointing` -> gradient_checkpointing.
     """
     norm: dict[str, tuple[str, Any]] = {}
     for key, value in cfg.items():
@@ -297,6 +298,12 @@ def map_fsdp(out: Collector, cfg: dict, prefix: str, options: list[str] | None =
             stage, stage_src = fsdp_strategy_stage(out, src, value), src
     if stage is None:
         stage, stage_src = 3, f"{prefix}sharding_strategy (default FULL_SHARD)"
+    out.set("parallelism", "fsdp", stage_src)
+    version_src, version = norm.get("version", (f"{prefix}fsdp_version (accelerate's default 1)", 1))
+    if version is not None:
+        if str(version).strip() not in ("1", "2"):
+            raise out.error(version_src, f"fsdp_version must be 1 or 2, got {version!r}")
+        out.set("fsdp_version", int(str(version).strip()), version_src)
     out.set("zero_stage", stage, stage_src)
     for key in ("offload_params", "cpu_offload"):
         if key in norm and norm[key][1] is not None:
@@ -305,16 +312,8 @@ def map_fsdp(out: Collector, cfg: dict, prefix: str, options: list[str] | None =
             if offload is None or flag:
                 offload, offload_src = flag, src
     if offload is not None:
-        if not offload:
-            out.set("offload_params", False, offload_src)
-            out.set("offload_optimizer", False, offload_src)
-        elif stage == 3:
-            out.set("offload_params", True, offload_src)
-            out.set("offload_optimizer", True, offload_src)
-        elif stage == 2:
-            out.set("offload_optimizer", True, offload_src)
-            out.ignore(offload_src, f"{NOT_MODELLED}: parameter offload without full sharding (estimated with the "
-                                    "optimizer offloaded and the parameters on the GPU)")
+        if not offload or stage:
+            out.set("offload_params", bool(offload), offload_src)
         else:
             out.ignore(offload_src, f"{NOT_MODELLED}: CPU offload without sharding (NO_SHARD)")
     if "activation_checkpointing" in norm and norm["activation_checkpointing"][1] is not None:
