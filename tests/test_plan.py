@@ -366,3 +366,23 @@ def test_speed_is_of_the_job_as_it_runs():
     t4 = {"model": "Qwen/Qwen2.5-0.5B", "gpu": "T4-16GB"}
     assert training_speed(memplan.parse_spec(t4)).step_time_s == \
         training_speed(memplan.parse_spec({**t4, "weight_dtype": "fp16", "mixed_precision": "fp16"})).step_time_s
+
+
+def test_an_fsdp_job_is_planned_under_fsdp():
+    """Every configuration and change of an FSDP job is a valid FSDP job (no ZeRO-1, no DeepSpeed optimizer
+    offload), re-estimated; the offload change states its host memory."""
+    from memplan.plan import plan as make_plan
+    from memplan.spec import parse_spec
+
+    job = {"model": "meta-llama/Llama-3.1-8B", "method": "full", "parallelism": "fsdp", "num_gpus": 2,
+           "gpu": "A100-SXM-80GB", "seq_len": 4096}
+    result = make_plan(job)
+    assert result.configurations
+    for option in result.configurations:
+        spec = parse_spec(option.job)
+        assert spec.parallel_engine == "fsdp" and spec.zero_stage in (0, 2, 3) and not spec.offload_optimizer
+        assert "fsdp" in option.label
+        assert memplan.estimate(spec).peak_bytes == option.peak_bytes
+    offload = [c for c in result.changes if c.fields.get("offload_params")]
+    assert len(offload) == 1 and offload[0].host_bytes > 0 and "GiB of CPU memory" in offload[0].description
+    assert not [c for c in result.changes if c.fields.get("offload_optimizer")]

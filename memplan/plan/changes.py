@@ -57,17 +57,26 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
             out.append((f"LoRA r{s.lora.r} instead of full fine-tuning", {"method": "lora"}))
         if s.method in ("full", "lora", "freeze") and s.weight_dtype not in ("nf4", "fp4"):
             out.append((f"QLoRA r{s.lora.r}: nf4 base weights", {"method": "qlora", "weight_dtype": "nf4"}))
-        if s.zero_stage < 3:
+        fsdp = s.parallel_engine == "fsdp"
+        if fsdp:
+            if s.zero_stage < 3:
+                nxt = 2 if s.zero_stage == 0 else 3
+                names = {2: "SHARD_GRAD_OP", 3: "FULL_SHARD"}
+                out.append((f"FSDP {names[nxt]} (zero_stage {s.zero_stage} -> {nxt})", {"zero_stage": nxt}))
+            if not s.offload_params:
+                out.append(("FSDP CPU offload (parameters, gradients and optimizer states; FULL_SHARD)",
+                            {"zero_stage": 3, "offload_params": True}))
+        elif s.zero_stage < 3:
             out.append((f"ZeRO stage {s.zero_stage} -> {s.zero_stage + 1}", {"zero_stage": s.zero_stage + 1}))
         # DeepSpeed steps an offloaded optimizer on the CPU with its own Adam: a bitsandbytes optimizer cannot come
         bnb = s.optimizer in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
         cpu_adam = {"optimizer": "adamw"} if bnb else {}
         with_adam = f" with adamw instead of {s.optimizer} (DeepSpeed's CPU Adam)" if bnb else ""
-        if not s.offload_optimizer:
+        if not s.offload_optimizer and not fsdp:
             z = max(s.zero_stage, 2)
             out.append((f"offload the optimizer to CPU (DeepSpeed ZeRO-{z} offload_optimizer){with_adam}",
                         {"zero_stage": z, "offload_optimizer": True, **cpu_adam}))
-        if not s.offload_params:
+        if not s.offload_params and not fsdp:
             out.append((f"offload parameters and optimizer to CPU (ZeRO-3 offload_params + offload_optimizer)"
                         f"{with_adam}", {"zero_stage": 3, "offload_optimizer": True, "offload_params": True,
                                           **cpu_adam}))
@@ -75,7 +84,8 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
         if more is not None and more.num_gpus > s.num_gpus:
             per = search.global_batch // more.num_gpus if search.global_batch % more.num_gpus == 0 else 0
             upd: dict[str, Any] = {"num_gpus": more.num_gpus, "zero_stage": more.zero_stage}
-            text = f"{more.num_gpus} GPUs with ZeRO-{more.zero_stage}"
+            text = (f"{more.num_gpus} GPUs with FSDP zero_stage {more.zero_stage}" if fsdp
+                    else f"{more.num_gpus} GPUs with ZeRO-{more.zero_stage}")
             if per and per % mb == 0:
                 upd["gradient_accumulation_steps"] = per // mb
                 text += f", accumulation {per // mb} (same global batch {search.global_batch})"

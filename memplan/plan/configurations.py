@@ -90,9 +90,14 @@ def recipe_changes(spec: JobSpec, other: JobSpec) -> int:
     return int(n)
 
 
-def ladder(num_gpus: int) -> list[tuple[int, bool, bool]]:
+def ladder(num_gpus: int, engine: str = "deepspeed") -> list[tuple[int, bool, bool]]:
     """(zero_stage, offload_optimizer, offload_params), cheapest in communication first: plain DDP, ZeRO 1-3, then
-    optimizer offload, then parameter offload. One GPU: ZeRO only pays with offload (ZeRO-Offload)."""
+    optimizer offload, then parameter offload. One GPU: ZeRO only pays with offload (ZeRO-Offload). Under FSDP
+    (engine "fsdp"): NO_SHARD, SHARD_GRAD_OP, FULL_SHARD, then CPU offload (parameters, gradients and optimizer
+    states together)."""
+    if engine == "fsdp":
+        steps = [(0, False, False), (2, False, False), (3, False, False), (2, False, True), (3, False, True)]
+        return steps if num_gpus > 1 else [steps[0], steps[-1]]
     if num_gpus == 1:
         return [(0, False, False), (2, True, False), (3, True, True)]
     return [(0, False, False), (1, False, False), (2, False, False), (3, False, False), (2, True, False),
@@ -110,11 +115,14 @@ def label(s: JobSpec) -> str:
             parts.append("gc")
         parts.append(ATTENTION_LABEL[s.attention])
         parts.append(f"mb {s.micro_batch_size} x ga {s.gradient_accumulation_steps}")
-        zero = f"zero {s.zero_stage}"
+        if s.parallel_engine == "fsdp":
+            zero = "fsdp " + {3: "full shard", 2: "shard grad-op", 0: "no shard"}[s.zero_stage]
+        else:
+            zero = f"zero {s.zero_stage}"
         if s.offload_optimizer:
             zero += " + offload opt"
         if s.offload_params:
-            zero += " + offload params"
+            zero += " + offload params" if s.parallel_engine != "fsdp" else " + cpu offload"
         parts.append(zero)
     else:
         parts = [f"{s.weight_dtype} weights", f"{s.inference.kv_cache_dtype} kv", ATTENTION_LABEL[s.attention],
@@ -197,7 +205,7 @@ def training_options(search: Search, num_gpus: int) -> list[_Found]:
         first: dict[tuple, int] = {}  # peak at micro-batch 1 per (checkpointing, ladder step), first attention
         for attention in attentions:
             for gc in (False, True):
-                for step, (zero, off_opt, off_par) in enumerate(ladder(num_gpus)):
+                for step, (zero, off_opt, off_par) in enumerate(ladder(num_gpus, search.spec.parallel_engine)):
                     data = {**base, "attention": attention, "gradient_checkpointing": gc, "zero_stage": zero,
                             "offload_optimizer": off_opt, "offload_params": off_par, "num_gpus": num_gpus}
                     try:

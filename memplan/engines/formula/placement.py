@@ -37,7 +37,7 @@ def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
     weights = st.weights
     outside: dict[str, int] = {}
     host = 0  # CPU memory: DeepSpeed's and FSDP's offload
-    if spec.parallel_engine == "fsdp" and zero:
+    if spec.parallel_engine == "fsdp":
         held = fsdp_held_states(info, spec, notes)
         if n_gpu > 1:
             held.outside["nccl_buffers"] = sh.nccl_buffer_bytes(n_gpu)
@@ -46,8 +46,7 @@ def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
         grads, states, step_temp = st.grads, st.states, st.step_temp
         if st.paged:
             outside["paged_optimizer_states"] = st.paged
-        # FSDP's NO_SHARD all-reduces the gradients in place: no DDP bucket copy
-        buckets = sh.ddp_bucket_bytes(grads, n_gpu) if spec.parallel_engine != "fsdp" else 0
+        buckets = sh.ddp_bucket_bytes(grads, n_gpu)
         live = 0
     else:
         k = dtype_bytes(spec.compute_dtype)
@@ -88,11 +87,14 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     - in backward, the current block's unsharded gradients and their reduce-scatter input, in the compute dtype
       (reduce_dtype = param_dtype);
     - offload_params (CPUOffloadPolicy): the sharded parameters, gradients and optimizer states live in pinned host
-      memory; the GPU keeps the unsharded groups and the gradient buffers.
+      memory; the GPU keeps the unsharded groups and the gradient buffers;
+    - NO_SHARD (zero_stage 0) is FSDP over a shard group of one: the whole model in fp32 storage, its compute copy
+      unsharded, gradients all-reduced in place (no DDP bucket copy).
     FSDP1 (fsdp_version 1) flattens each wrapped module into one FlatParameter with the same sharded and unsharded
     byte totals up to padding: it is placed the same way."""
     st = static_terms(info, spec)
-    tr, n = st.tr, spec.num_gpus
+    tr = st.tr
+    n = spec.num_gpus if spec.zero_stage else 1  # the shard group: NO_SHARD replicates
     storage = 4 if spec.mixed_precision != "no" else dtype_bytes(spec.weight_dtype)
     k = dtype_bytes(spec.compute_dtype)
     blocks, root = fsdp_groups(info)
@@ -115,12 +117,13 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     reduce_scatter = 2 * largest_block if tr.grads_flow else 0
     host = 0
     if spec.offload_params:
-        per_node, nodes = hm.nodes_for(n)
+        per_node, nodes = hm.nodes_for(spec.num_gpus)
         host = per_node * (sharded_params + grads + states)
         notes.append(f"FSDP CPU offload: sharded parameters, gradients and optimizer states in pinned host memory, "
                      f"{host / 2**30:.1f} GiB per node ({per_node} GPU(s) per node)")
         sharded_params = grads = states = 0
-    notes.append(f"FSDP{spec.fsdp_version} {'FULL_SHARD' if spec.zero_stage == 3 else 'SHARD_GRAD_OP'} on {n} GPU(s): "
+    strategy = {3: "FULL_SHARD", 2: "SHARD_GRAD_OP", 0: "NO_SHARD"}[spec.zero_stage]
+    notes.append(f"FSDP{spec.fsdp_version} {strategy} on {spec.num_gpus} GPU(s): "
                  f"fully_shard per transformer block and the root (accelerate); {'fp32' if storage == 4 else 'the weights'}"
                  f" sharded storage, {spec.compute_dtype} param_dtype and reduce_dtype")
     return HeldStates(weights=sharded_params, grads=grads, states=states, step_temp=-(-st.step_temp // n),
