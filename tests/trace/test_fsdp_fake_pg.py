@@ -47,3 +47,27 @@ def test_fsdp2_model_states_match_torchs_own_run(world, reshard):
     else:
         blocks_and_root = sh.fsdp_unsharded_bytes([p.shape for p in info.params], world, 2)
         assert peak["Unsharded Param"] == blocks_and_root
+
+
+GPT2 = {"model_type": "gpt2", "n_embd": 256, "n_layer": 3, "n_head": 4, "vocab_size": 5000, "n_positions": 512}
+CROSS = [  # (config, world, zero_stage, method, gradient checkpointing)
+    (CONFIG, 2, 3, "full", False), (CONFIG, 4, 3, "full", False), (CONFIG, 8, 3, "full", False),
+    (CONFIG, 2, 2, "full", False), (CONFIG, 4, 2, "full", True), (CONFIG, 8, 3, "full", True),
+    (CONFIG, 2, 3, "lora", False), (CONFIG, 4, 3, "lora", True), (CONFIG, 4, 2, "lora", False),
+    (CONFIG, 8, 2, "lora", True),
+    (GPT2, 2, 3, "full", False), (GPT2, 4, 2, "full", False), (GPT2, 8, 3, "full", True),
+    (GPT2, 2, 3, "lora", False), (GPT2, 4, 3, "lora", True), (GPT2, 8, 2, "lora", False),
+]
+
+
+@pytest.mark.parametrize("config, world, stage, method, gc", CROSS,
+                         ids=[f"{c['model_type']}-n{w}-z{z}-{m}{'-gc' if g else ''}" for c, w, z, m, g in CROSS])
+def test_formula_fsdp2_peak_against_the_traced_fsdp2_step(config, world, stage, method, gc):
+    """The trace engine runs the real step with torch's FSDP2 on a fake process group (memplan.engines.trace.fsdp);
+    the formula's per-GPU peak allocated must lie within 2% of it."""
+    job = {"model_config": config, "method": method, "weight_dtype": "fp32", "mixed_precision": "bf16",
+           "parallelism": "fsdp", "zero_stage": stage, "num_gpus": world, "micro_batch_size": 2, "seq_len": 256,
+           "gradient_checkpointing": gc, "optimizer_impl": "for_loop"}
+    formula = memplan.estimate(job).peak_allocated_bytes
+    traced = memplan.estimate(job, engine="trace").peak_allocated_bytes
+    assert abs(formula - traced) <= 0.02 * traced, (formula, traced, f"{100 * (formula / traced - 1):+.2f}%")

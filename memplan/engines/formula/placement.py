@@ -82,10 +82,10 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
       (accelerate's fsdp2_prepare_model upcasts the model to fp32 after sharding), else the weights' dtype;
     - unsharded: the root group (embeddings, final norm, head) in `param_dtype` (the compute dtype) from the
       first forward to the end of backward (the root is not resharded after forward); under FULL_SHARD
-      (zero_stage 3) one block's all-gather output, two in backward (the current block and the prefetched next
-      one); under SHARD_GRAD_OP (zero_stage 2) every block stays unsharded after forward;
-    - in backward, the current block's unsharded gradients and their reduce-scatter input, in the compute dtype
-      (reduce_dtype = param_dtype);
+      (zero_stage 3) the all-gather output of the block being computed; under SHARD_GRAD_OP (zero_stage 2)
+      every block stays unsharded after forward;
+    - in a block's backward, its unsharded gradients and their reduce-scatter input, in the compute dtype
+      (reduce_dtype = param_dtype), and under FULL_SHARD the next block's prefetched all-gather;
     - offload_params (CPUOffloadPolicy): the sharded parameters, gradients and optimizer states live in pinned host
       memory; the GPU keeps the unsharded groups and the gradient buffers;
     - NO_SHARD (zero_stage 0) is FSDP over a shard group of one: the whole model in fp32 storage, its compute copy
@@ -110,11 +110,12 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     states = int(sharded_trainable * per_state)
     largest_block, root_unsharded = fsdp_unsharded_groups(info, n, k)
     if spec.zero_stage == 3:
-        gathered = root_unsharded + 2 * largest_block
+        gathered = root_unsharded + largest_block
     else:
         gathered = sh.fsdp_unsharded_bytes(every, n, k)
-    # the current block's unsharded gradients and the reduce-scatter input made from them
-    reduce_scatter = 2 * largest_block if tr.grads_flow else 0
+    # in a block's backward: its unsharded gradients and the reduce-scatter input made from them, and under
+    # FULL_SHARD the next block's all-gather, prefetched
+    reduce_scatter = (3 if spec.zero_stage == 3 else 2) * largest_block if tr.grads_flow else 0
     host = 0
     if spec.offload_params:
         per_node, nodes = hm.nodes_for(spec.num_gpus)

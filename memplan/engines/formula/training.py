@@ -21,6 +21,10 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
     memory per node."""
     zero, tr = spec.zero_stage, st.tr
     held = held_states(info, spec, notes)
+    if spec.parallel_engine == "fsdp" and spec.mixed_precision != "no":
+        # FSDP's MixedPrecisionPolicy gathers the weights in param_dtype: the step computes on compute-dtype
+        # weights (no autocast weight copies, a compute-dtype residual stream), whatever the sharded storage
+        spec = spec.model_copy(update={"weight_dtype": spec.compute_dtype})
     weights, grads, states, step_temp = held.weights, held.grads, held.states, held.step_temp
     buckets, live, outside = held.buckets, held.live, held.outside
 

@@ -20,6 +20,7 @@ from memplan.job import ResolvedJob
 from memplan.result import Estimate, Phase, assemble
 from memplan.spec import SpecError
 from memplan.terms.activations import attention_backward_workspace_bytes
+from memplan.terms.sharding import nccl_buffer_bytes
 
 NAME = "trace"
 
@@ -28,6 +29,16 @@ PHASE_ORDER = ("load", "forward", "backward", "optimizer_step", "prefill", "deco
 
 
 def check_traceable(r: ResolvedJob) -> None:
+    if r.spec.parallel_engine == "fsdp" and r.spec.task == "train":
+        if r.spec.offload_params:
+            raise SpecError([("engine", "FSDP CPU offload is not traced (the traced step runs on CPU): use engine "
+                                        "'formula'")])
+        if r.spec.zero_stage == 0:
+            raise SpecError([("engine", "FSDP NO_SHARD is not traced: use engine 'formula'")])
+    _check_traceable(r)
+
+
+def _check_traceable(r: ResolvedJob) -> None:
     """What the tracer cannot run: methods without a PEFT implementation, training through LLM.int8() layers,
     GPTQ/AWQ kernels and fp8 KV caches. (Jobs longer than a learned position table are refused for both engines,
     `memplan.job.resolve`.)"""
@@ -54,8 +65,10 @@ def estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
 
     check_traceable(r)
     spec = r.spec
-    distributed = spec.task == "train" and (spec.num_gpus > 1 or spec.zero_stage > 0)
-    # one GPU's step is traced; data parallelism and ZeRO change what it holds, not what it computes
+    fsdp = spec.task == "train" and spec.parallel_engine == "fsdp"
+    distributed = spec.task == "train" and (spec.num_gpus > 1 or spec.zero_stage > 0) and not fsdp
+    # one GPU's step is traced; data parallelism and ZeRO change what it holds, not what it computes; FSDP2 is
+    # traced as itself, on a fake process group (memplan.engines.trace.fsdp)
     one_gpu = spec.model_copy(update={"num_gpus": 1, "zero_stage": 0}) if distributed else spec
     log = trace_job(one_gpu, r.attention, r.info.head_params, progress=progress)
     peaks: dict[str, Phase] = {}
@@ -70,6 +83,10 @@ def estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
     host = 0
     if distributed:
         outside, host = _place_held_states(r, one_gpu, phases, outside)
+    elif fsdp and spec.num_gpus > 1:
+        outside["nccl_buffers"] = nccl_buffer_bytes(spec.num_gpus)
+        r.notes.append(f"traced torch FSDP2 at world size {spec.num_gpus} on a fake process group: fully_shard per "
+                       f"block and the root, {spec.compute_dtype} param_dtype and reduce_dtype")
     expandable = spec.allocator == "expandable_segments"
     # with expandable segments the replay's reserved is what the allocator reaches without memory pressure, an
     # upper bound: under pressure it unmaps free pages (memplan.terms.overhead.fragmentation_bytes)

@@ -21,9 +21,7 @@ def trace_job(spec: JobSpec, attention: str, head_params: tuple[str, ...], steps
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from memplan import stack
-    from memplan.engines.trace.autocast import cuda_autocast_rules
     from memplan.engines.trace.build import build_meta_stack, to_fake
-    from memplan.engines.trace.sdpa import cuda_sdpa_kernels
 
     # modules first imported inside the traced region would have their import-time tensors counted (and kept)
     stack.import_optimizer_modules(spec)
@@ -31,6 +29,20 @@ def trace_job(spec: JobSpec, attention: str, head_params: tuple[str, ...], steps
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     to_fake(model, fake_mode)
     tracker = StorageTracker(cuda_temporaries=True, shortcuts=shortcuts)
+    sharding = contextlib.nullcontext()
+    if spec.task == "train" and spec.parallel_engine == "fsdp":
+        from memplan.engines.trace.fsdp import fake_fsdp
+
+        sharding = fake_fsdp(model, spec, fake_mode, tracker)
+    with sharding:
+        return _traced(model, head, spec, steps, progress, tracker, fake_mode)
+
+
+def _traced(model: Any, head: str, spec: JobSpec, steps: int, progress: Any, tracker: StorageTracker,
+            fake_mode: Any) -> TraceLog:
+    from memplan.engines.trace.autocast import cuda_autocast_rules
+    from memplan.engines.trace.sdpa import cuda_sdpa_kernels
+
     for p in model.parameters():
         tracker.register(p, "weights")
     for b in model.buffers():

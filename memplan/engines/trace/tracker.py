@@ -89,7 +89,9 @@ class StorageTracker(_mode_base()):  # type: ignore[misc]
 
     # -- registration
     def register(self, tensor: Any, category: str) -> None:
-        """Count `tensor`'s storage under `category` if it is new (a view or an in-place result is not)."""
+        """Count `tensor`'s storage under `category` if it is new (a view or an in-place result is not); a DTensor
+        by its local shard."""
+        tensor = getattr(tensor, "_local_tensor", tensor)
         storage = tensor.untyped_storage()
         key = id(storage)
         if key in self.live:
@@ -109,12 +111,19 @@ class StorageTracker(_mode_base()):  # type: ignore[misc]
                 self.log.breakdown = self._phase_breakdown
 
     def relabel(self, tensor: Any, category: str) -> None:
-        key = id(tensor.untyped_storage())
+        key = id(getattr(tensor, "_local_tensor", tensor).untyped_storage())
         if key in self.live:
             size, old = self.live[key]
             self.by_category[old] -= size
             self.by_category[category] += size
             self.live[key] = (size, category)
+
+    def forget(self, tensor: Any) -> None:
+        """The tensor's storage is being freed in place (FSDP2 resizes unsharded parameters to 0 bytes): uncount it
+        now; a later re-allocation registers it again."""
+        storage = getattr(tensor, "_local_tensor", tensor).untyped_storage()
+        if storage.nbytes() > 0:
+            self._free(id(storage), storage.nbytes())
 
     def _free(self, key: int, nbytes: int) -> None:
         if not self.active or key not in self.live:

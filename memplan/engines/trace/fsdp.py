@@ -1,0 +1,74 @@
+"""torch FSDP2 for real, on a fake process group in this one CPU process: the traced model is wrapped as accelerate
+wraps it for the HF Trainer (`fully_shard` on every module of a class in the model's `_no_split_modules`, bottom up,
+then on the root; MixedPrecisionPolicy(param_dtype = reduce_dtype = the compute dtype); reshard_after_forward for
+FULL_SHARD), so FSDP2's own code decides what is sharded, gathered and freed.
+
+FSDP2 frees and re-allocates unsharded parameters by resizing their storage (`alloc_storage` / `free_storage` in
+torch/distributed/fsdp/_fully_shard/_fsdp_param.py), which no dispatched op shows: both are wrapped so that the
+storage tracker sees them. DTensor parameters and states are counted by their local shards (StorageTracker)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from typing import Any, Iterator
+
+from memplan.spec import JobSpec
+
+_FSDP_MODULES = ("_fsdp_param", "_fsdp_param_group", "_fsdp_collectives", "_fsdp_state", "_fully_shard")
+
+
+def _block_classes(model: Any) -> set[str]:
+    names: set[str] = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or ())
+    return names
+
+
+@contextlib.contextmanager
+def fake_fsdp(model: Any, spec: JobSpec, fake_mode: Any, tracker: Any) -> Iterator[None]:
+    """Shard `model` (fake CPU tensors) with FSDP2 at world size spec.num_gpus for the duration, its storage
+    resizes reported to `tracker`."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from memplan.stack import torch_dtype
+
+    dist.init_process_group("fake", rank=0, world_size=spec.num_gpus, store=FakeStore())
+    patched: list[tuple[Any, str, Any]] = []
+    try:
+        mesh = init_device_mesh("cpu", (spec.num_gpus,))
+        dtype = torch_dtype(spec.compute_dtype)
+        policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=dtype)
+        blocks = _block_classes(model)
+        reshard = spec.zero_stage == 3
+        with fake_mode:
+            for module in reversed(list(model.modules())):  # bottom up, as accelerate wraps
+                if type(module).__name__ in blocks and module is not model:
+                    fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard)
+            fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard)
+        param_module = importlib.import_module("torch.distributed.fsdp._fully_shard._fsdp_param")
+        alloc, free = param_module.alloc_storage, param_module.free_storage
+
+        def tracked_alloc(tensor: torch.Tensor) -> None:
+            alloc(tensor)
+            tracker.register(tensor, "temporaries")
+
+        def tracked_free(tensor: torch.Tensor) -> None:
+            tracker.forget(tensor)
+            free(tensor)
+
+        for name in _FSDP_MODULES:
+            module = importlib.import_module(f"torch.distributed.fsdp._fully_shard.{name}")
+            for attr, new in (("alloc_storage", tracked_alloc), ("free_storage", tracked_free)):
+                if hasattr(module, attr):
+                    patched.append((module, attr, getattr(module, attr)))
+                    setattr(module, attr, new)
+        yield
+    finally:
+        for module, attr, old in reversed(patched):
+            setattr(module, attr, old)
+        dist.destroy_process_group()
