@@ -26,6 +26,9 @@ class HeldStates:
     live: int  # ZeRO-3's gathered parameters
     outside: dict[str, int]  # bytes outside PyTorch's allocator (paged states, NCCL)
     host: int = 0  # CPU memory per node (DeepSpeed's offload and per-process model copies)
+    #: gathered parameters when backward reaches the bottom block, where they differ from `live`: FSDP reshards
+    #: every block after its backward, so only the root and the bottom block remain unsharded (None: `live`)
+    live_end: int | None = None
 
 
 def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
@@ -83,7 +86,8 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     - unsharded: the root group (embeddings, final norm, head) in `param_dtype` (the compute dtype) from the
       first forward to the end of backward (the root is not resharded after forward); under FULL_SHARD
       (zero_stage 3) the all-gather output of the block being computed; under SHARD_GRAD_OP (zero_stage 2)
-      every block stays unsharded after forward;
+      every block stays unsharded after forward, until its own backward reshards it (so at the bottom block only
+      the root and that block are unsharded);
     - in a block's backward, its unsharded gradients and their reduce-scatter input, in the compute dtype
       (reduce_dtype = param_dtype), and under FULL_SHARD the next block's prefetched all-gather;
     - offload_params (CPUOffloadPolicy): the sharded parameters, gradients and optimizer states live in pinned host
@@ -128,7 +132,8 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
                  f"fully_shard per transformer block and the root (accelerate); {'fp32' if storage == 4 else 'the weights'}"
                  f" sharded storage, {spec.compute_dtype} param_dtype and reduce_dtype")
     return HeldStates(weights=sharded_params, grads=grads, states=states, step_temp=-(-st.step_temp // n),
-                      buckets=reduce_scatter, live=gathered, outside={}, host=host)
+                      buckets=reduce_scatter, live=gathered, outside={}, host=host,
+                      live_end=root_unsharded + largest_block)
 
 
 def fsdp_groups(info: ModelInfo) -> tuple[dict[tuple, list[tuple[int, ...]]], list[tuple[int, ...]]]:

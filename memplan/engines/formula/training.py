@@ -27,6 +27,7 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
         spec = spec.model_copy(update={"weight_dtype": spec.compute_dtype})
     weights, grads, states, step_temp = held.weights, held.grads, held.states, held.step_temp
     buckets, live, outside = held.buckets, held.live, held.outside
+    live_end = held.live if held.live_end is None else held.live_end
 
     if spec.weight_dtype == "fp32" and spec.mixed_precision != "no":
         autocast_copies = autocast_weight_copies_bytes(st.matmul_numel, spec.mixed_precision)
@@ -83,10 +84,10 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
          "logits": loss_spike, "temporaries": 0},
         {**base, "gradients": g_top, "zero_buffers": live,
          "activations": top_saved + a["persistent"] + cast_blocks, "logits": 0, "temporaries": top_transient},
-        {**base, "gradients": g_bottom, "zero_buffers": live + buckets,
+        {**base, "gradients": g_bottom, "zero_buffers": live_end + buckets,
          "activations": ckpt + a["bottom_block"] + a["persistent"] + cast_block, "logits": 0,
          "temporaries": a["bottom_transient"]},
-        {**base, "gradients": grads, "zero_buffers": live + buckets, "activations": 0, "logits": 0,
+        {**base, "gradients": grads, "zero_buffers": live_end + buckets, "activations": 0, "logits": 0,
          "temporaries": 2 * st.grads_tied if zero == 0 else 0},
     ]
     phases.append(max((Phase("backward", p) for p in backward_points), key=lambda p: p.total))

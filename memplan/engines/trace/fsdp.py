@@ -1,7 +1,8 @@
 """torch FSDP2 for real, on a fake process group in this one CPU process: the traced model is wrapped as accelerate
 wraps it for the HF Trainer (`fully_shard` on every module of a class in the model's `_no_split_modules`, bottom up,
 then on the root; MixedPrecisionPolicy(param_dtype = reduce_dtype = the compute dtype); reshard_after_forward for
-FULL_SHARD), so FSDP2's own code decides what is sharded, gathered and freed.
+FULL_SHARD; then, under mixed precision, the sharded parameters upcast to fp32 as accelerate's fsdp2_prepare_model
+does), so FSDP2's own code decides what is sharded, gathered and freed.
 
 FSDP2 frees and re-allocates unsharded parameters by resizing their storage (`alloc_storage` / `free_storage` in
 torch/distributed/fsdp/_fully_shard/_fsdp_param.py), which no dispatched op shows: both are wrapped so that the
@@ -50,6 +51,10 @@ def fake_fsdp(model: Any, spec: JobSpec, fake_mode: Any, tracker: Any) -> Iterat
                 if type(module).__name__ in blocks and module is not model:
                     fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard)
             fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard)
+            if spec.mixed_precision != "no":
+                # accelerate's fsdp2_prepare_model: "FSDP upcast of low precision parameters to fp32 (since
+                # mixed_precision != 'no')", after sharding
+                model.to(torch.float32)
         param_module = importlib.import_module("torch.distributed.fsdp._fully_shard._fsdp_param")
         alloc, free = param_module.alloc_storage, param_module.free_storage
 
