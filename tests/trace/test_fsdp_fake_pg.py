@@ -86,3 +86,19 @@ def test_bf16_weights_are_upcast_as_accelerate_does(method, world):
     # (the trace rounds each small adapter shard up to CUDA's 512-byte blocks)
     assert abs(formula.components["weights"] - traced.components["weights"]) <= 0.001 * traced.components["weights"]
     assert abs(formula.peak_allocated_bytes - traced.peak_allocated_bytes) <= 0.02 * traced.peak_allocated_bytes
+
+
+def test_the_fsdp_trace_refuses_a_process_that_already_has_a_process_group():
+    import torch.distributed as dist
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    job = {"model_config": CONFIG, "method": "lora", "parallelism": "fsdp", "zero_stage": 3, "num_gpus": 2,
+           "micro_batch_size": 1, "seq_len": 64}
+    dist.init_process_group("fake", rank=0, world_size=2, store=FakeStore())
+    try:
+        with pytest.raises(memplan.SpecError) as exc:
+            memplan.estimate(job, engine="trace")
+        assert exc.value.errors[0][0] == "engine" and "process group" in exc.value.errors[0][1]
+    finally:
+        dist.destroy_process_group()
+    assert memplan.estimate(job, engine="trace").peak_allocated_bytes > 0  # and runs once it is gone

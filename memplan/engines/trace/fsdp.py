@@ -36,8 +36,12 @@ def fake_fsdp(model: Any, spec: JobSpec, fake_mode: Any, tracker: Any) -> Iterat
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.testing._internal.distributed.fake_pg import FakeStore
 
+    from memplan.spec import SpecError
     from memplan.stack import torch_dtype
 
+    if dist.is_initialized():
+        raise SpecError([("engine", "this process already has a torch.distributed process group: the FSDP trace "
+                                    "needs its own fake one (run it in a fresh process)")])
     dist.init_process_group("fake", rank=0, world_size=spec.num_gpus, store=FakeStore())
     patched: list[tuple[Any, str, Any]] = []
     try:
