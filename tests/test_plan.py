@@ -386,3 +386,17 @@ def test_an_fsdp_job_is_planned_under_fsdp():
     offload = [c for c in result.changes if c.fields.get("offload_params")]
     assert len(offload) == 1 and offload[0].host_bytes > 0 and "GiB of CPU memory" in offload[0].description
     assert not [c for c in result.changes if c.fields.get("offload_optimizer")]
+
+
+def test_a_multi_gpu_ddp_job_is_offered_fsdp():
+    """A full fine-tune over DDP on 4 GPUs that does not fit: FSDP2 FULL_SHARD is one of the changes, re-estimated
+    as an FSDP job."""
+    from memplan.plan import plan as make_plan
+
+    job = {"model": "meta-llama/Llama-3.1-8B", "method": "full", "num_gpus": 4, "gpu": "A100-SXM-80GB",
+           "seq_len": 2048}
+    change = next(c for c in make_plan(job).changes if c.fields.get("parallelism") == "fsdp")
+    fsdp_job = {**job, "parallelism": "fsdp", "fsdp_version": 2, "zero_stage": 3, "offload_optimizer": False,
+                "offload_params": False}
+    assert change.peak_bytes == memplan.estimate(fsdp_job).peak_bytes
+    assert change.saves_bytes == memplan.estimate(job).peak_bytes - change.peak_bytes > 0

@@ -66,8 +66,13 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
             if not s.offload_params:
                 out.append(("FSDP CPU offload (parameters, gradients and optimizer states; FULL_SHARD)",
                             {"zero_stage": 3, "offload_params": True}))
-        elif s.zero_stage < 3:
-            out.append((f"ZeRO stage {s.zero_stage} -> {s.zero_stage + 1}", {"zero_stage": s.zero_stage + 1}))
+        else:
+            if s.zero_stage < 3:
+                out.append((f"ZeRO stage {s.zero_stage} -> {s.zero_stage + 1}", {"zero_stage": s.zero_stage + 1}))
+            if s.num_gpus > 1 and s.weight_dtype not in ("int8", "nf4", "fp4", "int4"):
+                out.append((f"torch FSDP2 FULL_SHARD instead of {s.parallel_engine} (accelerate fsdp_version 2)",
+                            {"parallelism": "fsdp", "fsdp_version": 2, "zero_stage": 3, "offload_optimizer": False,
+                             "offload_params": False}))
         # DeepSpeed steps an offloaded optimizer on the CPU with its own Adam: a bitsandbytes optimizer cannot come
         bnb = s.optimizer in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
         cpu_adam = {"optimizer": "adamw"} if bnb else {}
