@@ -1,5 +1,5 @@
-"""Introspected models as data: a ModelInfo to a JSON-able dict and back, and the shipped file of each catalog model
-(`memplan/catalog/introspected/<org>/<name>.json.gz`, written by scripts/catalog_introspection.py). With it the formula
+"""The shipped introspection of each catalog model (`memplan/catalog/introspected/<org>/<name>.json.gz`, a ModelInfo
+in memplan.model_info's dict form, written by scripts/catalog_introspection.py). With it the formula
 engine answers for a catalog model without importing torch or transformers (a cold `memplan check` in well under a
 second); tests/test_catalog.py checks every file against a fresh build on the meta device."""
 
@@ -14,6 +14,8 @@ from memplan.catalog import CATALOG_DIR
 from memplan.model_info import ModelInfo, config_hash, info_from_dict, info_to_dict
 
 INTROSPECTED_DIR = CATALOG_DIR / "introspected"
+
+
 def path_for(model_id: str) -> Path:
     return INTROSPECTED_DIR / f"{model_id}.json.gz"
 

@@ -14,7 +14,7 @@ import contextlib
 import importlib
 from typing import Any, Iterator
 
-from memplan.spec import JobSpec
+from memplan.spec import JobSpec, SpecError
 
 _FSDP_MODULES = ("_fsdp_param", "_fsdp_param_group", "_fsdp_collectives", "_fsdp_state", "_fully_shard")
 
@@ -36,7 +36,6 @@ def fake_fsdp(model: Any, spec: JobSpec, fake_mode: Any, tracker: Any) -> Iterat
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.testing._internal.distributed.fake_pg import FakeStore
 
-    from memplan.spec import SpecError
     from memplan.stack import torch_dtype
 
     if dist.is_initialized():
