@@ -195,6 +195,16 @@ def _attention_choices(search: Search) -> list[str]:
     return out
 
 
+def parallel_engines(spec: JobSpec, num_gpus: int) -> list[dict[str, Any]]:
+    """The data-parallel engines a plan tries, as job fields: the job's own, and for a multi-GPU job not already
+    under FSDP torch's FSDP2 beside it (not with quantized weights: QLoRA under FSDP is not modelled yet)."""
+    out: list[dict[str, Any]] = [{}]
+    quantized = spec.weight_dtype in ("int8", "nf4", "fp4", "int4")
+    if num_gpus > 1 and spec.parallel_engine != "fsdp" and not quantized and spec.task == "train":
+        out.append({"parallelism": "fsdp", "fsdp_version": 2})
+    return out
+
+
 def training_options(search: Search, num_gpus: int) -> list[_Found]:
     margin, util = search.target.margin_pct, search.target.utilization
     per_gpu = search.global_batch // num_gpus
@@ -202,27 +212,43 @@ def training_options(search: Search, num_gpus: int) -> list[_Found]:
     attentions = _attention_choices(search)
     for recipe in training_recipes(search.spec):
         base = merge(search.data, _recipe_updates(*recipe))
-        first: dict[tuple, int] = {}  # peak at micro-batch 1 per (checkpointing, ladder step), first attention
-        for attention in attentions:
-            for gc in (False, True):
-                for step, (zero, off_opt, off_par) in enumerate(ladder(num_gpus, search.spec.parallel_engine)):
-                    data = {**base, "attention": attention, "gradient_checkpointing": gc, "zero_stage": zero,
-                            "offload_optimizer": off_opt, "offload_params": off_par, "num_gpus": num_gpus}
-                    try:
-                        s = parse_spec({**data, "micro_batch_size": 1, "gradient_accumulation_steps": per_gpu})
-                        e = estimate(s)
-                    except SpecError:
-                        break  # this recipe / attention / checkpointing is not a valid job: no stage changes that
-                    if attention == attentions[0]:
-                        first[(gc, step)] = e.peak_bytes
-                    elif "eager" not in (attention, attentions[0]) and first.get((gc, step)) == e.peak_bytes:
-                        # same bytes and the same FLOPs as the first attention kernel (sdpa and flash_attention_2
-                        # are both causal-halved): its options would tie and be dropped below
-                        break
-                    if fits(e, margin):
-                        s, e = _largest_micro_batch(search, data, per_gpu, (s, e))
-                        found.append(_Found(s, e, job_speed(s, e, util), recipe))
-                        break
+        try:
+            engines = parallel_engines(parse_spec(base), num_gpus)
+        except SpecError:
+            continue  # this recipe is not a valid job here (QLoRA under FSDP)
+        for engine in engines:
+            kind = engine.get("parallelism") or search.spec.parallel_engine
+            found += _ladder_options(search, {**base, **engine}, kind, recipe, attentions, num_gpus, per_gpu, margin,
+                                     util)
+    return found
+
+
+def _ladder_options(search: Search, base: dict[str, Any], engine: str, recipe: tuple, attentions: list[str],
+                    num_gpus: int, per_gpu: int, margin: float, util: float) -> list[_Found]:
+    """For each attention kernel and checkpointing choice, the first ladder step (cheapest communication) at
+    which the recipe fits, at its largest micro-batch."""
+    found: list[_Found] = []
+    first: dict[tuple, int] = {}  # peak at micro-batch 1 per (checkpointing, ladder step), first attention
+    for attention in attentions:
+        for gc in (False, True):
+            for step, (zero, off_opt, off_par) in enumerate(ladder(num_gpus, engine)):
+                data = {**base, "attention": attention, "gradient_checkpointing": gc, "zero_stage": zero,
+                        "offload_optimizer": off_opt, "offload_params": off_par, "num_gpus": num_gpus}
+                try:
+                    s = parse_spec({**data, "micro_batch_size": 1, "gradient_accumulation_steps": per_gpu})
+                    e = estimate(s)
+                except SpecError:
+                    break  # this recipe / attention / checkpointing is not a valid job: no stage changes that
+                if attention == attentions[0]:
+                    first[(gc, step)] = e.peak_bytes
+                elif "eager" not in (attention, attentions[0]) and first.get((gc, step)) == e.peak_bytes:
+                    # same bytes and the same FLOPs as the first attention kernel (sdpa and flash_attention_2
+                    # are both causal-halved): its options would tie and be dropped below
+                    break
+                if fits(e, margin):
+                    s, e = _largest_micro_batch(search, data, per_gpu, (s, e))
+                    found.append(_Found(s, e, job_speed(s, e, util), recipe))
+                    break
     return found
 
 

@@ -5,8 +5,9 @@ The same placement serves both engines: the trace engine traces one GPU's step a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
-from memplan.architecture import ModelInfo
+from memplan.architecture import ModelInfo, model_cache
 from memplan.engines.formula.static import static_terms
 from memplan.spec import JobSpec
 from memplan.terms import host as hm
@@ -101,22 +102,20 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     n = spec.num_gpus if spec.zero_stage else 1  # the shard group: NO_SHARD replicates
     storage = 4 if spec.mixed_precision != "no" else dtype_bytes(spec.weight_dtype)
     k = dtype_bytes(spec.compute_dtype)
-    blocks, root = fsdp_groups(info)
-    every = [s for group in blocks.values() for s in group] + root
+    shard_numel, all_unsharded_numel, largest_block, root_unsharded = fsdp_sums(info, n, k)
     adapters = 0 if spec.method in ("full", "freeze") else tr.count  # PEFT's fp32 parameters, sharded as well
-    sharded_params = sh.fsdp_sharded_bytes(every, n, storage) + 4 * -(-adapters // n)
+    sharded_params = shard_numel * storage + 4 * -(-adapters // n)
     if spec.method == "full":
-        sharded_trainable = sum(sh.fsdp_shard_numel(s, n) for s in every)
+        sharded_trainable = shard_numel
     else:  # adapters or the unfrozen part: their count over N (padding of small shapes neglected)
         sharded_trainable = -(-tr.count // n)
     per_state = st.fp32_states / tr.count if tr.count else 0.0  # optimizer state bytes per fp32 element
     grads = sharded_trainable * (storage if spec.method in ("full", "freeze") else 4)
     states = int(sharded_trainable * per_state)
-    largest_block, root_unsharded = fsdp_unsharded_groups(info, n, k)
     if spec.zero_stage == 3:
         gathered = root_unsharded + largest_block
     else:
-        gathered = sh.fsdp_unsharded_bytes(every, n, k)
+        gathered = all_unsharded_numel * k
     # in a block's backward: its unsharded gradients and the reduce-scatter input made from them, and under
     # FULL_SHARD the next block's all-gather, prefetched
     reduce_scatter = (3 if spec.zero_stage == 3 else 2) * largest_block if tr.grads_flow else 0
@@ -151,3 +150,16 @@ def fsdp_unsharded_groups(info: ModelInfo, world: int, param_bytes: int) -> tupl
     blocks, root = fsdp_groups(info)
     largest = max((sh.fsdp_unsharded_bytes(g, world, param_bytes) for g in blocks.values()), default=0)
     return largest, sh.fsdp_unsharded_bytes(root, world, param_bytes)
+
+
+@lru_cache(maxsize=1024)
+def fsdp_sums(info: ModelInfo, world: int, param_bytes: int) -> tuple[int, int, int, int]:
+    """(one rank's padded shard elements of every parameter, the padded unsharded elements of all groups, the
+    largest block's and the root's all-gather bytes in param_dtype): sums over every tensor, cached per model."""
+    blocks, root = fsdp_groups(info)
+    every = [s for group in blocks.values() for s in group] + root
+    shard = sum(sh.fsdp_shard_numel(s, world) for s in every)
+    return (shard, world * shard, *fsdp_unsharded_groups(info, world, param_bytes))
+
+
+model_cache.on_evict(fsdp_sums.cache_clear)
