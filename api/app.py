@@ -29,12 +29,11 @@ from memplan.check import CheckResult, check
 from memplan.estimate import estimate
 from memplan.result import Estimate
 from memplan.plan import MAX_LIMIT, Plan, PlanTarget, plan
-from memplan.spec import (MAX_REPORTED_ERRORS, JobSpec, SpecError, UnknownIdError, describe_errors, drop_union_noise,
-                          printable)
+from memplan.spec import MAX_REPORTED_ERRORS, JobSpec, SpecError, UnknownIdError, describe_errors, drop_union_noise
 from memplan.sweep import Sweep, SweepField, sweep
 
 from api.compute import Busy, Compute, OverBudget
-from api.guards import Guards
+from api.guards import Guards, error_content
 from api.limits import BodyLimit
 from api.settings import Settings
 
@@ -130,12 +129,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _error(status: int, items: list[dict[str, Any]]) -> JSONResponse:
-    """memplan's error shape; every string made encodable (a lone surrogate in the input must not turn a 422 into
-    a 500)."""
-    items = [{k: [printable(x) for x in v] if isinstance(v, list) else printable(v) if isinstance(v, str) else v
-              for k, v in i.items()} for i in items]
-    summary = "; ".join(f"{i['field']}: {i['message']}" if i["field"] else i["message"] for i in items)
-    return JSONResponse(status_code=status, content={"error": summary, "detail": items})
+    return JSONResponse(status_code=status, content=error_content(items))
 
 
 def _spec_error_response(exc: SpecError, prefix: str = "") -> JSONResponse:

@@ -5,6 +5,9 @@ the security headers of every response."""
 from __future__ import annotations
 
 import json
+from typing import Any
+
+from memplan.spec import printable
 
 #: the API routes and their methods (kept beside the routes: tests/test_api.py checks they agree)
 API_METHODS = {"/v1/estimate": "POST", "/v1/check": "POST", "/v1/sweep": "POST", "/v1/plan": "POST",
@@ -19,8 +22,17 @@ SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options"
                     (b"referrer-policy", b"no-referrer")]
 
 
+def error_content(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """memplan's error shape ({"error": one line, "detail": items}) for every error answer, every string made
+    encodable (a lone surrogate in the input must not turn a 422 into a 500)."""
+    items = [{k: [printable(x) for x in v] if isinstance(v, list) else printable(v) if isinstance(v, str) else v
+              for k, v in i.items()} for i in items]
+    summary = "; ".join(f"{i['field']}: {i['message']}" if i["field"] else i["message"] for i in items)
+    return {"error": summary, "detail": items}
+
+
 async def reject(send, status: int, field: str, message: str, extra_headers: list | None = None) -> None:
-    body = json.dumps({"error": f"{field}: {message}", "detail": [{"field": field, "message": message}]}).encode()
+    body = json.dumps(error_content([{"field": field, "message": message}])).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *SECURITY_HEADERS, *(extra_headers or [])]})
@@ -55,7 +67,7 @@ class Guards:
         path, method = scope["path"], scope["method"]
         allowed_method = API_METHODS.get(path.rstrip("/") or path)
         if allowed_method is not None:
-            if method not in (allowed_method, "HEAD" if allowed_method == "GET" else allowed_method, "OPTIONS"):
+            if method not in {allowed_method, "OPTIONS", *(["HEAD"] if allowed_method == "GET" else [])}:
                 return await reject(send, 405, "method", f"{path} takes {allowed_method}, not {method[:20]}",
                                     [(b"allow", allowed_method.encode())])
             kind = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from memplan import catalog, introspected
+from memplan.files import read_mapping
 from memplan.memo import BytesLRU
 from memplan.model_info import BOOKKEEPING_KEYS as _BOOKKEEPING
 from memplan.model_info import ModelInfo, ParamInfo, config_hash, relative_name, stack_and_layer
+from memplan.spec import SpecError
 from memplan.terms.shapes import LayerShape, LinearShape
 
 
@@ -35,7 +37,6 @@ class ArchitectureError(ValueError):
 
 
 HEADS = ("causal_lm", "seq2seq_lm", "masked_lm", "sequence_classification", "token_classification")
-
 
 
 # ---------------------------------------------------------------- config loading
@@ -52,9 +53,6 @@ def load_config(model: str | None, inline: dict[str, Any] | None, allow_path: bo
         path = Path(model)
         if not path.is_file():
             raise ArchitectureError(f"config file not found: {model}")
-        from memplan.files import read_mapping
-        from memplan.spec import SpecError
-
         try:
             raw = read_mapping(path)
         except SpecError as exc:
@@ -101,8 +99,8 @@ def _introspect_catalog(model: str, head: str, num_labels: int) -> ModelInfo:
     if hit is None:  # catalog entries never change: keyed by id, without hashing the config
         model_id, config = load_config(model, None, allow_path=False)
         # the shipped introspection (default head) needs neither torch nor transformers
-        hit = introspected.shipped(model_id, config, head, num_labels) or build_catalog_info(model_id, head,
-                                                                                             num_labels)
+        hit = introspected.shipped(model_id, config, head, num_labels) or _build(model_id, _architecture(config),
+                                                                                 head, num_labels)
         model_cache.put(key, hit, info_cost_bytes(hit))
     return hit
 
@@ -110,14 +108,17 @@ def _introspect_catalog(model: str, head: str, num_labels: int) -> ModelInfo:
 def build_catalog_info(model: str, head: str = "auto", num_labels: int = 2) -> ModelInfo:
     """A catalog model built on the meta device (what scripts/catalog_introspection.py ships as data)."""
     model_id, config = load_config(model, None, allow_path=False)
+    return _build(model_id, _architecture(config), head, num_labels)
+
+
+def _architecture(config: dict) -> dict:
+    """The config's architecture fields: remote code refused first (auto_map is dropped as bookkeeping)."""
     _refuse_remote_code(config)
-    return _build(model_id, {k: v for k, v in config.items() if k not in _BOOKKEEPING}, head, num_labels)
+    return {k: v for k, v in config.items() if k not in _BOOKKEEPING}
 
 
 def _introspect_config(model_id: str, config: dict, head: str, num_labels: int) -> ModelInfo:
-    _refuse_remote_code(config)  # before the key drops auto_map as bookkeeping
-    config_json = json.dumps({k: v for k, v in config.items() if k not in _BOOKKEEPING}, sort_keys=True,
-                             default=str)
+    config_json = json.dumps(_architecture(config), sort_keys=True, default=str)
     key = ("config", model_id, config_json, head, num_labels)
     hit = model_cache.get(key)
     if hit is None:

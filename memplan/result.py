@@ -103,7 +103,7 @@ def assemble(r: ResolvedJob, phases: list[Phase], trainable: int, outside: dict[
     family = range_family(spec, r.attention)
     runs, low_ratio, high_ratio = range_calibration(engine, family)
     low, high = unc.calibrated_range_bytes(peak_bytes, low_ratio, high_ratio)
-    notes = r.notes + _assumptions(spec, info, r.attention, r.optimizer_impl)
+    notes = r.notes + _assumptions(spec, info, r.attention, r.optimizer_impl, context)
     plausible = host_memory_plausible(host_bytes, gpu.node_host_memory_bytes)
     if plausible is False:
         notes.append(f"host memory: {host_bytes / GIB:.0f} GiB of CPU memory per node is more than the "
@@ -173,7 +173,7 @@ _SIZE_KEYS = (("hidden_size", "n_embd", "d_model"), ("num_hidden_layers", "n_lay
               ("num_attention_heads", "n_head", "num_heads"), ("vocab_size",))
 
 
-def _assumptions(spec: JobSpec, info: ModelInfo, attention: str, optimizer_impl: str) -> list[str]:
+def _assumptions(spec: JobSpec, info: ModelInfo, attention: str, optimizer_impl: str, context: int) -> list[str]:
     out = [f"model {info.model_id}: {info.model_class}, {info.total_params:,} parameters "
            f"(built on the meta device with transformers)"]
     if spec.inline_config is not None:
@@ -200,8 +200,8 @@ def _assumptions(spec: JobSpec, info: ModelInfo, attention: str, optimizer_impl:
         inf = spec.inference
         out.append(f"generate(): batch {inf.batch_size}, prompt {inf.prompt_len} + {inf.max_new_tokens} new "
                    f"tokens, {inf.kv_cache_dtype} DynamicCache, logits for the last position only")
-    context = ov.cuda_context_bytes(spec.task, spec.weight_dtype == "int8")
-    out.append(f"CUDA context {context / 2**20:.0f} MiB (619 MiB after init + the kernel modules this step loads), "
+    out.append(f"CUDA context {context / 2**20:.0f} MiB ({ov.CUDA_CONTEXT_INIT_BYTES / 2**20:.0f} MiB after init + "
+               "the kernel modules this step loads), "
                f"measured on H100 runs (docs/accuracy.md) of one stack: {ov.CUDA_CONTEXT_STACK} "
                "(CUDA_MODULE_LOADING=LAZY, the default since CUDA 11.7; eager loading adds hundreds of MiB to over "
                "1 GiB, not modelled); the driver reserve of 512 MiB is a prior")

@@ -27,6 +27,8 @@ Allocator = Literal["default", "expandable_segments"]
 Parallelism = Literal["auto", "none", "ddp", "fsdp", "deepspeed"]
 
 QUANTIZED_DTYPES = ("int8", "nf4", "fp4", "int4")
+#: what zero_stage names under parallelism fsdp (torch.distributed.fsdp.ShardingStrategy)
+FSDP_STRATEGY = {3: "FULL_SHARD", 2: "SHARD_GRAD_OP", 0: "NO_SHARD"}
 
 
 class SpecError(ValueError):

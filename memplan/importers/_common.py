@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from memplan.files import read_mapping
 from memplan.spec import SpecError
 

@@ -15,7 +15,7 @@ from memplan.plan.configurations import Search, flash_attention_ok, merge
 from memplan.plan.models import Change
 from memplan.plan.solvers import dump, fewest_gpus, fits, largest_within_margin
 from memplan.plan.speed import Speed, job_speed
-from memplan.spec import SpecError, parse_spec
+from memplan.spec import FSDP_STRATEGY, QUANTIZED_DTYPES, SpecError, parse_spec
 
 GIB = 2**30
 #: a job that fits with less than this share of usable memory free still gets changes
@@ -61,15 +61,14 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
         if fsdp:
             if s.zero_stage < 3:
                 nxt = 2 if s.zero_stage == 0 else 3
-                names = {2: "SHARD_GRAD_OP", 3: "FULL_SHARD"}
-                out.append((f"FSDP {names[nxt]} (zero_stage {s.zero_stage} -> {nxt})", {"zero_stage": nxt}))
+                out.append((f"FSDP {FSDP_STRATEGY[nxt]} (zero_stage {s.zero_stage} -> {nxt})", {"zero_stage": nxt}))
             if not s.offload_params:
                 out.append(("FSDP CPU offload (parameters, gradients and optimizer states; FULL_SHARD)",
                             {"zero_stage": 3, "offload_params": True}))
         else:
             if s.zero_stage < 3:
                 out.append((f"ZeRO stage {s.zero_stage} -> {s.zero_stage + 1}", {"zero_stage": s.zero_stage + 1}))
-            if s.num_gpus > 1 and s.weight_dtype not in ("int8", "nf4", "fp4", "int4"):
+            if s.num_gpus > 1 and s.weight_dtype not in QUANTIZED_DTYPES:
                 out.append((f"torch FSDP2 FULL_SHARD instead of {s.parallel_engine} (accelerate fsdp_version 2)",
                             {"parallelism": "fsdp", "fsdp_version": 2, "zero_stage": 3, "offload_optimizer": False,
                              "offload_params": False}))
@@ -145,6 +144,6 @@ def changes(search: Search, base_e: Estimate, base_speed: Speed) -> list[Change]
                           slowdown=round(sp.seconds_per_token / base_speed.seconds_per_token, 4),
                           host_bytes=e.host_bytes, host_memory_plausible=e.host_memory_plausible))
     # more GPUs come after every change that fits on the GPUs the job has; a host no common node has, after both
-    out.sort(key=lambda c: (not c.fits, c.host_memory_plausible is False, "num_gpus" in c.fields, c.slowdown if c.slowdown is not None
-                            else float("inf"), -c.saves_bytes, c.description))
+    out.sort(key=lambda c: (not c.fits, c.host_memory_plausible is False, "num_gpus" in c.fields,
+                            c.slowdown if c.slowdown is not None else float("inf"), -c.saves_bytes, c.description))
     return out

@@ -30,5 +30,6 @@ def estimate(job: ResolvedJob, progress: object = None) -> Estimate:
         st = static_terms(info, spec)
         trainable = st.tr.count
         phases, outside, loss_block, host = training_phases(info, spec, st, job.attention, job.notes)
-    return assemble(job, phases, trainable, outside, lambda allocated: ov.fragmentation_bytes(allocated, loss_block, allocator=spec.allocator),
+    return assemble(job, phases, trainable, outside,
+                    lambda allocated: ov.fragmentation_bytes(allocated, loss_block, allocator=spec.allocator),
                     engine=NAME, host_bytes=host)

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from memplan.architecture import ModelInfo, model_cache
 from memplan.engines.formula.static import static_terms
-from memplan.spec import JobSpec
+from memplan.spec import FSDP_STRATEGY, QUANTIZED_DTYPES, JobSpec
 from memplan.terms import host as hm
 from memplan.terms import sharding as sh
 from memplan.terms.dtypes import dtype_bytes
@@ -35,17 +35,20 @@ class HeldStates:
 def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
     """Weights, gradients, optimizer states and communication buffers per GPU (memplan.terms.sharding); used by
     both engines (the trace engine traces one GPU and places these)."""
+    place = fsdp_held_states if spec.parallel_engine == "fsdp" else _data_parallel_held_states
+    held = place(info, spec, notes)
+    if spec.num_gpus > 1:
+        held.outside["nccl_buffers"] = sh.nccl_buffer_bytes(spec.num_gpus)
+    return held
+
+
+def _data_parallel_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
+    """DDP (zero_stage 0) or DeepSpeed ZeRO-1/2/3, as deepspeed's estimators count them."""
     st = static_terms(info, spec)
     zero, n_gpu, tr = spec.zero_stage, spec.num_gpus, st.tr
-    quantized = spec.weight_dtype in ("int8", "nf4", "fp4", "int4")
     weights = st.weights
     outside: dict[str, int] = {}
-    host = 0  # CPU memory: DeepSpeed's and FSDP's offload
-    if spec.parallel_engine == "fsdp":
-        held = fsdp_held_states(info, spec, notes)
-        if n_gpu > 1:
-            held.outside["nccl_buffers"] = sh.nccl_buffer_bytes(n_gpu)
-        return held
+    host = 0  # CPU memory: DeepSpeed's offload and per-process model copies
     if zero == 0:
         grads, states, step_temp = st.grads, st.states, st.step_temp
         if st.paged:
@@ -54,7 +57,7 @@ def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
         live = 0
     else:
         k = dtype_bytes(spec.compute_dtype)
-        if quantized:
+        if spec.weight_dtype in QUANTIZED_DTYPES:
             weights = weights if zero < 3 else -(-weights // n_gpu)
         else:
             weights = sh.zero_param_bytes(info.total_params, k, zero, n_gpu, spec.offload_params)
@@ -73,8 +76,6 @@ def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
                                   spec.offload_optimizer, spec.offload_params)
         notes.append(f"host_bytes: CPU memory per node as DeepSpeed's estimators count it ({per_node} GPU(s) per "
                      f"node, {nodes} node(s); zero.Init under ZeRO-3): {host / 2**30:.1f} GiB")
-    if n_gpu > 1:
-        outside["nccl_buffers"] = sh.nccl_buffer_bytes(n_gpu)
     return HeldStates(weights, grads, states, step_temp, buckets, live, outside, host)
 
 
@@ -102,7 +103,7 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     n = spec.num_gpus if spec.zero_stage else 1  # the shard group: NO_SHARD replicates
     storage = 4 if spec.mixed_precision != "no" else dtype_bytes(spec.weight_dtype)
     k = dtype_bytes(spec.compute_dtype)
-    shard_numel, all_unsharded_numel, largest_block, root_unsharded = fsdp_sums(info, n, k)
+    shard_numel, largest_block, root_unsharded = fsdp_sums(info, n, k)
     adapters = 0 if spec.method in ("full", "freeze") else tr.count  # PEFT's fp32 parameters, sharded as well
     sharded_params = shard_numel * storage + 4 * -(-adapters // n)
     if spec.method == "full":
@@ -115,7 +116,7 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     if spec.zero_stage == 3:
         gathered = root_unsharded + largest_block
     else:
-        gathered = all_unsharded_numel * k
+        gathered = n * shard_numel * k  # every group's all-gather output
     # in a block's backward: its unsharded gradients and the reduce-scatter input made from them, and under
     # FULL_SHARD the next block's all-gather, prefetched
     reduce_scatter = (3 if spec.zero_stage == 3 else 2) * largest_block if tr.grads_flow else 0
@@ -126,10 +127,10 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
         notes.append(f"FSDP CPU offload: sharded parameters, gradients and optimizer states in pinned host memory, "
                      f"{host / 2**30:.1f} GiB per node ({per_node} GPU(s) per node)")
         sharded_params = grads = states = 0
-    strategy = {3: "FULL_SHARD", 2: "SHARD_GRAD_OP", 0: "NO_SHARD"}[spec.zero_stage]
-    notes.append(f"FSDP{spec.fsdp_version} {strategy} on {spec.num_gpus} GPU(s): "
-                 f"fully_shard per transformer block and the root (accelerate); {'fp32' if storage == 4 else 'the weights'}"
-                 f" sharded storage, {spec.compute_dtype} param_dtype and reduce_dtype")
+    storage_name = "fp32" if storage == 4 else "the weights"
+    notes.append(f"FSDP{spec.fsdp_version} {FSDP_STRATEGY[spec.zero_stage]} on {spec.num_gpus} GPU(s): fully_shard "
+                 f"per transformer block and the root (accelerate); {storage_name} sharded storage, "
+                 f"{spec.compute_dtype} param_dtype and reduce_dtype")
     return HeldStates(weights=sharded_params, grads=grads, states=states, step_temp=-(-st.step_temp // n),
                       buckets=reduce_scatter, live=gathered, outside={}, host=host,
                       live_end=root_unsharded + largest_block)
@@ -147,19 +148,19 @@ def fsdp_groups(info: ModelInfo) -> tuple[dict[tuple, list[tuple[int, ...]]], li
 
 def fsdp_unsharded_groups(info: ModelInfo, world: int, param_bytes: int) -> tuple[int, int]:
     """(the largest block's, the root's) all-gather output in param_dtype bytes."""
-    blocks, root = fsdp_groups(info)
-    largest = max((sh.fsdp_unsharded_bytes(g, world, param_bytes) for g in blocks.values()), default=0)
-    return largest, sh.fsdp_unsharded_bytes(root, world, param_bytes)
+    _, largest, root = fsdp_sums(info, world, param_bytes)
+    return largest, root
 
 
 @lru_cache(maxsize=1024)
-def fsdp_sums(info: ModelInfo, world: int, param_bytes: int) -> tuple[int, int, int, int]:
-    """(one rank's padded shard elements of every parameter, the padded unsharded elements of all groups, the
-    largest block's and the root's all-gather bytes in param_dtype): sums over every tensor, cached per model."""
+def fsdp_sums(info: ModelInfo, world: int, param_bytes: int) -> tuple[int, int, int]:
+    """(one rank's padded shard elements of every parameter, the largest block's and the root's all-gather bytes
+    in param_dtype): sums over every tensor, cached per model."""
     blocks, root = fsdp_groups(info)
     every = [s for group in blocks.values() for s in group] + root
-    shard = sum(sh.fsdp_shard_numel(s, world) for s in every)
-    return (shard, world * shard, *fsdp_unsharded_groups(info, world, param_bytes))
+    largest = max((sh.fsdp_unsharded_bytes(g, world, param_bytes) for g in blocks.values()), default=0)
+    return (sum(sh.fsdp_shard_numel(s, world) for s in every), largest,
+            sh.fsdp_unsharded_bytes(root, world, param_bytes))
 
 
 model_cache.on_evict(fsdp_sums.cache_clear)

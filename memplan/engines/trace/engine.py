@@ -29,20 +29,16 @@ PHASE_ORDER = ("load", "forward", "backward", "optimizer_step", "prefill", "deco
 
 
 def check_traceable(r: ResolvedJob) -> None:
-    if r.spec.parallel_engine == "fsdp" and r.spec.task == "train":
-        if r.spec.offload_params:
+    """What the tracer cannot run: methods without a PEFT implementation, training through LLM.int8() layers,
+    GPTQ/AWQ kernels, fp8 KV caches, FSDP's CPU offload and NO_SHARD. (Jobs longer than a learned position table
+    are refused for both engines, `memplan.job.resolve`.)"""
+    spec = r.spec
+    if spec.task == "train" and spec.parallel_engine == "fsdp":
+        if spec.offload_params:
             raise SpecError([("engine", "FSDP CPU offload is not traced (the traced step runs on CPU): use engine "
                                         "'formula'")])
-        if r.spec.zero_stage == 0:
+        if spec.zero_stage == 0:
             raise SpecError([("engine", "FSDP NO_SHARD is not traced: use engine 'formula'")])
-    _check_traceable(r)
-
-
-def _check_traceable(r: ResolvedJob) -> None:
-    """What the tracer cannot run: methods without a PEFT implementation, training through LLM.int8() layers,
-    GPTQ/AWQ kernels and fp8 KV caches. (Jobs longer than a learned position table are refused for both engines,
-    `memplan.job.resolve`.)"""
-    spec = r.spec
     if spec.task == "train" and spec.method == "adapter":
         raise SpecError([("engine", "bottleneck adapters have no PEFT implementation to trace; use engine "
                                     "'formula'")])
