@@ -25,7 +25,8 @@ from memplan.terms.dtypes import GIB
 
 # flags that override job fields: flag name -> dotted field path (generated from the spec's field names)
 _SCALAR_FIELDS = [
-    "model", "task", "head", "num_labels", "method", "weight_dtype", "mixed_precision", "double_quant", "optimizer",
+    "model", "task", "head", "num_labels", "method", "weight_dtype", "mixed_precision", "double_quant", "quant_storage",
+    "optimizer",
     "optimizer_impl", "num_virtual_tokens", "adapter_size", "micro_batch_size", "seq_len",
     "gradient_accumulation_steps", "gradient_checkpointing", "attention", "num_gpus", "zero_stage",
     "offload_optimizer", "offload_params", "allocator", "parallelism", "fsdp_version",

@@ -81,8 +81,10 @@ def float_dtype(spec: JobSpec) -> str:
 
 def kbit_prepared(spec: JobSpec) -> bool:
     """QLoRA training runs peft.prepare_model_for_kbit_training, which casts every non-quantized fp16/bf16
-    parameter (embeddings, lm_head, norms) to fp32 (peft/utils/other.py)."""
-    return spec.task == "train" and spec.weight_dtype in ("nf4", "fp4", "int8")
+    parameter (embeddings, lm_head, norms) to fp32 (peft/utils/other.py). Not under FSDP: the FSDP-QLoRA recipes
+    skip it so that every parameter of a block keeps the storage dtype FSDP flattens or gathers (TRL's
+    `is_sharded_qlora`; PEFT examples/sft with bnb_4bit_quant_storage)."""
+    return spec.task == "train" and spec.weight_dtype in ("nf4", "fp4", "int8") and spec.parallel_engine != "fsdp"
 
 
 def unquantized_dtype(spec: JobSpec) -> str:

@@ -25,6 +25,7 @@ Attention = Literal["eager", "sdpa", "flash_attention_2"]
 KvCacheDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8"]
 Allocator = Literal["default", "expandable_segments"]
 Parallelism = Literal["auto", "none", "ddp", "fsdp", "deepspeed"]
+QuantStorage = Literal["auto", "uint8", "bf16", "fp16", "fp32"]
 
 QUANTIZED_DTYPES = ("int8", "nf4", "fp4", "int4")
 #: what zero_stage names under parallelism fsdp (torch.distributed.fsdp.ShardingStrategy)
@@ -152,6 +153,11 @@ class JobSpec(StrictModel):
     weight_dtype: WeightDtype = "bf16"
     mixed_precision: MixedPrecision = "bf16"
     double_quant: bool = True
+    quant_storage: QuantStorage = Field(
+        "auto", description="bitsandbytes bnb_4bit_quant_storage, the dtype the packed 4-bit weights are stored "
+                            "in (nf4/fp4 only; always 0.5 B per weight): auto = the compute dtype under FSDP or "
+                            "DeepSpeed ZeRO-3 (what the FSDP-QLoRA recipes set, so the weights can be sharded), "
+                            "else uint8 (bitsandbytes' default)")
     optimizer: Optimizer = "adamw"
     optimizer_impl: OptimizerImpl = Field(
         "auto", description="torch optimizer implementation; auto = fused AdamW as the HF Trainer picks, else foreach"
@@ -213,6 +219,9 @@ class JobSpec(StrictModel):
         if self.task == "train" and self.weight_dtype == "int4":
             raise FieldConflict("weight_dtype", "weight_dtype 'int4' (GPTQ/AWQ) is modelled for serving only: "
                                                 "use task 'inference'")
+        if self.quant_storage != "auto" and self.weight_dtype not in ("nf4", "fp4"):
+            raise FieldConflict("quant_storage", "quant_storage is bitsandbytes' storage dtype of 4-bit weights: "
+                                                 f"it applies to weight_dtype nf4 or fp4, not '{self.weight_dtype}'")
         engine = self.parallel_engine
         if engine == "fsdp":
             self._check_fsdp()
@@ -223,6 +232,11 @@ class JobSpec(StrictModel):
         elif self.parallelism == "none" and self.num_gpus > 1:
             raise FieldConflict("parallelism", "parallelism 'none' runs on one GPU: set num_gpus 1, or ddp, fsdp "
                                                "or deepspeed")
+        if (engine == "deepspeed" and self.zero_stage == 3 and self.weight_dtype in ("nf4", "fp4")
+                and self.quant_storage_dtype == "uint8"):
+            raise FieldConflict("quant_storage", "4-bit weights in uint8 storage under DeepSpeed ZeRO-3 are not "
+                                                 "modelled (PEFT's ZeRO-3 QLoRA recipe sets bnb_4bit_quant_storage "
+                                                 f"to the compute dtype): use 'auto' or '{self.compute_dtype}'")
         if engine != "fsdp" and self.offload_params and self.zero_stage != 3:
             raise FieldConflict("offload_params", "offload_params needs zero_stage 3 (DeepSpeed offloads "
                                                   "parameters only under ZeRO-3)")
@@ -261,10 +275,31 @@ class JobSpec(StrictModel):
         if self.offload_params and self.zero_stage == 0:
             raise FieldConflict("offload_params", "FSDP CPU offload applies to sharded parameters: zero_stage 2 "
                                                   "or 3")
-        if self.weight_dtype in QUANTIZED_DTYPES:
-            raise FieldConflict("weight_dtype", f"{self.weight_dtype} weights under FSDP (bitsandbytes "
-                                                "bnb_4bit_quant_storage) are not modelled yet: use parallelism "
-                                                "'deepspeed', or a float weight_dtype")
+        if self.weight_dtype in ("int8", "int4"):
+            raise FieldConflict("weight_dtype", f"{self.weight_dtype} weights under FSDP are not modelled: FSDP "
+                                                "shards floating-point tensors only; use nf4/fp4 (QLoRA with "
+                                                "bnb_4bit_quant_storage), parallelism 'deepspeed', or a float "
+                                                "weight_dtype")
+        storage = self.quant_storage_dtype
+        if self.weight_dtype in ("nf4", "fp4") and storage == "uint8" and self.fsdp_version == 1:
+            raise FieldConflict("quant_storage", "FSDP1 cannot flatten the uint8 packed 4-bit weights with the "
+                                                 "block's float parameters (torch: 'Must flatten tensors with "
+                                                 "uniform dtype'): set quant_storage to the compute dtype "
+                                                 f"('{self.compute_dtype}') or 'auto'")
+        if self.weight_dtype in ("nf4", "fp4") and storage not in ("uint8", self.compute_dtype):
+            raise FieldConflict("quant_storage", f"quant_storage '{storage}' differs from FSDP's param_dtype "
+                                                 f"('{self.compute_dtype}', the compute dtype): the all-gather "
+                                                 "would cast the packed 4-bit bytes into garbage; set it to "
+                                                 f"'{self.compute_dtype}' or 'auto'")
+
+    @property
+    def quant_storage_dtype(self) -> str:
+        """The resolved `quant_storage`: auto is the compute dtype under FSDP or DeepSpeed ZeRO-3 (bitsandbytes'
+        fsdp_qlora guide, PEFT's FSDP/DeepSpeed QLoRA recipes), else uint8."""
+        if self.quant_storage != "auto":
+            return self.quant_storage
+        sharded = self.parallel_engine == "fsdp" or (self.parallel_engine == "deepspeed" and self.zero_stage == 3)
+        return self.compute_dtype if sharded else "uint8"
 
     @property
     def compute_dtype(self) -> str:

@@ -210,6 +210,26 @@ def test_bitsandbytes_defaults_follow_the_library(tmp_path):
                                          "double_quant": False}
 
 
+def test_fsdp_qlora_recipe_maps_its_quant_storage(tmp_path):
+    """PEFT's FSDP-QLoRA recipe (examples/sft): TRL ModelConfig with bnb_4bit_quant_storage bfloat16 and an FSDP1
+    Trainer config; a BitsAndBytesConfig dict's storage maps the same; an unknown dtype names its field."""
+    trl = write(tmp_path, "a.yaml", {
+        "model_name_or_path": "meta-llama/Llama-2-70b-hf", "use_peft": True, "load_in_4bit": True,
+        "bnb_4bit_quant_storage": "bfloat16", "use_bnb_nested_quant": True, "bf16": True, "output_dir": "o",
+        "fsdp": "full_shard auto_wrap offload", "fsdp_config": {"fsdp_version": 1}})
+    job = import_configs([trl]).job
+    assert job["quant_storage"] == "bf16" and job["parallelism"] == "fsdp" and job["offload_params"] is True
+    spec = parse_spec({**job, "num_gpus": 2})
+    assert spec.quant_storage_dtype == "bf16" and spec.method == "qlora"
+    qc = write(tmp_path, "b.yaml", {"output_dir": "o", "model_init_kwargs": {"quantization_config": {
+        "load_in_4bit": True, "bnb_4bit_quant_storage": "torch.float16"}}})
+    assert import_configs([qc]).job["quant_storage"] == "fp16"
+    bad = write(tmp_path, "c.yaml", {"model_name_or_path": "m", "load_in_4bit": True, "bnb_4bit_quant_storage": "int4"})
+    with pytest.raises(SpecError) as exc:
+        import_configs([bad])
+    assert "bnb_4bit_quant_storage" in str(exc.value) and "bfloat16" in str(exc.value)
+
+
 def test_peft_model_yields_to_a_model_named_elsewhere():
     result = import_configs([fx("peft_lora")], base={"model": MODEL})
     assert result.job["model"] == MODEL

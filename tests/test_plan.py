@@ -135,6 +135,21 @@ def test_fewest_gpus_is_tight():
     assert fewest_gpus(SHARDED, max_gpus=few.num_gpus - 1) is None
 
 
+def test_fewest_gpus_searches_fsdp_beside_deepspeed():
+    """Llama-2-70B QLoRA on 24 GB cards: DeepSpeed ZeRO-3 needs 6 GPUs; FSDP1 with the 4-bit weights sharded
+    (bnb_4bit_quant_storage bf16) needs 4, and on 3 neither engine fits at any stage."""
+    job = {"model": "meta-llama/Llama-2-70b-hf", "method": "qlora", "gpu": "RTX-4090-24GB",
+           "gradient_checkpointing": True, "micro_batch_size": 2}
+    own = fewest_gpus(job, other_engines=False)
+    either = fewest_gpus(job)
+    assert (own.num_gpus, own.parallelism) == (6, "deepspeed")
+    assert (either.num_gpus, either.parallelism, either.job["fsdp_version"]) == (4, "fsdp", 1)
+    assert memplan.estimate(either.job).peak_bytes == either.peak_bytes
+    three = {**either.job, "num_gpus": 3}
+    assert not any(memplan.estimate({**three, "zero_stage": z}).fits for z in (0, 2, 3))
+    assert not any(memplan.estimate({**job, "num_gpus": 3, "zero_stage": z}).fits for z in (0, 1, 2, 3))
+
+
 def test_best_gpu_smallest_memory_and_fastest():
     cheap = best_gpu(TIGHT_FULL, "smallest_memory")
     assert best_gpu(TIGHT_FULL, "cheapest") == cheap  # the old name

@@ -117,7 +117,7 @@ def _model_states(e) -> int:
 
 
 @SETTINGS
-@given(st.sampled_from(FSDP_MODELS), st.sampled_from(["full", "lora"]), st.integers(1, 32), st.integers(2, 4))
+@given(st.sampled_from(FSDP_MODELS), st.sampled_from(["full", "lora", "qlora"]), st.integers(1, 32), st.integers(2, 4))
 def test_fsdp_full_shard_more_gpus_never_raise_model_states(model, method, gpus, factor):
     job = {"model": model, "method": method, "parallelism": "fsdp", "zero_stage": 3, "gpu": "H200-141GB"}
     fewer = memplan.estimate({**job, "num_gpus": gpus})
@@ -126,7 +126,8 @@ def test_fsdp_full_shard_more_gpus_never_raise_model_states(model, method, gpus,
 
 
 @SETTINGS
-@given(st.sampled_from(FSDP_MODELS), st.sampled_from(["full", "lora"]), st.integers(2, 64), st.sampled_from([2, 3]))
+@given(st.sampled_from(FSDP_MODELS), st.sampled_from(["full", "lora", "qlora"]), st.integers(2, 64),
+       st.sampled_from([2, 3]))
 def test_fsdp_offload_never_raises_gpu_bytes_and_needs_host_memory(model, method, gpus, stage):
     job = {"model": model, "method": method, "parallelism": "fsdp", "zero_stage": stage, "num_gpus": gpus,
            "gpu": "H200-141GB"}

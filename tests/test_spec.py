@@ -19,6 +19,17 @@ def test_defaults_and_qlora_nf4():
     ({"model": "x", "method": "full", "weight_dtype": "nf4"}, "method", "qlora"),
     ({"model": "x", "offload_params": True, "zero_stage": 2}, "offload_params", "zero_stage 3"),
     ({"model": "x", "micro_batch_size": 0}, "micro_batch_size", "greater than or equal to 1"),
+    # QLoRA under FSDP: what the real stack refuses, and what would corrupt the packed weights
+    ({"model": "x", "method": "qlora", "parallelism": "fsdp", "zero_stage": 3, "num_gpus": 2, "fsdp_version": 1,
+      "quant_storage": "uint8"}, "quant_storage", "uniform dtype"),
+    ({"model": "x", "method": "qlora", "parallelism": "fsdp", "zero_stage": 3, "num_gpus": 2,
+      "quant_storage": "fp32"}, "quant_storage", "param_dtype ('bf16'"),
+    ({"model": "x", "weight_dtype": "bf16", "quant_storage": "bf16"}, "quant_storage", "nf4 or fp4"),
+    ({"model": "x", "method": "lora", "weight_dtype": "int8", "parallelism": "fsdp", "zero_stage": 3,
+      "num_gpus": 2}, "weight_dtype", "floating-point"),
+    ({"model": "x", "method": "qlora", "zero_stage": 3, "num_gpus": 2, "quant_storage": "uint8"}, "quant_storage",
+     "ZeRO-3"),
+    ({"model": "x", "quant_storage": "int8"}, "quant_storage", "'bf16'"),
 ])
 def test_errors_name_the_field(data, field, words):
     with pytest.raises(SpecError) as err:
@@ -26,3 +37,12 @@ def test_errors_name_the_field(data, field, words):
     locs = [loc for loc, _ in err.value.errors]
     assert field in locs
     assert words in str(err.value)
+
+
+def test_quant_storage_auto_follows_sharding():
+    """auto: the compute dtype where FSDP or ZeRO-3 shards the 4-bit weights (the recipes' setting), else uint8."""
+    base = {"model": "x", "method": "qlora"}
+    assert parse_spec(base).quant_storage_dtype == "uint8"
+    assert parse_spec({**base, "parallelism": "fsdp", "zero_stage": 3, "num_gpus": 4}).quant_storage_dtype == "bf16"
+    assert parse_spec({**base, "zero_stage": 3, "num_gpus": 4, "mixed_precision": "fp16"}).quant_storage_dtype == "fp16"
+    assert parse_spec({**base, "zero_stage": 2, "num_gpus": 4}).quant_storage_dtype == "uint8"

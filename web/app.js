@@ -10,7 +10,7 @@ const DEBOUNCE_MS = 150;
 // user has not changed is never sent and the server's default applies.
 const DEFAULTS = {
   task: "train", head: "auto", num_labels: 2, method: "lora", weight_dtype: "bf16", mixed_precision: "bf16",
-  double_quant: true, optimizer: "adamw", optimizer_impl: "auto", "lora.r": 16, "lora.alpha": 32,
+  double_quant: true, quant_storage: "auto", optimizer: "adamw", optimizer_impl: "auto", "lora.r": 16, "lora.alpha": 32,
   "lora.dropout": 0.05, "lora.target_modules": "all-linear", num_virtual_tokens: 20, adapter_size: 64,
   micro_batch_size: 1, seq_len: 2048, gradient_accumulation_steps: 1, gradient_checkpointing: false,
   attention: "sdpa", num_gpus: 1, zero_stage: 0, offload_optimizer: false, offload_params: false,
@@ -39,6 +39,7 @@ const FIELDS = [
   { path: "adapter_size", kind: "int", when: (v) => isTrain(v) && v.method === "adapter" },
   { path: "weight_dtype", kind: "opt" },
   { path: "double_quant", kind: "bool", when: (v) => ["nf4", "fp4"].includes(effectiveWeightDtype(v)) },
+  { path: "quant_storage", kind: "select", when: (v) => ["nf4", "fp4"].includes(effectiveWeightDtype(v)) },
   { path: "mixed_precision", kind: "select" },
   { path: "optimizer", kind: "select", when: isTrain },
   { path: "optimizer_impl", kind: "select", when: isTrain },
@@ -1006,7 +1007,7 @@ function renderPlanSolvers(solvers) {
   }
   const few = solvers.fewest_gpus;
   add("fewest_gpus", "Fewest GPUs", few == null ? "none found"
-    : `${few.num_gpus} GPU${few.num_gpus === 1 ? "" : "s"}${inf ? "" : `, ZeRO ${few.zero_stage}`}: peak ${gib(few.peak_bytes)} GiB, ${headroomText(few.headroom_bytes)}`);
+    : `${few.num_gpus} GPU${few.num_gpus === 1 ? "" : "s"}${inf ? "" : `, ${shardingText(few)}`}: peak ${gib(few.peak_bytes)} GiB, ${headroomText(few.headroom_bytes)}`);
   add("smallest_memory_gpu", "Smallest total GPU memory", gpuChoice(solvers.smallest_memory_gpu), solvers.smallest_memory_gpu?.basis);
   add("fastest_gpu", "Fastest GPU", gpuChoice(solvers.fastest_gpu), solvers.fastest_gpu?.basis);
   planEl.solvers.replaceChildren(...rows);
@@ -1014,6 +1015,15 @@ function renderPlanSolvers(solvers) {
     const row = planEl.solvers.querySelector(`[data-solver="${key}"]`);
     if (row) row.dataset.value = value ?? "";
   }
+}
+
+// how a fewest-GPUs answer shards: FSDP's strategy under fsdp (its zero_stage 3/2/0), else the ZeRO stage
+function shardingText(few) {
+  if (few.parallelism === "fsdp") {
+    const strategy = { 3: "FULL_SHARD", 2: "SHARD_GRAD_OP", 0: "NO_SHARD" }[few.zero_stage];
+    return `FSDP${few.job?.fsdp_version ?? ""} ${strategy}`;
+  }
+  return `ZeRO ${few.zero_stage}`;
 }
 
 function renderPlan(p) {

@@ -55,7 +55,7 @@ AXOLOTL_MARKERS = frozenset({
 MEMPLAN_MARKERS = frozenset({
     "model", "model_config", "task", "head", "num_labels", "method", "weight_dtype", "double_quant", "optimizer_impl",
     "lora", "num_virtual_tokens", "adapter_size", "seq_len", "attention", "num_gpus", "zero_stage", "offload_optimizer",
-    "offload_params", "inference", "gpu",
+    "offload_params", "inference", "gpu", "quant_storage",
 })
 TRAINER_MARKERS = frozenset({
     "per_device_train_batch_size", "per_gpu_train_batch_size", "optim", "num_train_epochs", "lr_scheduler_type",

@@ -195,9 +195,11 @@ def map_attention(out: Collector, source: str, value: Any) -> None:
 
 
 def map_bnb(out: Collector, *, four_bit: bool, four_src: str, eight_bit: bool, eight_src: str, quant_type: Any,
-            quant_type_src: str, quant_type_default: str, double: Any, double_src: str, double_default: bool) -> bool:
+            quant_type_src: str, quant_type_default: str, double: Any, double_src: str, double_default: bool,
+            storage: Any = None, storage_src: str = "bnb_4bit_quant_storage") -> bool:
     """bitsandbytes loading (transformers BitsAndBytesConfig): load_in_4bit -> weight_dtype nf4/fp4 from
-    bnb_4bit_quant_type, bnb_4bit_use_double_quant -> double_quant; load_in_8bit -> weight_dtype int8.
+    bnb_4bit_quant_type, bnb_4bit_use_double_quant -> double_quant, bnb_4bit_quant_storage -> quant_storage
+    (left out: memplan's auto, the recipes' choice); load_in_8bit -> weight_dtype int8.
 
     The defaults differ per library and are applied when the file leaves them out: BitsAndBytesConfig quant type
     "fp4" and no double quant; TRL ModelConfig "nf4" and use_bnb_nested_quant false; axolotl nf4 with double quant
@@ -221,7 +223,18 @@ def map_bnb(out: Collector, *, four_bit: bool, four_src: str, eight_bit: bool, e
         out.set("double_quant", double_default, f"{double_src} (default {str(double_default).lower()})")
     else:
         out.set("double_quant", out.bool_(double_src, double), double_src)
+    if storage is not None:
+        name = str(storage).strip().lower().removeprefix("torch.")
+        if name not in QUANT_STORAGE:
+            raise out.error(storage_src, f"unknown 4-bit storage dtype {storage!r}; allowed: "
+                                         + ", ".join(sorted(QUANT_STORAGE)))
+        out.set("quant_storage", QUANT_STORAGE[name], storage_src, storage)
     return True
+
+
+#: torch dtype names bnb_4bit_quant_storage takes -> memplan's quant_storage
+QUANT_STORAGE = {"uint8": "uint8", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16",
+                 "half": "fp16", "float32": "fp32", "fp32": "fp32", "float": "fp32"}
 
 
 # -- FSDP ------------------------------------------------------------------------------------------------------

@@ -145,7 +145,8 @@ def _quantization(data: dict[str, Any], out: Collector) -> bool:
                    eight_bit=False if eight is None else out.bool_("load_in_8bit", eight), eight_src="load_in_8bit",
                    quant_type=kw.get("bnb_4bit_quant_type"), quant_type_src="bnb_config_kwargs.bnb_4bit_quant_type",
                    quant_type_default="nf4", double=kw.get("bnb_4bit_use_double_quant"),
-                   double_src="bnb_config_kwargs.bnb_4bit_use_double_quant", double_default=True)
+                   double_src="bnb_config_kwargs.bnb_4bit_use_double_quant", double_default=True,
+                   storage=kw.get("bnb_4bit_quant_storage"), storage_src="bnb_config_kwargs.bnb_4bit_quant_storage")
 
 
 def _adapter(data: dict[str, Any], out: Collector) -> None:

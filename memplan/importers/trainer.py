@@ -75,7 +75,7 @@ NO_EFFECT = frozenset({
     # TRL ScriptArguments and ModelConfig fields without memory effect
     "dataset_name", "dataset_config", "dataset_streaming", "dataset_mixture", "datasets", "config",
     "gradient_checkpointing_use_reentrant", "ignore_bias_buffers", "model_revision", "base_model_revision",
-    "model_code_revision", "trust_remote_code", "use_rslora", "bnb_4bit_quant_storage", "lora_task_type",
+    "model_code_revision", "trust_remote_code", "use_rslora", "lora_task_type",
 })
 HANDLED = frozenset({
     "per_device_train_batch_size", "per_gpu_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
@@ -85,7 +85,7 @@ HANDLED = frozenset({
     "activation_offloading", "loss_type",
     "model_name_or_path", "dtype", "torch_dtype", "attn_implementation", "use_flash_attention_2", "use_peft", "lora_r",
     "lora_alpha", "lora_dropout", "lora_target_modules", "lora_modules_to_save", "lora_target_parameters", "use_dora",
-    "load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "use_bnb_nested_quant",
+    "load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage",
 })
 MODEL_KWARGS_NO_EFFECT = frozenset({
     "device_map", "trust_remote_code", "revision", "use_cache", "low_cpu_mem_usage", "token", "cache_dir",
@@ -296,7 +296,8 @@ def map_quantization_config(out: Collector, qc: dict[str, Any], prefix: str) -> 
                    eight_src=f"{prefix}load_in_8bit", quant_type=qc.get("bnb_4bit_quant_type"),
                    quant_type_src=f"{prefix}bnb_4bit_quant_type", quant_type_default="fp4",
                    double=qc.get("bnb_4bit_use_double_quant"), double_src=f"{prefix}bnb_4bit_use_double_quant",
-                   double_default=False)
+                   double_default=False, storage=qc.get("bnb_4bit_quant_storage"),
+                   storage_src=f"{prefix}bnb_4bit_quant_storage")
 
 
 def _trl_model_config(data: dict[str, Any], out: Collector) -> None:
@@ -314,7 +315,7 @@ def _trl_model_config(data: dict[str, Any], out: Collector) -> None:
                         eight_src="load_in_8bit", quant_type=data.get("bnb_4bit_quant_type"),
                         quant_type_src="bnb_4bit_quant_type", quant_type_default="nf4",
                         double=data.get("use_bnb_nested_quant"), double_src="use_bnb_nested_quant",
-                        double_default=False)
+                        double_default=False, storage=data.get("bnb_4bit_quant_storage"))
     for key in ("dtype", "torch_dtype"):
         if data.get(key) is not None:
             if quantized:

@@ -58,6 +58,7 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
         if s.method in ("full", "lora", "freeze") and s.weight_dtype not in ("nf4", "fp4"):
             out.append((f"QLoRA r{s.lora.r}: nf4 base weights", {"method": "qlora", "weight_dtype": "nf4"}))
         fsdp = s.parallel_engine == "fsdp"
+        four_bit = s.weight_dtype in ("nf4", "fp4")
         if fsdp:
             if s.zero_stage < 3:
                 nxt = 2 if s.zero_stage == 0 else 3
@@ -65,13 +66,20 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
             if not s.offload_params:
                 out.append(("FSDP CPU offload (parameters, gradients and optimizer states; FULL_SHARD)",
                             {"zero_stage": 3, "offload_params": True}))
+            if four_bit and s.fsdp_version == 2:
+                out.append(("FSDP1 instead of FSDP2 (FSDP2 loads the 4-bit model whole on every GPU before "
+                            "sharding it; FSDP1 loads it on rank 0's CPU)", {"fsdp_version": 1}))
         else:
             if s.zero_stage < 3:
                 out.append((f"ZeRO stage {s.zero_stage} -> {s.zero_stage + 1}", {"zero_stage": s.zero_stage + 1}))
-            if s.num_gpus > 1 and s.weight_dtype not in QUANTIZED_DTYPES:
-                out.append((f"torch FSDP2 FULL_SHARD instead of {s.parallel_engine} (accelerate fsdp_version 2)",
-                            {"parallelism": "fsdp", "fsdp_version": 2, "zero_stage": 3, "offload_optimizer": False,
-                             "offload_params": False}))
+            if s.num_gpus > 1 and (four_bit or s.weight_dtype not in QUANTIZED_DTYPES):
+                version = 1 if four_bit else 2
+                what = " with bnb_4bit_quant_storage = the compute dtype" if four_bit else ""
+                out.append((f"torch FSDP{version} FULL_SHARD instead of {s.parallel_engine} (accelerate fsdp_version "
+                            f"{version}){what}",
+                            {"parallelism": "fsdp", "fsdp_version": version, "zero_stage": 3,
+                             "offload_optimizer": False, "offload_params": False,
+                             **({"quant_storage": "auto"} if four_bit else {})}))
         # DeepSpeed steps an offloaded optimizer on the CPU with its own Adam: a bitsandbytes optimizer cannot come
         bnb = s.optimizer in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
         cpu_adam = {"optimizer": "adamw"} if bnb else {}
@@ -84,7 +92,7 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
             out.append((f"offload parameters and optimizer to CPU (ZeRO-3 offload_params + offload_optimizer)"
                         f"{with_adam}", {"zero_stage": 3, "offload_optimizer": True, "offload_params": True,
                                           **cpu_adam}))
-        more = fewest_gpus(s, margin_pct=goal)
+        more = fewest_gpus(s, margin_pct=goal, other_engines=False)  # switching engines is its own change
         if more is not None and more.num_gpus > s.num_gpus:
             per = search.global_batch // more.num_gpus if search.global_batch % more.num_gpus == 0 else 0
             upd: dict[str, Any] = {"num_gpus": more.num_gpus, "zero_stage": more.zero_stage}

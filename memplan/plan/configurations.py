@@ -20,9 +20,9 @@ from memplan.job import resolve_attention
 from memplan.result import Estimate
 from memplan.methods import float_dtype
 from memplan.plan.models import PlanOption, PlanTarget
-from memplan.plan.solvers import dump, fits, largest_within_margin
+from memplan.plan.solvers import dump, fits, largest_within_margin, parallel_engines
 from memplan.plan.speed import Speed, job_speed
-from memplan.spec import QUANTIZED_DTYPES, JobSpec, SpecError, parse_spec
+from memplan.spec import JobSpec, SpecError, parse_spec
 
 #: LoRA ranks tried beside the job's own
 RANKS = (8, 64)
@@ -192,16 +192,6 @@ def _attention_choices(search: Search) -> list[str]:
         out.append("flash_attention_2")
     if own == "eager" and info.supports_sdpa:
         out.append("sdpa")
-    return out
-
-
-def parallel_engines(spec: JobSpec, num_gpus: int) -> list[dict[str, Any]]:
-    """The data-parallel engines a plan tries, as job fields: the job's own, and for a multi-GPU job not already
-    under FSDP torch's FSDP2 beside it (not with quantized weights: QLoRA under FSDP is not modelled yet)."""
-    out: list[dict[str, Any]] = [{}]
-    quantized = spec.weight_dtype in QUANTIZED_DTYPES
-    if num_gpus > 1 and spec.parallel_engine != "fsdp" and not quantized and spec.task == "train":
-        out.append({"parallelism": "fsdp", "fsdp_version": 2})
     return out
 
 

@@ -94,6 +94,8 @@ class Change(BaseModel):
 class FewestGpus(BaseModel):
     num_gpus: int
     zero_stage: int
+    parallelism: str = Field("none", description="the data-parallel engine it fits with: none, ddp, deepspeed "
+                                                 "or fsdp (zero_stage is FSDP's sharding under fsdp)")
     peak_bytes: int
     headroom_bytes: int
     job: dict[str, Any]

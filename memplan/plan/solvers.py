@@ -13,7 +13,7 @@ from memplan.job import model_info, resolve
 from memplan.result import Estimate
 from memplan.plan.models import FewestGpus, GpuChoice, KvBudget
 from memplan.plan.speed import job_speed
-from memplan.spec import JobSpec, SpecError, parse_spec
+from memplan.spec import QUANTIZED_DTYPES, JobSpec, SpecError, parse_spec
 from memplan.sweep import field_limit, largest_fitting, with_value
 from memplan.terms import compute as cp
 from memplan.terms import kv_cache as kv
@@ -105,10 +105,25 @@ def _fit_stage(spec: JobSpec, n: int, margin_pct: float) -> tuple[JobSpec, Estim
     return None
 
 
-def fewest_gpus(job: dict[str, Any] | JobSpec, max_gpus: int = MAX_GPUS, margin_pct: float = 0.0
-                ) -> FewestGpus | None:
-    """The fewest GPUs of the job's type on which it fits, raising the ZeRO stage (DeepSpeed ZeRO; FSDP
-    full_shard = 3) from the job's own up to 3 as needed, micro-batch and offload as the job has them.
+def parallel_engines(spec: JobSpec, num_gpus: int) -> list[dict[str, Any]]:
+    """The data-parallel engines a plan tries, as job fields: the job's own, and for a multi-GPU job not already
+    under FSDP torch's FSDP beside it: FSDP2, or for 4-bit weights FSDP1 (the FSDP-QLoRA recipe: FSDP2 loads a
+    4-bit model whole on every GPU before sharding it, so FSDP1 never needs more). int8 / int4 weights: none."""
+    out: list[dict[str, Any]] = [{}]
+    if num_gpus > 1 and spec.parallel_engine != "fsdp" and spec.task == "train":
+        if spec.weight_dtype in ("nf4", "fp4"):
+            out.append({"parallelism": "fsdp", "fsdp_version": 1})
+        elif spec.weight_dtype not in QUANTIZED_DTYPES:
+            out.append({"parallelism": "fsdp", "fsdp_version": 2})
+    return out
+
+
+def fewest_gpus(job: dict[str, Any] | JobSpec, max_gpus: int = MAX_GPUS, margin_pct: float = 0.0,
+                other_engines: bool = True) -> FewestGpus | None:
+    """The fewest GPUs of the job's type on which it fits, raising the sharding stage (DeepSpeed ZeRO; FSDP
+    full_shard = 3) from the job's own up to 3 as needed, micro-batch and offload as the job has them; with
+    `other_engines`, torch FSDP is searched beside a DDP / DeepSpeed job (FSDP1 for 4-bit weights, else FSDP2:
+    memplan.plan.configurations.parallel_engines) and the fewer GPUs win (the job's own engine on a tie).
 
     Tight: it fits on num_gpus and not on num_gpus - 1 (at any stage from the job's to 3). Search: doubling from
     1, then bisection (per-GPU bytes never rise with more GPUs at ZeRO >= 1, tests/test_properties.py).
@@ -117,19 +132,36 @@ def fewest_gpus(job: dict[str, Any] | JobSpec, max_gpus: int = MAX_GPUS, margin_
     spec = parse_spec(job)
     if not 1 <= max_gpus <= 100_000:
         raise SpecError([("max_gpus", f"must be in 1..100000, got {max_gpus}")])
-
-    def result(hit: tuple[JobSpec, Estimate]) -> FewestGpus:
-        s, e = hit
-        return FewestGpus(num_gpus=s.num_gpus, zero_stage=s.zero_stage, peak_bytes=e.peak_bytes,
-                          headroom_bytes=e.headroom_bytes, job=dump(s))
-
     if spec.task == "inference":
         s = parse_spec({**spec.model_dump(by_alias=True, exclude_unset=True), "num_gpus": 1})
         e = estimate(s)
-        return result((s, e)) if fits(e, margin_pct) else None
+        return _fewest_result((s, e)) if fits(e, margin_pct) else None
+    best = None
+    engines = parallel_engines(spec, 2) if other_engines else [{}]
+    for engine in engines:
+        candidate = spec
+        if engine:
+            data = {**spec.model_dump(by_alias=True, exclude_unset=True), **engine, "offload_optimizer": False}
+            try:
+                candidate = parse_spec(data)
+            except SpecError:
+                continue
+        hit = _fewest_with_engine(candidate, max_gpus, margin_pct)
+        if hit is not None and (best is None or hit[0].num_gpus < best[0].num_gpus):
+            best = hit
+    return _fewest_result(best) if best is not None else None
+
+
+def _fewest_result(hit: tuple[JobSpec, Estimate]) -> FewestGpus:
+    s, e = hit
+    return FewestGpus(num_gpus=s.num_gpus, zero_stage=s.zero_stage, parallelism=s.parallel_engine,
+                      peak_bytes=e.peak_bytes, headroom_bytes=e.headroom_bytes, job=dump(s))
+
+
+def _fewest_with_engine(spec: JobSpec, max_gpus: int, margin_pct: float) -> tuple[JobSpec, Estimate] | None:
     first = _fit_stage(spec, 1, margin_pct)
     if first is not None:
-        return result(first)
+        return first
     lo, hi, found = 1, None, None
     while lo < max_gpus:
         nxt = min(lo * 2, max_gpus)
@@ -147,7 +179,7 @@ def fewest_gpus(job: dict[str, Any] | JobSpec, max_gpus: int = MAX_GPUS, margin_
             hi, found = mid, hit
         else:
             lo = mid
-    return result(found)
+    return found
 
 
 def fitting_gpus(spec: JobSpec, margin_pct: float = 0.0, utilization: float = cp.MFU) -> list[tuple]:

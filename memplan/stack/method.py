@@ -16,7 +16,9 @@ TASK_TYPES = {"causal_lm": "CAUSAL_LM", "seq2seq_lm": "SEQ_2_SEQ_LM", "sequence_
 
 def apply_method(model, spec: JobSpec, head: str, head_params: tuple[str, ...]):
     """The trainable setup as users write it: PEFT's own configs, the Trainer's gradient checkpointing."""
-    quantized = spec.weight_dtype in ("nf4", "fp4", "int8")
+    # the FSDP-QLoRA recipes skip prepare_model_for_kbit_training (memplan.methods.kbit_prepared): set up as for
+    # a float model
+    quantized = spec.weight_dtype in ("nf4", "fp4", "int8") and spec.parallel_engine != "fsdp"
     gc_kwargs = {"use_reentrant": False}
     if quantized:
         from peft import prepare_model_for_kbit_training

@@ -134,3 +134,17 @@ def fsdp_unsharded_bytes(shapes: list[tuple[int, ...]], world: int, param_bytes:
     4 * 725,248 * 2 = 5,801,984 B.
     """
     return world * sum(fsdp_shard_numel(s, world) for s in shapes) * param_bytes
+
+
+def fsdp_copy_out_bytes(group_unsharded_bytes: int) -> int:
+    """A `fully_shard` group while it is unsharded: the all-gather output buffer and the unsharded parameters
+    FSDP2 copies out of it into their own storages, both alive until the copy ends: 2 * the group's bytes. The
+    root group's, at the first forward, is the step's first all-gather.
+
+    Source: torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_all_gather_copy_out
+    (split_with_sizes_copy from all_gather_output into each FSDPParam's all_gather_outputs, alloc_storage'd);
+    the all-gather output is freed with its AllGatherResult after the copy.
+    Example: Llama-3.1-8B's root (embedding, norm and head: 1,050,677,248 params) on 8 GPUs in bf16:
+    2 * 8 * 131,334,656 * 2 = 4,202,708,992 B.
+    """
+    return 2 * group_unsharded_bytes

@@ -24,7 +24,8 @@ def nf4_weight_bytes(numel: int, double_quant: bool, blocksize: int = NF4_BLOCKS
                      nested_blocksize: int = NF4_NESTED_BLOCKSIZE) -> int:
     """A bitsandbytes 4-bit (NF4 or FP4) tensor with its quantization state, each allocation rounded to 512 B.
 
-    Formula (bitsandbytes/functional.py quantize_4bit): packed data ceil(n/2) uint8; one absmax per block of 64:
+    Formula (bitsandbytes/functional.py quantize_4bit): packed data ceil(n/2) bytes (whatever the storage dtype:
+    `packed_4bit_shape`) plus the quantization state (`nf4_quant_state_bytes`):
       - plain: absmax fp32, 4 * ceil(n/64)                     -> 0.5 + 4/64 = 0.5625 B/param = 4.5 bits
       - double quant (compress_statistics): absmax re-quantized to uint8, ceil(n/64) bytes, plus an fp32 absmax
         per 256 blocks, 4 * ceil(n/64/256), plus an fp32 offset  -> 0.5 + 1/64 + 4/16384 = 0.5159 B = 4.127 bits
@@ -33,14 +34,39 @@ def nf4_weight_bytes(numel: int, double_quant: bool, blocksize: int = NF4_BLOCKS
     Example: a 4096 x 4096 q_proj (16,777,216 params) with double quant:
       8,388,608 + 262,144 + 4,096 + 512 (offset) + 512 (code table) = 8,655,872 B (4.127 bits/param).
     """
+    return allocation_bytes(-(-numel // 2)) + nf4_quant_state_bytes(numel, double_quant, blocksize, nested_blocksize)
+
+
+def nf4_quant_state_bytes(numel: int, double_quant: bool, blocksize: int = NF4_BLOCKSIZE,
+                          nested_blocksize: int = NF4_NESTED_BLOCKSIZE) -> int:
+    """The quantization state of one 4-bit tensor (absmax, the nested absmax and offset under double quant, the
+    code table), each allocation rounded to 512 B. It is a plain attribute of the weight and of its Linear4bit
+    (`Params4bit.quant_state`, `Linear4bit.quant_state`), neither a parameter nor a buffer: FSDP and ZeRO never
+    shard it, every GPU keeps all of it.
+
+    Source: bitsandbytes/functional.py quantize_4bit (QuantState), nn/modules.py
+    fix_4bit_weight_quant_state_from_module.
+    Example: a 4096 x 4096 q_proj with double quant: 262,144 + 4,096 + 512 + 512 = 267,264 B; without:
+    4 * 262,144 + 512 = 1,049,088 B.
+    """
     blocks = -(-numel // blocksize)
-    total = allocation_bytes(-(-numel // 2)) + allocation_bytes(16 * 4)  # packed values + NF4 code table
+    total = allocation_bytes(16 * 4)  # the NF4 / FP4 code table
     if double_quant:
         nested = -(-blocks // nested_blocksize)
-        total += allocation_bytes(blocks) + allocation_bytes(4 * nested) + allocation_bytes(4)
-    else:
-        total += allocation_bytes(4 * blocks)
-    return total
+        return total + allocation_bytes(blocks) + allocation_bytes(4 * nested) + allocation_bytes(4)
+    return total + allocation_bytes(4 * blocks)
+
+
+def packed_4bit_shape(numel: int, storage_bytes: int) -> tuple[int, int]:
+    """The shape bitsandbytes gives a 4-bit weight's packed values in a storage dtype of `storage_bytes` bytes
+    (`bnb_4bit_quant_storage`): [(n + 1) // (2 * itemsize), 1], two 4-bit values per byte whatever the dtype,
+    so FSDP shards and gathers it as a tensor of that many elements (and bf16 storage is what lets it).
+
+    Source: bitsandbytes/backends/cuda/ops.py quantize_4bit (`torch.empty(((n + 1) // (quant_storage.itemsize
+    * 2), 1), dtype=quant_storage)`); bitsandbytes docs fsdp_qlora.md.
+    Example: a 4096 x 4096 weight in bf16 storage: (16,777,217 // 4, 1) = (4,194,304, 1); uint8: (8,388,608, 1).
+    """
+    return ((numel + 1) // (2 * storage_bytes), 1)
 
 
 def int8_weight_bytes(out_features: int, in_features: int) -> int:

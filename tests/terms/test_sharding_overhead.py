@@ -39,3 +39,11 @@ def test_overheads():
     # expandable segments: the loss block needs no segment of its own, the page slack stays
     assert ov.fragmentation_bytes(30 * 2**30, 4 * 2048 * 128_256, allocator="expandable_segments") == 644_245_094
     assert ov.usable_memory_bytes(81_559 * 2**20) == 84_983_939_072
+
+
+def test_fsdp_copy_out_of_the_llama_8b_root_on_8_gpus():
+    # embedding and head 128,256 x 4,096 each, norm 4,096: one rank's padded shards 131,334,656 elements
+    shard = sh.fsdp_shard_numel((128256, 4096), 8) * 2 + sh.fsdp_shard_numel((4096,), 8)
+    assert shard == 131_334_656
+    root = sh.fsdp_unsharded_bytes([(128256, 4096), (128256, 4096), (4096,)], 8, 2)
+    assert sh.fsdp_copy_out_bytes(root) == 2 * 8 * 131_334_656 * 2 == 4_202_708_992

@@ -8,7 +8,9 @@ from memplan.terms.weights import (
     int4_gptq_weight_bytes,
     int8_weight_bytes,
     model_weight_bytes,
+    nf4_quant_state_bytes,
     nf4_weight_bytes,
+    packed_4bit_shape,
     quantized_tensor_bytes,
 )
 from memplan.architecture import ParamInfo
@@ -38,6 +40,23 @@ def test_nf4_plain_45_bits():
     b = nf4_weight_bytes(n, double_quant=False)
     assert b == n // 2 + 4 * n // 64 + 512  # packed + fp32 absmax per 64 + code table
     assert abs(bits_per_param(b, n) - 4.5) < 0.001
+
+
+def test_nf4_quant_state_is_the_weight_less_its_packed_values():
+    n = 4096 * 4096
+    assert nf4_quant_state_bytes(n, True) == 262_144 + 4_096 + 512 + 512 == 267_264
+    assert nf4_quant_state_bytes(n, False) == 4 * 262_144 + 512 == 1_049_088
+    assert nf4_weight_bytes(n, True) - nf4_quant_state_bytes(n, True) == n // 2
+
+
+def test_packed_4bit_shape_per_storage_dtype():
+    # bitsandbytes quantize_4bit: ((n + 1) // (2 * itemsize), 1), 0.5 B per weight whatever the dtype
+    n = 4096 * 4096
+    assert packed_4bit_shape(n, 2) == (4_194_304, 1)
+    assert packed_4bit_shape(n, 1) == (8_388_608, 1)
+    assert packed_4bit_shape(n, 4) == (2_097_152, 1)
+    for itemsize in (1, 2, 4):
+        assert packed_4bit_shape(n, itemsize)[0] * itemsize == n // 2
 
 
 def test_int8_and_gptq():

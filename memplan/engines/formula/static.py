@@ -11,7 +11,7 @@ from typing import Any
 
 from memplan.architecture import ModelInfo, model_cache, stack_and_layer
 from memplan.job import resolve_optimizer_impl
-from memplan.methods import Trainables, trainables, unquantized_dtype
+from memplan.methods import Trainables, kbit_prepared, trainables, unquantized_dtype
 from memplan.spec import JobSpec, SpecError
 from memplan.terms import optimizer as opt
 from memplan.terms.dtypes import allocation_bytes, dtype_bytes
@@ -92,7 +92,7 @@ def static_key(spec: JobSpec) -> tuple:
     targets = spec.lora.target_modules
     return (spec.task, spec.method, spec.weight_dtype, spec.mixed_precision, spec.double_quant, spec.optimizer,
             spec.optimizer_impl, spec.lora.r, targets if isinstance(targets, str) else tuple(targets),
-            spec.num_virtual_tokens, spec.adapter_size)
+            spec.num_virtual_tokens, spec.adapter_size, kbit_prepared(spec))
 
 
 _STATIC_CACHE: dict[tuple, StaticTerms] = {}

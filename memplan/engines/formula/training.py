@@ -9,7 +9,7 @@ from memplan.engines.formula.placement import held_states
 from memplan.engines.formula.static import StaticTerms
 from memplan.methods import kbit_prepared
 from memplan.result import Phase
-from memplan.spec import JobSpec
+from memplan.spec import QUANTIZED_DTYPES, JobSpec
 from memplan.terms import activations as act
 from memplan.terms import kv_cache as kv
 from memplan.terms.weights import autocast_weight_copies_bytes
@@ -21,7 +21,7 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
     memory per node."""
     zero, tr = spec.zero_stage, st.tr
     held = held_states(info, spec, notes)
-    if spec.parallel_engine == "fsdp" and spec.mixed_precision != "no":
+    if spec.parallel_engine == "fsdp" and spec.mixed_precision != "no" and spec.weight_dtype not in QUANTIZED_DTYPES:
         # FSDP's MixedPrecisionPolicy gathers the weights in param_dtype: the step computes on compute-dtype
         # weights (no autocast weight copies, a compute-dtype residual stream), whatever the sharded storage
         spec = spec.model_copy(update={"weight_dtype": spec.compute_dtype})
@@ -53,17 +53,21 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
     grads_accumulated = grads if spec.gradient_accumulation_steps > 1 else 0
     # steady state: optimizer states exist in every phase from the first optimizer step on
     base = {"weights": weights, "optimizer_states": states}
-    phases = [Phase("load", {"weights": weights})]
+    phases = [Phase("load", {"weights": weights if held.load is None else held.load})]
     # a checkpointed (or no-grad) block's intermediates exist only while it runs, not during the loss
     # (checkpointed blocks run forward without saving: their intermediates are freed as they go)
     fwd_block = (a["largest_block"] if not tr.grads_flow else 0) + a["lora_forward_transient"]
     if info.layers[-1].post_norm and tr.grads_flow and not checkpointing:
         fwd_block = max(fwd_block, act.post_norm_block_end_bytes(info.layers[-1], ctx))
-    phases.append(Phase("forward", {**base, "gradients": grads_accumulated, "zero_buffers": live,
-                                     "activations": saved + a["head_level"] + a["persistent"] + autocast_copies
-                                     + head_cast + fp32_kv,
-                                     "logits": loss_fwd if loss_fwd >= fwd_block else 0,
-                                     "temporaries": fwd_block if fwd_block > loss_fwd else 0}))
+    forward_end = Phase("forward", {**base, "gradients": grads_accumulated, "zero_buffers": live,
+                                    "activations": saved + a["head_level"] + a["persistent"] + autocast_copies
+                                    + head_cast + fp32_kv,
+                                    "logits": loss_fwd if loss_fwd >= fwd_block else 0,
+                                    "temporaries": fwd_block if fwd_block > loss_fwd else 0})
+    # FSDP's first all-gather of the step (the root's) before any activation exists: its output buffer alive with
+    # the unsharded parameters copied out of it
+    forward_start = Phase("forward", {**base, "gradients": grads_accumulated, "zero_buffers": held.first_gather})
+    phases.append(max(forward_end, forward_start, key=lambda p: p.total))
     # backward walks from the loss down: its peak is at the start (the loss spike), in the top block (every
     # block's saved tensors, the head's gradients), in the bottom block (one block's saved tensors, every other
     # gradient) or at the embedding (every gradient; a tied embedding sums its two gradients out of place:

@@ -49,12 +49,22 @@ def fake_fsdp(model: Any, spec: JobSpec, fake_mode: Any, tracker: Any) -> Iterat
         policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=dtype)
         blocks = _block_classes(model)
         reshard = spec.zero_stage == 3
+        kwargs: dict[str, Any] = {"mesh": mesh, "mp_policy": policy, "reshard_after_forward": reshard}
+        four_bit = spec.weight_dtype in ("nf4", "fp4")
+        if four_bit and spec.fsdp_version == 2:
+            # accelerate's fsdp2_prepare_model: a Params4bit model stays where it loaded (whole, on every GPU)
+            # until fully_shard shards it (FSDP1 loads it on rank 0's CPU and syncs module states)
+            for t in [*model.parameters(), *model.buffers()]:
+                tracker.register(t, "weights")
+        if four_bit and spec.quant_storage_dtype == "uint8":  # non-float 4-bit weights: accelerate's ignored_params
+            kwargs["ignored_params"] = {p for p in model.parameters()
+                                        if not p.is_floating_point() and not p.requires_grad}
         with fake_mode:
             for module in reversed(list(model.modules())):  # bottom up, as accelerate wraps
                 if type(module).__name__ in blocks and module is not model:
-                    fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard)
-            fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard)
-            if spec.mixed_precision != "no":
+                    fully_shard(module, **kwargs)
+            fully_shard(model, **kwargs)
+            if spec.mixed_precision != "no" and not four_bit:
                 # accelerate's fsdp2_prepare_model: "FSDP upcast of low precision parameters to fp32 (since
                 # mixed_precision != 'no')", after sharding
                 model.to(torch.float32)

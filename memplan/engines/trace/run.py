@@ -47,8 +47,7 @@ def _traced(model: Any, head: str, spec: JobSpec, steps: int, progress: Any, tra
         tracker.register(p, "weights")
     for b in model.buffers():
         tracker.register(b, "weights")
-    tracker.begin("load")
-    tracker.end()
+    tracker.end("load")  # the tracker starts in "load": FSDP2 may have registered a 4-bit model loaded whole
     tracker.log.trainable = sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())
     if progress is not None:
         tracker.progress = progress

@@ -56,17 +56,24 @@ class _MatMul4Bit:
 
 
 class Linear4bit(_linear_base()):  # type: ignore[misc]
-    """bitsandbytes Linear4bit's memory: packed uint8 values and the quantization state, as buffers."""
+    """bitsandbytes Linear4bit's memory: the packed values as a frozen parameter in the quant storage dtype
+    (memplan.terms.weights.packed_4bit_shape; FSDP shards it when it is a float dtype), the quantization state as
+    buffers (bitsandbytes keeps it as a plain attribute, which no sharding touches)."""
 
-    def __init__(self, linear: Any, compute_dtype: Any, double_quant: bool, blocksize: int = 64):
+    def __init__(self, linear: Any, compute_dtype: Any, double_quant: bool, blocksize: int = 64,
+                 storage_dtype: Any = None):
         import torch
+
+        from memplan.terms.weights import packed_4bit_shape
 
         torch.nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         n = self.in_features * self.out_features
         blocks = -(-n // blocksize)
-        self.weight = torch.nn.Parameter(torch.empty(((n + 1) // 2, 1), dtype=torch.uint8, device="meta"),
-                                         requires_grad=False)
+        storage_dtype = storage_dtype or torch.uint8
+        self.weight = torch.nn.Parameter(
+            torch.empty(packed_4bit_shape(n, storage_dtype.itemsize), dtype=storage_dtype, device="meta"),
+            requires_grad=False)
         self.bias = linear.bias
         self.compute_dtype = compute_dtype
         self.register_buffer("code", torch.empty(16, dtype=torch.float32, device="meta"))
@@ -132,6 +139,7 @@ def quantize_linears(model: Any, spec: JobSpec) -> None:
 
     skip = set(get_keys_to_not_convert(model) or [])
     compute = torch_dtype(spec.compute_dtype)
+    storage = torch.uint8 if spec.quant_storage_dtype == "uint8" else torch_dtype(spec.quant_storage_dtype)
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
@@ -141,7 +149,7 @@ def quantize_linears(model: Any, spec: JobSpec) -> None:
             if spec.weight_dtype == "int8":
                 setattr(module, child_name, Linear8bitLt(child))
             else:
-                setattr(module, child_name, Linear4bit(child, compute, spec.double_quant))
+                setattr(module, child_name, Linear4bit(child, compute, spec.double_quant, storage_dtype=storage))
     if spec.weight_dtype == "int8":
         model.is_loaded_in_8bit = True
     else:
