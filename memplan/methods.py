@@ -87,6 +87,15 @@ def kbit_prepared(spec: JobSpec) -> bool:
     return spec.task == "train" and spec.weight_dtype in ("nf4", "fp4", "int8") and spec.parallel_engine != "fsdp"
 
 
+def first_input_needs_grad(spec: JobSpec, tr: "Trainables") -> bool:
+    """Whether the embedding's output requires a gradient, so that backward runs through the bottom block's input:
+    trainable base linears, virtual tokens, bottleneck adapters, or gradient checkpointing, under which the stack
+    calls enable_input_require_grads (memplan.stack.apply_method), except for k-bit-prepared models (peft's
+    prepare_model_for_kbit_training skips it with use_reentrant=False)."""
+    return (tr.base_linears_trainable or tr.virtual_tokens > 0 or spec.method == "adapter"
+            or (spec.gradient_checkpointing and not kbit_prepared(spec)))
+
+
 def unquantized_dtype(spec: JobSpec) -> str:
     return "fp32" if kbit_prepared(spec) else float_dtype(spec)
 

@@ -148,3 +148,34 @@ def fsdp_copy_out_bytes(group_unsharded_bytes: int) -> int:
     2 * 8 * 131,334,656 * 2 = 4,202,708,992 B.
     """
     return 2 * group_unsharded_bytes
+
+
+def fsdp_last_all_gather_bytes(group_unsharded_bytes: int) -> int:
+    """The output buffer of the latest all-gather, which FSDP2 keeps after copying the parameters out of it until
+    the next all-gather starts or the root's forward ends (so that the next copy-in can wait on it without
+    record_stream): one more copy of the last gathered group's bytes. At the end of forward that is the last group
+    gathered (the head's under accelerate's FSDP2 wrapping), alive through a loss computed inside the model's
+    forward (transformers' `labels`).
+
+    Source: torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py wait_for_unshard
+    (comm_ctx.all_gather_state = AllGatherState(all_gather_result, event)), freed at the next unshard or in the
+    root's post-forward (_fsdp_state.py); traced (tests/trace/test_fsdp_fake_pg.py).
+    Example: a [8,000, 512] head on 8 GPUs in bf16: 8 * 1,000 * 512 * 2 = 8,192,000 B.
+    """
+    return group_unsharded_bytes
+
+
+def fsdp_block_backward_bytes(block_unsharded_bytes: int, block_grad_bytes: int) -> int:
+    """A `fully_shard` block at its post-backward: its unsharded parameters, the unsharded gradients backward made
+    for them, and the reduce-scatter input the gradients are copied into, all alive until the copy ends (the
+    next group's prefetched all-gather comes on top).
+
+    Formula: B + 2 G, B the block's all-gather bytes, G its gradients in reduce_dtype (B under full fine-tuning,
+    the adapters' under LoRA).
+    Source: torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py post_backward, _fsdp_collectives.py
+    foreach_reduce (reduce_scatter_input); traced (bench/results/fsdp_crosscheck.txt: Llama-3.1-70B on 64 GPUs,
+    the bottom block's parameters, gradients and reduce-scatter input beside the embedding's prefetch).
+    Example: a Llama-3.1-8B block on 8 GPUs in bf16 (218,112,000 params: B = G = 436,224,000 B), full fine-tune:
+    3 * 436,224,000 = 1,308,672,000 B.
+    """
+    return block_unsharded_bytes + 2 * block_grad_bytes

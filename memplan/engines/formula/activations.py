@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from memplan.architecture import ModelInfo
 from memplan.engines.formula.static import StaticTerms
-from memplan.methods import Trainables, kbit_prepared, unquantized_dtype
+from memplan.methods import Trainables, first_input_needs_grad, kbit_prepared, unquantized_dtype
 from memplan.spec import JobSpec
 from memplan.terms import activations as act
 from memplan.terms import logits as lg
@@ -25,10 +25,7 @@ def activation_context(info: ModelInfo, spec: JobSpec, tr: Trainables, attention
         norms_trainable=tr.norms_trainable, adapter_input_bytes=4, lora_r=spec.lora.r,
         lora_dropout=spec.lora.dropout if spec.method in ("lora", "qlora") else 0.0,
         mlp_bytes=resid if kbit_prepared(spec) and spec.weight_dtype in ("nf4", "fp4") else c,
-        # memplan.stack.apply_method: enable_input_require_grads under checkpointing, except for k-bit
-        # models (peft's prepare_model_for_kbit_training skips it with use_reentrant=False)
-        first_input_grad=tr.base_linears_trainable or tr.virtual_tokens > 0 or spec.method == "adapter"
-        or (spec.gradient_checkpointing and not kbit_prepared(spec)),
+        first_input_grad=first_input_needs_grad(spec, tr),
         weight_cast_bytes=c if spec.weight_dtype == "fp32" and autocast else 0,
         kv_cache_copies=not (spec.gradient_checkpointing and tr.grads_flow))
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from memplan.architecture import ModelInfo, model_cache
 from memplan.engines.formula.static import static_terms
+from memplan.methods import first_input_needs_grad
 from memplan.spec import FSDP_STRATEGY, QUANTIZED_DTYPES, JobSpec
 from memplan.terms import host as hm
 from memplan.terms import sharding as sh
@@ -33,9 +35,10 @@ class HeldStates:
     live_end: int | None = None
     #: weights while the model loads, where they exceed `weights` (FSDP2 loads a 4-bit model whole on every GPU)
     load: int | None = None
-    #: gathered bytes at the step's first all-gather (FSDP: the root group's output buffer and the unsharded
-    #: parameters copied out of it, memplan.terms.sharding.fsdp_copy_out_bytes)
-    first_gather: int = 0
+    #: FSDP: gathered and communication bytes at each moment of the step (forward_start, forward_end, spike; top and
+    #: bottom while a block's backward computes, top_post and bottom_post at its post-backward; embedding; step),
+    #: where they replace `live` / `live_end` + `buckets`
+    moments: dict[str, int] | None = None
 
 
 def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
@@ -86,32 +89,33 @@ def _data_parallel_held_states(info: ModelInfo, spec: JobSpec, notes: list[str])
 
 
 def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
-    """Per-GPU model states of torch FSDP2 as the HF Trainer runs it through accelerate (`fully_shard` on every
-    transformer block, then on the root; memplan.terms.sharding.fsdp_*):
+    """Per-GPU model states of torch FSDP as the HF Trainer runs it through accelerate (1.14 and later;
+    memplan.terms.sharding.fsdp_*):
 
-    - sharded parameters, gradients and Adam moments in the storage dtype: fp32 when mixed precision is on
-      (accelerate's fsdp2_prepare_model upcasts the model to fp32 after sharding), else the weights' dtype;
-    - unsharded: the root group (embeddings, final norm, head) in `param_dtype` (the compute dtype) from the
-      first forward to the end of backward (the root is not resharded after forward); under FULL_SHARD
-      (zero_stage 3) the all-gather output of the block being computed; under SHARD_GRAD_OP (zero_stage 2)
-      every block stays unsharded after forward, until its own backward reshards it (so at the bottom block only
-      the root and that block are unsharded);
-    - in a block's backward, its unsharded gradients and their reduce-scatter input, in the compute dtype
-      (reduce_dtype = param_dtype), and under FULL_SHARD the next block's prefetched all-gather;
+    - sharded storage: under mixed precision the trainable parameters are upcast to fp32 (accelerate's
+      fsdp2_prepare_model upcasts `requires_grad` parameters before fully_shard; FSDP1's prepare_model upcasts
+      the trainable flat parameters), the frozen ones keep the dtype they loaded in; gradients and Adam moments
+      follow the trainable storage;
+    - groups (FSDP2): `fully_shard` on every transformer block; the input embedding its own group; the final norm
+      (not found on a PEFT model: accelerate's `_find_final_norm` looks at the base model's children) and the
+      output head one "tail" group, not resharded after forward; the root holds what is left and is never
+      resharded after forward. A tied embedding joins the tail. FSDP1: the blocks (PEFT's wrap policy adds the
+      adapter layers, negligible) and a root of everything outside them, never resharded after forward;
+    - what is unsharded when (FULL_SHARD, zero_stage 3): at the first forward the embedding's (or, tied, the
+      tail's) all-gather output and its copied-out parameters; at the loss the root and the tail; in a block's
+      backward that block, and its unsharded gradients with their reduce-scatter input and the next block's
+      prefetch (`fsdp_held_states` buckets); the tail reshards after its own backward. SHARD_GRAD_OP (zero_stage 2)
+      keeps every group unsharded from its forward to its backward. NO_SHARD (zero_stage 0) is a shard group of
+      one: everything unsharded;
     - offload_params (CPUOffloadPolicy): the sharded parameters, gradients and optimizer states live in pinned host
       memory; the GPU keeps the unsharded groups and the gradient buffers;
-    - NO_SHARD (zero_stage 0) is FSDP over a shard group of one: the whole model in fp32 storage, its compute copy
-      unsharded, gradients all-reduced in place (no DDP bucket copy);
     - QLoRA (nf4/fp4 with `quant_storage` equal to the compute dtype, the FSDP-QLoRA recipe): the packed 4-bit
       values are parameters of [n/4, 1] bf16 elements (memplan.terms.weights.packed_4bit_shape), sharded and
-      gathered like any other; the frozen parameters keep the compute dtype (no fp32 upcast: accelerate skips it
-      for Params4bit under FSDP2 and upcasts only trainable flat parameters under FSDP1); the quantization state
+      gathered like any other; no fp32 upcast (accelerate skips it for Params4bit models); the quantization state
       is replicated on every GPU; PEFT's adapters are fp32. With uint8 storage (FSDP2 only) accelerate leaves the
       4-bit weights out of sharding (`ignored_params`): whole on every GPU. FSDP2 loads the whole quantized model
-      on every GPU before sharding it (accelerate's fsdp2_prepare_model keeps Params4bit models off the meta
-      device: "bypassing the move to meta will still cause the VRAM spike"): the load phase holds it.
-    FSDP1 (fsdp_version 1) flattens each wrapped module into one FlatParameter with the same sharded and unsharded
-    byte totals up to padding: it is placed the same way."""
+      on every GPU before sharding it (accelerate keeps Params4bit models off the meta device: "bypassing the move
+      to meta will still cause the VRAM spike"): the load phase holds it."""
     st = static_terms(info, spec)
     tr = st.tr
     n = spec.num_gpus if spec.zero_stage else 1  # the shard group: NO_SHARD replicates
@@ -120,28 +124,76 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     packed = None  # the packed 4-bit values' storage itemsize; 0: left out of sharding
     replicated = 0  # bytes every GPU keeps whole: 4-bit quantization state, or 4-bit weights left unsharded
     if four_bit:
-        storage = k  # the checkpoint loads in the quant storage dtype, which is the compute dtype
+        frozen = trained = k  # loaded in the quant storage dtype (the compute dtype), never upcast
         packed = 0 if spec.quant_storage_dtype == "uint8" else dtype_bytes(spec.quant_storage_dtype)
         replicated = fsdp_replicated_4bit_bytes(info, spec.double_quant, whole=packed == 0)
     else:
-        storage = 4 if spec.mixed_precision != "no" else dtype_bytes(spec.weight_dtype)
-    shard_numel, largest_block, root_unsharded = fsdp_sums(info, n, k, packed)
-    adapters = 0 if spec.method in ("full", "freeze") else tr.count  # PEFT's fp32 parameters, sharded as well
-    sharded_params = shard_numel * storage + 4 * -(-adapters // n)
+        frozen = dtype_bytes(spec.weight_dtype)
+        trained = 4 if spec.mixed_precision != "no" else frozen
+    peft = spec.method not in ("full", "freeze")
+    v2 = spec.fsdp_version == 2
+    g = fsdp_sums(info, n, k, packed, carve=v2, tail_norm=not peft)
     if spec.method == "full":
-        sharded_trainable = shard_numel
-    else:  # adapters or the unfrozen part: their count over N (padding of small shapes neglected)
-        sharded_trainable = -(-tr.count // n)
-    per_state = st.fp32_states / tr.count if tr.count else 0.0  # optimizer state bytes per fp32 element
-    grads = sharded_trainable * (storage if spec.method in ("full", "freeze") else 4)
-    states = int(sharded_trainable * per_state)
-    if spec.zero_stage == 3:
-        gathered = root_unsharded + largest_block
+        base_trained = g.shard_numel
+    elif spec.method == "freeze":  # the unfrozen base parameters (padding of small shapes neglected)
+        base_trained = -(-tr.count // n)
     else:
-        gathered = n * shard_numel * k  # every group's all-gather output
-    # in a block's backward: its unsharded gradients and the reduce-scatter input made from them, and under
-    # FULL_SHARD the next block's all-gather, prefetched
-    reduce_scatter = (3 if spec.zero_stage == 3 else 2) * largest_block if tr.grads_flow else 0
+        base_trained = 0
+    adapters = -(-tr.count // n) if peft else 0  # PEFT's fp32 parameters, sharded as well
+    sharded_params = (g.shard_numel - base_trained) * frozen + base_trained * trained + 4 * adapters
+    sharded_trainable = base_trained + adapters
+    per_state = st.fp32_states / tr.count if tr.count else 0.0  # optimizer state bytes per fp32 element
+    grads = base_trained * trained + 4 * adapters
+    states = int(sharded_trainable * per_state)
+    block = g.largest_block
+    # a block's unsharded gradients in reduce_dtype: every parameter's under full fine-tuning, else its adapters'
+    grad_block = block if spec.method == "full" else k * -(-tr.count // max(1, len(info.layers))) if peft else 0
+    # a block's backward computes its unsharded gradients (G) beside its parameters; its post-backward copies them
+    # into the reduce-scatter input (G more) once its activations are gone (the next group's prefetch is in `top` /
+    # `bottom`)
+    reduce_scatter = sh.fsdp_block_backward_bytes(block, grad_block) if tr.grads_flow else 0
+    computing = reduce_scatter - (grad_block if tr.grads_flow else 0)
+    tied = info.tied_embeddings
+    stays = g.root + (g.tail if tied else 0)  # unsharded from the first forward to the end of backward
+    trained = {t.name for t in tr.tensors}
+    head_trained = spec.method == "full" or bool(trained & set(info.head_params))
+    embedding_trained = spec.method == "full" or bool(trained & set(_input_embedding_names(info)))
+    # the head's gradients stay unsharded until their group's backward ends: the root's under FSDP1, the tail's
+    # (with the tied embedding in it) under FSDP2; an untied FSDP2 tail reduce-scatters them right away
+    held_grads = (stays if not v2 or tied else 0) if head_trained and tr.grads_flow else 0
+    # the embedding's group is gathered again in backward when its output needs a gradient (FSDP2 registers its
+    # pre-backward hook then): the bottom block prefetches it instead of another block
+    embedding_backward = v2 and not tied and tr.grads_flow and first_input_needs_grad(spec, tr)
+    if spec.zero_stage == 3:
+        at_loss = stays + (0 if tied else g.tail)
+        top = stays + held_grads + block
+        bottom = stays + held_grads + (g.embed if embedding_backward else 0)
+    else:  # every group stays unsharded until its backward (all of them under NO_SHARD); the block in
+        # backward is counted with its gradients below
+        at_loss = g.everything
+        top = g.everything - block + held_grads
+        bottom = (stays + g.embed if spec.zero_stage == 2 else g.everything - block) + held_grads
+    # the first forward: the root's all-gather, then (FSDP2) the input embedding's, or the tail's when tied
+    first = g.tail if tied else g.embed
+    forward_start = max(sh.fsdp_copy_out_bytes(g.root), g.root + sh.fsdp_copy_out_bytes(first))
+    # at the embedding's backward: the group holding it, with its gradients when it trains, beside the bottom
+    # block's reduce-scatter input
+    if v2 and not tied:
+        embedding = stays + (2 * g.embed if embedding_trained else g.embed if embedding_backward else 0)
+    else:
+        embedding = stays + (stays if embedding_trained or head_trained else 0)
+    embedding += grad_block
+    # FSDP2 keeps the latest all-gather's output buffer until the next all-gather starts or the root's forward
+    # ends (its comm context's all_gather_state): through the loss computed inside the model's forward, the
+    # tail's (FSDP2, untied) or the last block's
+    forward_end = at_loss + sh.fsdp_last_all_gather_bytes(g.tail if v2 and not tied else block)
+    # at the loss's backward: FSDP1's root (holding the head) runs its pre-backward hook on the loss and prefetches
+    # the top block; FSDP2's tail prefetches it only once the logits' gradient exists, after the spike
+    spike = at_loss + (block if spec.zero_stage == 3 and not v2 and tr.grads_flow else 0)
+    moments = {"forward_start": forward_start, "forward_end": forward_end, "spike": spike,
+               "top": top + computing, "top_post": top + reduce_scatter,
+               "bottom": bottom + computing, "bottom_post": bottom + reduce_scatter,
+               "embedding": embedding if tr.grads_flow else 0, "step": 0}
     host = 0
     if spec.offload_params:
         per_node, nodes = hm.nodes_for(spec.num_gpus)
@@ -151,56 +203,98 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
         sharded_params = grads = states = 0
     load = None
     if four_bit:
-        if spec.fsdp_version == 2:
+        if v2:
             load = st.weights
         notes.append(f"QLoRA under FSDP{spec.fsdp_version}: packed 4-bit weights in {spec.quant_storage_dtype} "
                      + ("storage left out of sharding (accelerate's ignored_params), whole on every GPU"
                         if packed == 0 else "storage sharded and gathered with their blocks")
                      + f"; quantization state replicated; frozen parameters in {spec.compute_dtype}, adapters fp32"
-                     + ("; FSDP2 loads the whole quantized model on every GPU before sharding it"
-                        if spec.fsdp_version == 2 else ""))
-    storage_name = "fp32" if storage == 4 else spec.compute_dtype if four_bit else "the weights"
-    notes.append(f"FSDP{spec.fsdp_version} {FSDP_STRATEGY[spec.zero_stage]} on {spec.num_gpus} GPU(s): fully_shard "
-                 f"per transformer block and the root (accelerate); {storage_name} sharded storage, "
+                     + ("; FSDP2 loads the whole quantized model on every GPU before sharding it" if v2 else ""))
+    groups = ("fully_shard per transformer block, the input embedding, the final norm and head (not resharded "
+              "after forward) and the root" if v2 else "blocks and a root of everything else (FSDP1)")
+    notes.append(f"FSDP{spec.fsdp_version} {FSDP_STRATEGY[spec.zero_stage]} on {spec.num_gpus} GPU(s) as accelerate "
+                 f"wraps it: {groups}; trainable parameters in "
+                 f"{'fp32' if trained == 4 else spec.compute_dtype} storage, frozen ones as loaded; "
                  f"{spec.compute_dtype} param_dtype and reduce_dtype")
     return HeldStates(weights=sharded_params + replicated, grads=grads, states=states,
-                      step_temp=-(-st.step_temp // n), buckets=reduce_scatter, live=gathered, outside={}, host=host,
-                      live_end=root_unsharded + largest_block, load=load,
-                      first_gather=sh.fsdp_copy_out_bytes(root_unsharded if spec.zero_stage else gathered))
+                      step_temp=-(-st.step_temp // n), buckets=reduce_scatter, live=at_loss, outside={}, host=host,
+                      live_end=bottom, load=load, moments=moments)
 
 
-def fsdp_groups(info: ModelInfo, packed: int | None = None
-                ) -> tuple[dict[tuple, list[tuple[int, ...]]], list[tuple[int, ...]]]:
-    """The parameter shapes of each `fully_shard` group: one per transformer block, and the root's (everything
-    outside the blocks: embeddings, final norm, head). Under 4-bit weights (`packed`: the storage itemsize) a
-    quantized weight is its packed [n / (2 * itemsize), 1] tensor; packed 0 leaves it out (not sharded)."""
+class FsdpSums(NamedTuple):
+    """One rank's padded shard elements of every parameter, and the all-gather output bytes (param_dtype) of the
+    largest block, the input embedding's group, the tail's (final norm and head) and the root's (the rest), and
+    of every group together."""
+
+    shard_numel: int
+    largest_block: int
+    embed: int
+    tail: int
+    root: int
+    everything: int
+
+
+def _input_embedding_names(info: ModelInfo) -> tuple[str, ...]:
+    """The input embedding's parameter: the first embedding outside the blocks with a row per vocabulary entry."""
+    for p in info.params:
+        if p.layer is None and p.kind == "embedding" and p.shape and p.shape[0] == info.vocab_size:
+            return (p.name,)
+    return ()
+
+
+def _final_norm_names(info: ModelInfo) -> tuple[str, ...]:
+    """The final norm's parameters as accelerate's `_find_final_norm` finds it: the last norm module that is a
+    direct child of the base model (`model.norm`, `transformer.ln_f`)."""
+    norms = [p for p in info.params if p.layer is None and p.kind == "norm" and p.module.count(".") == 1]
+    if not norms:
+        return ()
+    last = norms[-1].module
+    return tuple(p.name for p in norms if p.module == last)
+
+
+def fsdp_groups(info: ModelInfo, packed: int | None = None, carve: bool = False, tail_norm: bool = False
+                ) -> tuple[dict[tuple, list[tuple[int, ...]]], dict[str, list[tuple[int, ...]]]]:
+    """The parameter shapes of each `fully_shard` group: one per transformer block, and outside them the root's,
+    or (carve: accelerate's FSDP2 wrapping) the input embedding's ("embed"), the head's with the final norm when
+    `tail_norm` ("tail"; a tied embedding is there) and the root's (the rest). Under 4-bit weights (`packed`: the
+    storage itemsize) a quantized weight is its packed [n / (2 * itemsize), 1] tensor; packed 0 leaves it out."""
     blocks: dict[tuple, list[tuple[int, ...]]] = {}
-    root: list[tuple[int, ...]] = []
+    outer: dict[str, list[tuple[int, ...]]] = {"embed": [], "tail": [], "root": []}
+    tail = set(info.head_params) | (set(_final_norm_names(info)) if tail_norm else set())
+    embed = set(_input_embedding_names(info)) - tail
     for p in info.params:
         shape = p.shape
         if packed is not None and p.quantizable:
             if not packed:
                 continue
             shape = packed_4bit_shape(p.numel, packed)
-        (root if p.layer is None else blocks.setdefault((p.stack, p.layer), [])).append(shape)
-    return blocks, root
+        if p.layer is not None:
+            blocks.setdefault((p.stack, p.layer), []).append(shape)
+        elif carve and p.name in tail:
+            outer["tail"].append(shape)
+        elif carve and p.name in embed:
+            outer["embed"].append(shape)
+        else:
+            outer["root"].append(shape)
+    return blocks, outer
 
 
 def fsdp_unsharded_groups(info: ModelInfo, world: int, param_bytes: int) -> tuple[int, int]:
-    """(the largest block's, the root's) all-gather output in param_dtype bytes."""
-    _, largest, root = fsdp_sums(info, world, param_bytes)
-    return largest, root
+    """(the largest block's, the root's) all-gather output in param_dtype bytes, FSDP1's grouping."""
+    g = fsdp_sums(info, world, param_bytes)
+    return g.largest_block, g.root
 
 
 @lru_cache(maxsize=1024)
-def fsdp_sums(info: ModelInfo, world: int, param_bytes: int, packed: int | None = None) -> tuple[int, int, int]:
-    """(one rank's padded shard elements of every parameter, the largest block's and the root's all-gather bytes
-    in param_dtype): sums over every tensor, cached per model (`packed` as in fsdp_groups)."""
-    blocks, root = fsdp_groups(info, packed)
-    every = [s for group in blocks.values() for s in group] + root
+def fsdp_sums(info: ModelInfo, world: int, param_bytes: int, packed: int | None = None, carve: bool = False,
+              tail_norm: bool = False) -> FsdpSums:
+    """Sums over every tensor of `fsdp_groups`, cached per model."""
+    blocks, outer = fsdp_groups(info, packed, carve, tail_norm)
+    every = [s for group in blocks.values() for s in group] + [s for group in outer.values() for s in group]
     largest = max((sh.fsdp_unsharded_bytes(g, world, param_bytes) for g in blocks.values()), default=0)
-    return (sum(sh.fsdp_shard_numel(s, world) for s in every), largest,
-            sh.fsdp_unsharded_bytes(root, world, param_bytes))
+    shard_numel = sum(sh.fsdp_shard_numel(s, world) for s in every)
+    return FsdpSums(shard_numel, largest, *(sh.fsdp_unsharded_bytes(outer[name], world, param_bytes)
+                                            for name in ("embed", "tail", "root")), world * shard_numel * param_bytes)
 
 
 @lru_cache(maxsize=256)

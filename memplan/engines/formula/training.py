@@ -59,14 +59,17 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
     fwd_block = (a["largest_block"] if not tr.grads_flow else 0) + a["lora_forward_transient"]
     if info.layers[-1].post_norm and tr.grads_flow and not checkpointing:
         fwd_block = max(fwd_block, act.post_norm_block_end_bytes(info.layers[-1], ctx))
-    forward_end = Phase("forward", {**base, "gradients": grads_accumulated, "zero_buffers": live,
+    moments = held.moments or {}
+    forward_end = Phase("forward", {**base, "gradients": grads_accumulated,
+                                    "zero_buffers": moments.get("forward_end", live),
                                     "activations": saved + a["head_level"] + a["persistent"] + autocast_copies
                                     + head_cast + fp32_kv,
                                     "logits": loss_fwd if loss_fwd >= fwd_block else 0,
                                     "temporaries": fwd_block if fwd_block > loss_fwd else 0})
-    # FSDP's first all-gather of the step (the root's) before any activation exists: its output buffer alive with
-    # the unsharded parameters copied out of it
-    forward_start = Phase("forward", {**base, "gradients": grads_accumulated, "zero_buffers": held.first_gather})
+    # FSDP's first all-gathers of the step, before any activation exists: each output buffer alive with the
+    # unsharded parameters copied out of it
+    forward_start = Phase("forward", {**base, "gradients": grads_accumulated,
+                                      "zero_buffers": moments.get("forward_start", 0)})
     phases.append(max(forward_end, forward_start, key=lambda p: p.total))
     # backward walks from the loss down: its peak is at the start (the loss spike), in the top block (every
     # block's saved tensors, the head's gradients), in the bottom block (one block's saved tensors, every other
@@ -83,19 +86,28 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
     # a checkpointed block's recompute ends with its largest LoRA input's forward transient
     top_transient = max(a["backward_transient"], a["recompute_transient"] if checkpointing else 0)
     backward_points = [
-        {**base, "gradients": grads_accumulated, "zero_buffers": live,
+        {**base, "gradients": grads_accumulated, "zero_buffers": moments.get("spike", live),
          "activations": saved + a["head_level"] + a["persistent"] + autocast_copies + head_cast,
          "logits": loss_spike, "temporaries": 0},
-        {**base, "gradients": g_top, "zero_buffers": live,
+        {**base, "gradients": g_top, "zero_buffers": moments.get("top", live),
          "activations": top_saved + a["persistent"] + cast_blocks, "logits": 0, "temporaries": top_transient},
-        {**base, "gradients": g_bottom, "zero_buffers": live_end + buckets,
+        {**base, "gradients": g_bottom, "zero_buffers": moments.get("bottom", live_end + buckets),
          "activations": ckpt + a["bottom_block"] + a["persistent"] + cast_block, "logits": 0,
          "temporaries": a["bottom_transient"]},
-        {**base, "gradients": grads, "zero_buffers": live_end + buckets, "activations": 0, "logits": 0,
+        {**base, "gradients": grads, "zero_buffers": moments.get("embedding", live_end + buckets), "activations": 0,
+         "logits": 0,
          "temporaries": 2 * st.grads_tied if zero == 0 else 0},
     ]
+    if "top_post" in moments:  # FSDP: a block's post-backward, its saved tensors and transients gone
+        top_rest = len(info.layers) * ckpt if checkpointing else a["blocks"] - a["largest_block"]
+        backward_points += [
+            {**base, "gradients": g_top, "zero_buffers": moments["top_post"],
+             "activations": top_rest + a["persistent"], "logits": 0, "temporaries": 0},
+            {**base, "gradients": g_bottom, "zero_buffers": moments["bottom_post"],
+             "activations": ckpt + a["persistent"], "logits": 0, "temporaries": 0}]
     phases.append(max((Phase("backward", p) for p in backward_points), key=lambda p: p.total))
     if spec.optimizer != "none" and tr.tensors:
         phases.append(Phase("optimizer_step", {"weights": weights, "gradients": grads, "optimizer_states": states,
-                                                "zero_buffers": buckets, "temporaries": step_temp}))
+                                                "zero_buffers": moments.get("step", buckets),
+                                                "temporaries": step_temp}))
     return phases, outside, loss_block, held.host

@@ -1,8 +1,15 @@
 """torch FSDP2 for real, on a fake process group in this one CPU process: the traced model is wrapped as accelerate
-wraps it for the HF Trainer (`fully_shard` on every module of a class in the model's `_no_split_modules`, bottom up,
-then on the root; MixedPrecisionPolicy(param_dtype = reduce_dtype = the compute dtype); reshard_after_forward for
-FULL_SHARD; then, under mixed precision, the sharded parameters upcast to fp32 as accelerate's fsdp2_prepare_model
-does), so FSDP2's own code decides what is sharded, gathered and freed.
+(1.14 and later, `fsdp2_prepare_model`) wraps it for the HF Trainer, so FSDP2's own code decides what is sharded,
+gathered and freed:
+
+- under mixed precision the trainable parameters are upcast to fp32 before sharding (frozen ones keep their dtype;
+  none with bitsandbytes 4-bit weights); MixedPrecisionPolicy(param_dtype = reduce_dtype = the compute dtype);
+- `fully_shard` on every module of a class in the model's `_no_split_modules`, bottom up, with
+  reshard_after_forward for FULL_SHARD; then the input embedding as its own group, the final norm and the output
+  head as one "tail" group that is not resharded after forward, and the root (whatever is left; never resharded
+  after forward);
+- fsdp_version 1 stands in for FSDP1's wrapping (flat parameters are not traced): the blocks and the root, which
+  holds the embeddings, the final norm and the head and is not resharded after forward, as FSDP1's root.
 
 FSDP2 frees and re-allocates unsharded parameters by resizing their storage (`alloc_storage` / `free_storage` in
 torch/distributed/fsdp/_fully_shard/_fsdp_param.py), which no dispatched op shows: both are wrapped so that the
@@ -24,6 +31,24 @@ def _block_classes(model: Any) -> set[str]:
     for module in model.modules():
         names.update(getattr(module, "_no_split_modules", None) or ())
     return names
+
+
+def _carve_embedding_and_tail(model: Any, fully_shard: Any, kwargs: dict[str, Any]) -> None:
+    """accelerate's fsdp2_prepare_model (1.14+): the input embedding its own group; the final norm (accelerate's
+    `_find_final_norm`) and the output head one group, not resharded after forward (a tied embedding joins it)."""
+    from accelerate.utils.fsdp_utils import _find_final_norm
+    from torch.distributed.fsdp import FSDPModule
+
+    input_embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    output_embed = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = input_embed is not None and getattr(input_embed, "weight", None) is getattr(output_embed, "weight", 0)
+    if not tied and input_embed is not None and not isinstance(input_embed, FSDPModule):
+        fully_shard(input_embed, **kwargs)
+    final_norm = _find_final_norm(model)
+    tail_modules = (final_norm, input_embed, output_embed) if tied else (final_norm, output_embed)
+    tail = [m for m in tail_modules if m is not None and not isinstance(m, FSDPModule)]
+    if tail:
+        fully_shard(tail, **{**kwargs, "reshard_after_forward": False})
 
 
 @contextlib.contextmanager
@@ -60,14 +85,18 @@ def fake_fsdp(model: Any, spec: JobSpec, fake_mode: Any, tracker: Any) -> Iterat
             kwargs["ignored_params"] = {p for p in model.parameters()
                                         if not p.is_floating_point() and not p.requires_grad}
         with fake_mode:
+            if spec.mixed_precision != "no" and not four_bit:
+                # accelerate's fsdp2_prepare_model: "FSDP upcast of low precision parameters to fp32 (since
+                # mixed_precision != 'no')", trainable parameters only, before sharding
+                for p in model.parameters():
+                    if p.requires_grad and p.dtype != torch.float32:
+                        p.data = p.data.to(torch.float32)
             for module in reversed(list(model.modules())):  # bottom up, as accelerate wraps
                 if type(module).__name__ in blocks and module is not model:
                     fully_shard(module, **kwargs)
-            fully_shard(model, **kwargs)
-            if spec.mixed_precision != "no" and not four_bit:
-                # accelerate's fsdp2_prepare_model: "FSDP upcast of low precision parameters to fp32 (since
-                # mixed_precision != 'no')", after sharding
-                model.to(torch.float32)
+            if spec.fsdp_version == 2:
+                _carve_embedding_and_tail(model, fully_shard, kwargs)
+            fully_shard(model, **{k: v for k, v in kwargs.items() if k != "reshard_after_forward"})
         param_module = importlib.import_module("torch.distributed.fsdp._fully_shard._fsdp_param")
         alloc, free = param_module.alloc_storage, param_module.free_storage
 
