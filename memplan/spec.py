@@ -381,7 +381,8 @@ def drop_union_noise(errors: list[dict]) -> list[dict]:
         return (kind == "string_type" and isinstance(value, dict)) \
             or (kind in ("model_type", "dict_type", "model_attributes_type") and isinstance(value, str)
                 and any(x.get("type", "").startswith("string") for x in errors)) \
-            or (kind == "literal_error" and isinstance(value, list))
+            or (kind == "literal_error" and isinstance(value, list)
+                and any(str(part).startswith("literal[") for part in e.get("loc", ())))
     return [e for e in errors if not noise(e)]
 
 

@@ -138,3 +138,26 @@ def test_the_fsdp_trace_refuses_a_process_that_already_has_a_process_group():
     finally:
         dist.destroy_process_group()
     assert memplan.estimate(job, engine="trace").peak_allocated_bytes > 0  # and runs once it is gone
+
+
+def test_the_final_norm_is_found_as_accelerate_finds_it():
+    """The trace wraps the final norm into the tail group as accelerate's fsdp2_prepare_model does: its
+    `_find_final_norm` rule, restated in memplan.engines.trace.fsdp, agrees with the installed accelerate on a plain
+    model (the norm) and on a PEFT model (none: the lookups go through to the wrapped task model)."""
+    import peft
+    import torch
+    import transformers
+
+    fsdp_utils = pytest.importorskip("accelerate.utils.fsdp_utils")
+    if not hasattr(fsdp_utils, "_find_final_norm"):
+        pytest.skip("this accelerate predates the embedding / tail carve-out (1.14)")
+    from memplan.engines.trace.fsdp import final_norm
+
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                   vocab_size=100)
+    with torch.device("meta"):
+        plain = transformers.LlamaForCausalLM(cfg)
+        wrapped = peft.get_peft_model(transformers.LlamaForCausalLM(cfg),
+                                      peft.LoraConfig(r=4, target_modules="all-linear"))
+    assert final_norm(plain) is fsdp_utils._find_final_norm(plain) is plain.model.norm
+    assert final_norm(wrapped) is fsdp_utils._find_final_norm(wrapped) is None

@@ -33,10 +33,24 @@ def _block_classes(model: Any) -> set[str]:
     return names
 
 
+def final_norm(model: Any) -> Any:
+    """accelerate's `_find_final_norm`: the last module whose class name has "Norm" among the direct children of
+    the model's base model (`getattr(model, model.base_model_prefix)`; a PEFT model forwards both lookups to the
+    wrapped model, whose base-model attribute is then the task model itself, so no norm is found)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    base = getattr(model, prefix, None) if prefix else model
+    if base is None or not hasattr(base, "named_children"):
+        return None
+    norm = None
+    for _, module in base.named_children():
+        if "Norm" in type(module).__name__:
+            norm = module
+    return norm
+
+
 def _carve_embedding_and_tail(model: Any, fully_shard: Any, kwargs: dict[str, Any]) -> None:
     """accelerate's fsdp2_prepare_model (1.14+): the input embedding its own group; the final norm (accelerate's
     `_find_final_norm`) and the output head one group, not resharded after forward (a tied embedding joins it)."""
-    from accelerate.utils.fsdp_utils import _find_final_norm
     from torch.distributed.fsdp import FSDPModule
 
     input_embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
@@ -44,8 +58,8 @@ def _carve_embedding_and_tail(model: Any, fully_shard: Any, kwargs: dict[str, An
     tied = input_embed is not None and getattr(input_embed, "weight", None) is getattr(output_embed, "weight", 0)
     if not tied and input_embed is not None and not isinstance(input_embed, FSDPModule):
         fully_shard(input_embed, **kwargs)
-    final_norm = _find_final_norm(model)
-    tail_modules = (final_norm, input_embed, output_embed) if tied else (final_norm, output_embed)
+    norm = final_norm(model)
+    tail_modules = (norm, input_embed, output_embed) if tied else (norm, output_embed)
     tail = [m for m in tail_modules if m is not None and not isinstance(m, FSDPModule)]
     if tail:
         fully_shard(tail, **{**kwargs, "reshard_after_forward": False})
