@@ -103,11 +103,13 @@ def render(rows: dict[str, dict[str, Any]]) -> str:
             lines.append(f"- [{name}]({row['url']}): {rep['value']:g} {rep['unit']} ({rep['metric']}); "
                          f"{row['settings']} Not scored: {row['not_scored']}")
     lines += ["", "## What the errors say", "",
-              "Under-estimates dominate. The largest come with FSDP's CPU offload and with larger micro-batches at long",
-              "context, and the sources differ from the job memplan restates in ways it does not model (reentrant",
-              "checkpointing, Answer.AI's own loop in pure bf16, packing, an unstated metric). None of these runs is",
-              "in `profiles/`: a multi-GPU measurement of memplan's own harness is what would separate a missing",
-              "mechanism from a difference of setup, and is the next step (#18).", ""]
+              "Under-estimates dominate. The largest come with FSDP's CPU offload, with larger micro-batches at long",
+              "context, and with Ulysses at short sequences, where the measured memory carries a fixed part the",
+              "estimate lacks while the estimate grows faster per token than the measurements do (its full fp32",
+              "logits). The sources differ from the job memplan restates in ways it does not model (reentrant",
+              "checkpointing, Answer.AI's own loop in pure bf16, TRL's metrics over the logits, an unstated metric).",
+              "None of these runs is in `profiles/`: a multi-GPU measurement of memplan's own harness is what would",
+              "separate a missing mechanism from a difference of setup, and is the next step (#18).", ""]
     return "\n".join(lines)
 
 

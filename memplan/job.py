@@ -62,7 +62,22 @@ def resolve(job: dict[str, Any] | JobSpec, allow_path: bool = False) -> Resolved
     attention = resolve_attention(info, spec, notes)
     _check_attention_hardware(attention, gpu.id, cc)
     _warn_past_trained_positions(spec, info, notes)
+    _check_ulysses_heads(spec, info)
     return ResolvedJob(spec, info, gpu, cc, attention, resolve_optimizer_impl(spec), notes)
+
+
+def _check_ulysses_heads(spec: JobSpec, info: ModelInfo) -> None:
+    """DeepSpeed Ulysses splits the attention heads across the sequence-parallel group: the query heads must
+    divide by it, the key/value heads divide by it or divide it (then each GPU keeps one, replicated)
+    (deepspeed/runtime/sequence_parallel/ulysses_sp.py UlyssesSPAttentionHF)."""
+    sp = spec.sequence_parallel_size
+    if sp == 1 or spec.parallel_engine != "deepspeed":
+        return
+    heads, kv = info.num_heads, info.num_kv_heads
+    if heads % sp or (kv % sp and sp % kv):
+        raise SpecError([("sequence_parallel_size", f"DeepSpeed Ulysses splits attention heads across the group: "
+                                                    f"{info.model_id} has {heads} query and {kv} key/value heads, "
+                                                    f"which sequence_parallel_size {sp} does not divide")])
 
 
 def model_info(spec: JobSpec, allow_path: bool = False) -> ModelInfo:

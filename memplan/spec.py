@@ -181,6 +181,11 @@ class JobSpec(StrictModel):
                             "zero_stage 3 = FULL_SHARD (reshard_after_forward=True), 2 = SHARD_GRAD_OP (False), "
                             "0 = NO_SHARD; offload_params = FSDP CPU offload (params, grads, optimizer states)")
     fsdp_version: Literal[1, 2] = Field(2, description="torch FSDP1 (flat parameters) or FSDP2 (fully_shard)")
+    sequence_parallel_size: int = Field(
+        1, ge=1, le=1024, description="sequence / context parallel degree (divides num_gpus): each GPU of a group "
+                                      "holds seq_len / size tokens. DeepSpeed Ulysses under parallelism deepspeed "
+                                      "(accelerate sp_backend deepspeed), torch context parallelism under fsdp "
+                                      "(FSDP2, accelerate cp_size)")
     allocator: Allocator = Field(
         "default", description="PyTorch's CUDA caching allocator: default, or expandable_segments "
                                "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)"
@@ -248,6 +253,8 @@ class JobSpec(StrictModel):
             raise FieldConflict("optimizer", f"'{self.optimizer}' is a bitsandbytes optimizer, which steps CUDA "
                                              "tensors; with offload_optimizer DeepSpeed steps the optimizer on the "
                                              "CPU (DeepSpeedCPUAdam): use 'adamw', or turn offload_optimizer off")
+        if self.sequence_parallel_size > 1:
+            self._check_sequence_parallel(engine)
         if self.method == "prefix_tuning" and self.gradient_checkpointing and self.task == "train":
             raise FieldConflict("gradient_checkpointing", "PEFT's prefix tuning does not work with gradient "
                                                           "checkpointing (peft refuses it when the adapter is set up)")
@@ -261,6 +268,37 @@ class JobSpec(StrictModel):
         if self.parallelism != "auto":
             return self.parallelism
         return "deepspeed" if self.zero_stage else "ddp" if self.num_gpus > 1 else "none"
+
+    def _check_sequence_parallel(self, engine: str) -> None:
+        sp = self.sequence_parallel_size
+        if self.task != "train":
+            raise FieldConflict("sequence_parallel_size", "sequence parallelism applies to training; use task "
+                                                          "'train' or sequence_parallel_size 1")
+        if engine not in ("deepspeed", "fsdp"):
+            raise FieldConflict("sequence_parallel_size", "sequence parallelism runs under parallelism 'deepspeed' "
+                                                          "(Ulysses) or 'fsdp' (FSDP2 context parallelism), not "
+                                                          f"'{engine}'")
+        if self.num_gpus % sp:
+            raise FieldConflict("sequence_parallel_size", f"sequence_parallel_size {sp} must divide num_gpus "
+                                                          f"({self.num_gpus})")
+        if self.seq_len % sp:
+            raise FieldConflict("sequence_parallel_size", f"seq_len {self.seq_len} must be a multiple of "
+                                                          f"sequence_parallel_size {sp} (each GPU takes an equal "
+                                                          "slice; pad to a multiple)")
+        if engine == "fsdp" and self.seq_len % (2 * sp):
+            raise FieldConflict("sequence_parallel_size", f"seq_len {self.seq_len} must be a multiple of 2 x "
+                                                          f"sequence_parallel_size ({2 * sp}): torch's context "
+                                                          "parallelism splits each sequence into 2 x size chunks "
+                                                          "(load balancing)")
+        if engine == "fsdp" and self.fsdp_version != 2:
+            raise FieldConflict("sequence_parallel_size", "context parallelism runs on FSDP2 (accelerate cp_size): "
+                                                          "set fsdp_version 2")
+        if engine == "fsdp" and self.attention != "sdpa":
+            raise FieldConflict("attention", "context parallelism needs attention 'sdpa' (the HF Trainer refuses "
+                                             "other kernels; torch's ring attention wraps SDPA)")
+        if engine == "deepspeed" and self.attention == "eager":
+            raise FieldConflict("attention", "DeepSpeed Ulysses needs attention 'sdpa' or 'flash_attention_2' "
+                                             "(eager is refused)")
 
     def _check_fsdp(self) -> None:
         if self.task != "train":

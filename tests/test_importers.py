@@ -230,6 +230,35 @@ def test_fsdp_qlora_recipe_maps_its_quant_storage(tmp_path):
     assert "bnb_4bit_quant_storage" in str(exc.value) and "bfloat16" in str(exc.value)
 
 
+def test_sequence_parallelism_from_accelerate_and_the_trainer(tmp_path):
+    """accelerate's parallelism_config (an accelerate file's prefixed keys, or TrainingArguments' mapping): Ulysses
+    (sp_backend deepspeed) or torch context parallelism (cp_size) -> sequence_parallel_size; tensor parallelism is
+    reported; both schemes at once, or an unknown backend, name their field."""
+    acc = write(tmp_path, "acc.yaml", {
+        "distributed_type": "DEEPSPEED", "num_processes": 4, "mixed_precision": "bf16",
+        "deepspeed_config": {"zero_stage": 3},
+        "parallelism_config": {"parallelism_config_sp_size": 4, "parallelism_config_sp_backend": "deepspeed",
+                               "parallelism_config_dp_shard_size": 1,
+                               "parallelism_config_sp_attn_implementation": "flash_attention_2"}})
+    job = import_configs([acc]).job
+    assert (job["sequence_parallel_size"], job["num_gpus"], job["zero_stage"]) == (4, 4, 3)
+    assert job["attention"] == "flash_attention_2"
+    spec = parse_spec({**job, "model": "meta-llama/Llama-3.1-8B", "seq_len": 32768})
+    assert spec.parallel_engine == "deepspeed" and spec.sequence_parallel_size == 4
+    cp = write(tmp_path, "t.yaml", {"output_dir": "o", "parallelism_config": {"cp_size": 2, "tp_size": 2}})
+    result = import_configs([cp])
+    assert result.job["sequence_parallel_size"] == 2 and result.job["parallelism"] == "fsdp"
+    assert any(src == "parallelism_config.tp_size" for _, src, _ in result.ignored)
+    both = write(tmp_path, "b.yaml", {"output_dir": "o", "parallelism_config": {"cp_size": 2, "sp_size": 2}})
+    with pytest.raises(SpecError) as exc:
+        import_configs([both])
+    assert "parallelism_config.sp_size" in str(exc.value)
+    bad = write(tmp_path, "c.yaml", {"output_dir": "o", "parallelism_config": {"sp_size": 2, "sp_backend": "ring"}})
+    with pytest.raises(SpecError) as exc:
+        import_configs([bad])
+    assert "sp_backend" in str(exc.value) and "deepspeed" in str(exc.value)
+
+
 def test_peft_model_yields_to_a_model_named_elsewhere():
     result = import_configs([fx("peft_lora")], base={"model": MODEL})
     assert result.job["model"] == MODEL

@@ -30,6 +30,18 @@ def test_defaults_and_qlora_nf4():
     ({"model": "x", "method": "qlora", "zero_stage": 3, "num_gpus": 2, "quant_storage": "uint8"}, "quant_storage",
      "ZeRO-3"),
     ({"model": "x", "quant_storage": "int8"}, "quant_storage", "'bf16'"),
+    # sequence parallelism: where it runs and what it needs
+    ({"model": "x", "num_gpus": 4, "sequence_parallel_size": 4}, "sequence_parallel_size", "'deepspeed'"),
+    ({"model": "x", "num_gpus": 4, "zero_stage": 3, "sequence_parallel_size": 3}, "sequence_parallel_size",
+     "must divide num_gpus"),
+    ({"model": "x", "num_gpus": 4, "zero_stage": 3, "sequence_parallel_size": 4, "seq_len": 1001},
+     "sequence_parallel_size", "multiple"),
+    ({"model": "x", "num_gpus": 4, "zero_stage": 3, "sequence_parallel_size": 4, "attention": "eager"},
+     "attention", "Ulysses"),
+    ({"model": "x", "num_gpus": 4, "parallelism": "fsdp", "zero_stage": 3, "sequence_parallel_size": 4,
+      "attention": "flash_attention_2"}, "attention", "'sdpa'"),
+    ({"model": "x", "num_gpus": 4, "parallelism": "fsdp", "zero_stage": 3, "sequence_parallel_size": 4,
+      "fsdp_version": 1}, "sequence_parallel_size", "FSDP2"),
     # a list for a plain choice is named (only a union's list member is dropped as noise; hypothesis found it)
     ({"model": "x", "task": [], "optimizer_impl": []}, "task", "'train' or 'inference'"),
 ])

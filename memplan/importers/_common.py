@@ -237,6 +237,49 @@ QUANT_STORAGE = {"uint8": "uint8", "bfloat16": "bf16", "bf16": "bf16", "float16"
                  "half": "fp16", "float32": "fp32", "fp32": "fp32", "float": "fp32"}
 
 
+# -- sequence / context parallelism -----------------------------------------------------------------------------
+
+#: accelerate ParallelismConfig fields (an accelerate config file spells them with a `parallelism_config_` prefix)
+PARALLELISM_KEYS = frozenset({
+    "dp_replicate_size", "dp_shard_size", "tp_size", "cp_size", "cp_backend", "sp_size", "sp_backend",
+    "sp_seq_length", "sp_seq_length_is_variable", "sp_attn_implementation", "cp_comm_strategy", "tp_handler",
+    "cp_handler", "sp_handler",
+})
+
+
+def map_parallelism_config(out: Collector, pc: dict[str, Any], prefix: str) -> None:
+    """accelerate's ParallelismConfig (TrainingArguments.parallelism_config, or an accelerate config file's
+    `parallelism_config` block): sp_size with sp_backend deepspeed (Ulysses) or cp_size with cp_backend torch
+    (FSDP2 context parallelism) -> sequence_parallel_size; sp_attn_implementation -> attention; tensor
+    parallelism is reported as not modelled; the data-parallel sizes follow from num_gpus."""
+    norm = {str(k).removeprefix("parallelism_config_"): (f"{prefix}{k}", v) for k, v in pc.items()}
+    out.check_keys({k: v for k, (_, v) in norm.items()}, PARALLELISM_KEYS, prefix)
+    sizes = {}
+    for key in ("sp_size", "cp_size", "tp_size"):
+        if key in norm and norm[key][1] is not None:
+            sizes[key] = out.int_(norm[key][0], norm[key][1])
+    if sizes.get("tp_size", 1) > 1:
+        out.ignore(norm["tp_size"][0], f"{NOT_MODELLED}: tensor parallelism in training")
+    sp, cp = sizes.get("sp_size", 1), sizes.get("cp_size", 1)
+    if sp > 1 and cp > 1:
+        raise out.error(norm["sp_size"][0], "sp_size and cp_size cannot both be above 1 (memplan models one "
+                                            "sequence-parallel scheme per job)")
+    if sp > 1:
+        src, backend = norm.get("sp_backend", (f"{prefix}sp_backend", "deepspeed"))
+        if str(backend).strip().lower() != "deepspeed":
+            raise out.error(src, f"unknown sp_backend {backend!r}; allowed: deepspeed")
+        out.set("sequence_parallel_size", sp, norm["sp_size"][0], sp)
+        out.set_weak("parallelism", "deepspeed", f"{norm['sp_size'][0]} (Ulysses runs under DeepSpeed)")
+    if cp > 1:
+        src, backend = norm.get("cp_backend", (f"{prefix}cp_backend", "torch"))
+        if str(backend).strip().lower() != "torch":
+            raise out.error(src, f"unknown cp_backend {backend!r}; allowed: torch")
+        out.set("sequence_parallel_size", cp, norm["cp_size"][0], cp)
+        out.set_weak("parallelism", "fsdp", f"{norm['cp_size'][0]} (context parallelism runs under FSDP2)")
+    if "sp_attn_implementation" in norm and norm["sp_attn_implementation"][1] is not None:
+        map_attention(out, *norm["sp_attn_implementation"])
+
+
 # -- FSDP ------------------------------------------------------------------------------------------------------
 
 # accelerate.utils.constants.FSDP_SHARDING_STRATEGY, in torch ShardingStrategy order (1-based ints)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from memplan.importers._common import NOT_MODELLED, Collector, map_fsdp
+from memplan.importers._common import NOT_MODELLED, Collector, map_fsdp, map_parallelism_config
 
 # accelerate/commands/config/config_args.py ClusterConfig / SageMakerConfig fields without memory effect
 NO_EFFECT = frozenset({
@@ -60,10 +60,9 @@ def read(data: dict[str, Any], out: Collector) -> None:
         map_fsdp(out, cfg, "fsdp_config.")
     if dist == "DEEPSPEED":
         read_deepspeed_plugin(out.dict_("deepspeed_config", data.get("deepspeed_config") or {}), out)
-    pc = data.get("parallelism_config")
-    if isinstance(pc, dict) and any(("tp_size" in k or "cp_size" in k) and isinstance(v, int) and v > 1
-                                    for k, v in pc.items()):
-        out.ignore("parallelism_config", f"{NOT_MODELLED}: tensor / context parallelism")
+    if data.get("parallelism_config") is not None:
+        map_parallelism_config(out, out.dict_("parallelism_config", data["parallelism_config"]),
+                               "parallelism_config.")
 
 
 def _offload_device(out: Collector, source: str, value: Any) -> bool:

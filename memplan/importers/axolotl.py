@@ -242,7 +242,10 @@ def _not_modelled(data: dict[str, Any], out: Collector) -> None:
     for key in ("sequence_parallel_degree", "context_parallel_size", "tensor_parallel_size"):
         value = data.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 1:
-            out.ignore(key, f"{NOT_MODELLED}: only data parallelism (ZeRO / FSDP) is modelled")
+            # axolotl's sequence / context parallelism is ring-flash-attention's, not Ulysses or torch's
+            out.ignore(key, f"{NOT_MODELLED}: " + ("tensor parallelism" if key.startswith("tensor") else
+                                                   "axolotl's ring-flash-attention sequence parallelism (memplan "
+                                                   "models Ulysses and torch context parallelism)"))
     if data.get("rl"):
         out.ignore("rl", f"{NOT_MODELLED}: {data['rl']} training (reference model, paired or generated sequences)")
     for key in ("reward_model", "process_reward_model"):

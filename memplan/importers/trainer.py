@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from memplan.importers._common import (
-    NOT_MODELLED, Collector, map_attention, map_bnb, map_fsdp, map_torch_dtype, read_config_file, resolve_path,
+    NOT_MODELLED, Collector, map_attention, map_bnb, map_fsdp, map_parallelism_config, map_torch_dtype,
+    read_config_file, resolve_path,
 )
 from memplan.importers.peft import TASK_HEADS, lora_targets
 
@@ -383,8 +384,11 @@ def _not_modelled(data: dict[str, Any], out: Collector) -> None:
     if isinstance(ls, (int, float)) and not isinstance(ls, bool) and ls > 0:
         out.ignore("label_smoothing_factor", f"{NOT_MODELLED}: the Trainer's LabelSmoother keeps fp32 log-probs over "
                                              "the vocabulary")
-    if on("parallelism_config"):
-        out.ignore("parallelism_config", f"{NOT_MODELLED}: tensor / context parallelism")
+    if isinstance(data.get("parallelism_config"), dict):
+        map_parallelism_config(out, data["parallelism_config"], "parallelism_config.")
+    elif on("parallelism_config"):
+        raise out.error("parallelism_config", "expected a mapping of accelerate ParallelismConfig fields (sp_size, "
+                                              "sp_backend, cp_size, ...)")
     if on("activation_offloading"):
         out.ignore("activation_offloading", f"{NOT_MODELLED}: activations offloaded to the CPU")
     if data.get("loss_type") == "chunked_nll":

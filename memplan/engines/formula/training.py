@@ -12,6 +12,7 @@ from memplan.result import Phase
 from memplan.spec import QUANTIZED_DTYPES, JobSpec
 from memplan.terms import activations as act
 from memplan.terms import kv_cache as kv
+from memplan.terms import sequence as sq
 from memplan.terms.weights import autocast_weight_copies_bytes
 
 
@@ -34,8 +35,22 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
     else:
         autocast_copies = 0
 
-    ctx = activation_context(info, spec, tr, attention)
+    sp = spec.sequence_parallel_size
+    # sequence / context parallelism: each GPU of the group holds seq_len / P tokens of everything that scales with
+    # tokens (memplan.terms.sequence); attention's extra bytes for the whole sequence come on top below
+    local = spec.model_copy(update={"seq_len": spec.seq_len // sp}) if sp > 1 else spec
+    ctx = activation_context(info, local, tr, attention)
     a = block_activations(info, st, ctx)
+    sp_forward = sp_backward = 0
+    if sp > 1:
+        sp_saved, sp_forward, sp_backward = sequence_parallel_terms(info, spec, ctx)
+        a = {**a, "blocks": a["blocks"] + len(info.layers) * sp_saved if tr.grads_flow else 0,
+             "largest_block": a["largest_block"] + sp_saved, "bottom_block": a["bottom_block"] + sp_saved}
+        notes.append(f"sequence parallelism over {sp} GPUs ("
+                     + ("DeepSpeed Ulysses all-to-all" if spec.parallel_engine == "deepspeed"
+                        else "torch context parallelism, all-gather rotation")
+                     + f"): {spec.seq_len // sp} tokens per GPU; attention's all-to-all / ring buffers are priors "
+                       "from the libraries' code (memplan.terms.sequence), not traced or measured")
     checkpointing = spec.gradient_checkpointing and tr.grads_flow
     head_cast = fp32_kv = 0
     if kbit_prepared(spec) and spec.mixed_precision != "no" and info.head != "sequence_classification":
@@ -59,6 +74,7 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
     fwd_block = (a["largest_block"] if not tr.grads_flow else 0) + a["lora_forward_transient"]
     if info.layers[-1].post_norm and tr.grads_flow and not checkpointing:
         fwd_block = max(fwd_block, act.post_norm_block_end_bytes(info.layers[-1], ctx))
+    fwd_block = max(fwd_block, sp_forward)
     moments = held.moments or {}
     forward_end = Phase("forward", {**base, "gradients": grads_accumulated,
                                     "zero_buffers": moments.get("forward_end", live),
@@ -84,7 +100,7 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
     ckpt = a["checkpoint"] if checkpointing else 0
     top_saved = len(info.layers) * ckpt + a["largest_block"] if checkpointing else a["blocks"]
     # a checkpointed block's recompute ends with its largest LoRA input's forward transient
-    top_transient = max(a["backward_transient"], a["recompute_transient"] if checkpointing else 0)
+    top_transient = max(a["backward_transient"] + sp_backward, a["recompute_transient"] if checkpointing else 0)
     backward_points = [
         {**base, "gradients": grads_accumulated, "zero_buffers": moments.get("spike", live),
          "activations": saved + a["head_level"] + a["persistent"] + autocast_copies + head_cast,
@@ -93,7 +109,7 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
          "activations": top_saved + a["persistent"] + cast_blocks, "logits": 0, "temporaries": top_transient},
         {**base, "gradients": g_bottom, "zero_buffers": moments.get("bottom", live_end + buckets),
          "activations": ckpt + a["bottom_block"] + a["persistent"] + cast_block, "logits": 0,
-         "temporaries": a["bottom_transient"]},
+         "temporaries": a["bottom_transient"] + sp_backward},
         {**base, "gradients": grads, "zero_buffers": moments.get("embedding", live_end + buckets), "activations": 0,
          "logits": 0,
          "temporaries": 2 * st.grads_tied if zero == 0 else 0},
@@ -111,3 +127,22 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
                                                 "zero_buffers": moments.get("step", buckets),
                                                 "temporaries": step_temp}))
     return phases, outside, loss_block, held.host
+
+
+def sequence_parallel_terms(info: ModelInfo, spec: JobSpec, ctx: act.ActivationContext) -> tuple[int, int, int]:
+    """(bytes each block saves beyond the local shard's, forward and backward transients of one attention call)
+    under sequence parallelism, the largest over the model's blocks: DeepSpeed Ulysses (parallelism deepspeed) or
+    torch context parallelism (fsdp), memplan.terms.sequence."""
+    sp, c, b = spec.sequence_parallel_size, ctx.compute_bytes, spec.micro_batch_size
+    t = sq.local_tokens(b, spec.seq_len, sp)
+    saved = forward = backward = 0
+    for layer in {(x.heads, x.kv_heads, x.head_dim) for x in info.layers}:
+        heads, kv_heads, d = layer
+        if spec.parallel_engine == "deepspeed":
+            saved = max(saved, sq.ulysses_kv_replication_bytes(t, d, kv_heads, sp, c))
+            forward = max(forward, sq.ulysses_all_to_all_bytes(t, d, heads, kv_heads, sp, c))
+            backward = forward
+        else:
+            forward = max(forward, sq.ring_attention_forward_bytes(b, spec.seq_len, t, d, heads, kv_heads, c))
+            backward = max(backward, sq.ring_attention_backward_bytes(b, spec.seq_len, t, d, heads, kv_heads, c))
+    return saved, forward, backward

@@ -30,9 +30,12 @@ PHASE_ORDER = ("load", "forward", "backward", "optimizer_step", "prefill", "deco
 
 def check_traceable(r: ResolvedJob) -> None:
     """What the tracer cannot run: methods without a PEFT implementation, training through LLM.int8() layers,
-    GPTQ/AWQ kernels, fp8 KV caches, FSDP's CPU offload and NO_SHARD. (Jobs longer than a learned position table
+    GPTQ/AWQ kernels, fp8 KV caches, FSDP's CPU offload and NO_SHARD, sequence parallelism. (Jobs longer than a learned position table
     are refused for both engines, `memplan.job.resolve`.)"""
     spec = r.spec
+    if spec.sequence_parallel_size > 1:
+        raise SpecError([("engine", "sequence parallelism is not traced (Ulysses' all-to-all and ring attention "
+                                    "need real collectives and GPU attention kernels): use engine 'formula'")])
     if spec.task == "train" and spec.parallel_engine == "fsdp":
         if spec.offload_params:
             raise SpecError([("engine", "FSDP CPU offload is not traced (the traced step runs on CPU): use engine "
