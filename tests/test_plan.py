@@ -350,7 +350,8 @@ def test_advice_an_expert_signs():
         assert not (o.job["optimizer"] in bnb and o.job.get("offload_optimizer")), o.label
         e = memplan.estimate(o.job)
         assert e.peak_bytes == o.peak_bytes and e.host_bytes == o.host_bytes
-        assert (o.host_bytes > 0) == (o.job["zero_stage"] > 0)
+        # loading's CPU copy at least (memplan.terms.host.loading_host_bytes), but bitsandbytes loads onto the GPU
+        assert (o.host_bytes > 0) == (o.job["zero_stage"] > 0 or o.job["weight_dtype"] not in ("nf4", "int8"))
     numbers = [(o.peak_bytes, o.step_time_s, o.num_gpus, o.micro_batch_size) for o in p.configurations]
     assert len(numbers) == len(set(numbers))
     fitting = [c for c in p.changes if c.fits]

@@ -134,4 +134,6 @@ def test_fsdp_offload_never_raises_gpu_bytes_and_needs_host_memory(model, method
     on_gpu = memplan.estimate(job)
     offloaded = memplan.estimate({**job, "offload_params": True})
     assert offloaded.peak_bytes <= on_gpu.peak_bytes
-    assert on_gpu.host_bytes == 0 < offloaded.host_bytes
+    # loading holds rank 0's copy in both (none for FSDP2's 4-bit loading onto the GPUs); offload adds the sharded
+    # states in pinned memory
+    assert 0 <= on_gpu.host_bytes < offloaded.host_bytes

@@ -143,7 +143,9 @@ def changes(search: Search, base_e: Estimate, base_speed: Speed) -> list[Change]
         if saves <= 0:
             continue
         sp = job_speed(s, e, util)
-        host = f"; needs {e.host_bytes / GIB:.0f} GiB of CPU memory per node" if e.host_bytes else ""
+        # the CPU memory it needs, where it needs more than the job as written (offload, pinned buffers)
+        host = (f"; needs {e.host_bytes / GIB:.0f} GiB of CPU memory per node" if e.host_bytes > base_e.host_bytes
+                else "")
         if e.host_memory_plausible is False:
             host += (f", more than the largest common {e.gpu.id} node has "
                      f"({e.gpu.node_host_memory_bytes / GIB:.0f} GiB)")

@@ -1,5 +1,5 @@
 """Host (CPU) memory a job needs per node beside its GPUs: DeepSpeed's offloaded optimizer and parameters, and the
-per-process copies of the model it loads. Notation as in memplan.terms.sharding: P parameters, L the largest
+per-process copies of the model that loading holds. Notation as in memplan.terms.sharding: P parameters, L the largest
 layer's parameters, G GPUs per node, M nodes.
 """
 
@@ -50,3 +50,20 @@ def zero_host_bytes(total_params: int, largest_layer_params: int, stage: int, gp
     if zero_init:
         return int(largest_layer_params * 4 * gpus_per_node * b)
     return int(total_params * 4 * gpus_per_node * b)
+
+
+def loading_host_bytes(model_bytes: int, processes_per_node: int, rank0_only: bool) -> int:
+    """CPU memory per node while the model loads: transformers' from_pretrained materializes the checkpoint's
+    tensors on the CPU in the load dtype, one copy per training process, before the Trainer moves the model to its
+    GPU; under FSDP's cpu_ram_efficient_loading (the default `accelerate config` writes) rank 0 loads and the other
+    ranks build on the meta device, so the first node holds one copy. bitsandbytes models quantize onto the GPU as
+    they load (device_map): no CPU copy, except FSDP1's rank 0 keeping the quantized model for sync_module_states.
+
+    Formula: G * W per node, or W (rank 0 only); W the model's bytes as loaded.
+    Source: transformers modeling_utils from_pretrained (is_fsdp_enabled: rank 0 loads, the others meta),
+    accelerate FullyShardedDataParallelPlugin.cpu_ram_efficient_loading; Answer.AI's FSDP-QLoRA benchmarks (a 70B
+    load filling 128 GB of CPU RAM).
+    Example: Llama-3.1-8B in bf16 (16,060,522,496 B) on 8 GPUs: 8 * W = 128,484,179,968 B; rank 0 only:
+    16,060,522,496 B.
+    """
+    return model_bytes if rank0_only else processes_per_node * model_bytes

@@ -9,8 +9,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from memplan.architecture import ModelInfo, model_cache
-from memplan.engines.formula.static import static_terms
-from memplan.methods import first_input_needs_grad
+from memplan.engines.formula.static import base_weights, static_terms
+from memplan.methods import first_input_needs_grad, unquantized_dtype
 from memplan.spec import FSDP_STRATEGY, QUANTIZED_DTYPES, JobSpec
 from memplan.terms import host as hm
 from memplan.terms import sharding as sh
@@ -48,7 +48,26 @@ def held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
     held = place(info, spec, notes)
     if spec.num_gpus > 1:
         held.outside["nccl_buffers"] = sh.nccl_buffer_bytes(spec.num_gpus)
+    held.host += _loading_host(info, spec, notes)
     return held
+
+
+def _loading_host(info: ModelInfo, spec: JobSpec, notes: list[str]) -> int:
+    """The CPU copies of the model that loading holds per node (memplan.terms.host.loading_host_bytes); DeepSpeed's
+    ZeRO counts its own in zero_host_bytes."""
+    fsdp = spec.parallel_engine == "fsdp"
+    if spec.zero_stage and not fsdp:
+        return 0
+    four_bit = spec.weight_dtype in ("nf4", "fp4")
+    if spec.weight_dtype in QUANTIZED_DTYPES and not (fsdp and four_bit and spec.fsdp_version == 1):
+        return 0  # bitsandbytes quantizes onto the GPU as it loads
+    model = base_weights(info, spec.weight_dtype, unquantized_dtype(spec), spec.double_quant)
+    per_node, _ = hm.nodes_for(spec.num_gpus)
+    host = hm.loading_host_bytes(model, per_node, rank0_only=fsdp)
+    notes.append(f"host_bytes: loading holds {host / 2**30:.1f} GiB of CPU memory per node ("
+                 + ("rank 0 loads, FSDP cpu_ram_efficient_loading" if fsdp else f"{per_node} process(es) each load "
+                    "the model on the CPU before moving it to the GPU") + ")")
+    return host
 
 
 def _data_parallel_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldStates:
