@@ -179,3 +179,22 @@ def fsdp_block_backward_bytes(block_unsharded_bytes: int, block_grad_bytes: int)
     3 * 436,224,000 = 1,308,672,000 B.
     """
     return block_unsharded_bytes + 2 * block_grad_bytes
+
+
+def fsdp1_flat_shard_numel(shapes: list[tuple[int, ...]], world: int) -> int:
+    """Elements one rank stores of an FSDP1 unit: its parameters flattened into one FlatParameter, padded to a
+    multiple of the world size and split evenly, ceil(sum(numel) / N) (the alignment padding use_orig_params adds
+    between parameters, under 16 bytes each, is left out).
+
+    Source: torch/distributed/fsdp/_flat_param.py FlatParamHandle (flatten_tensors_into_flat_param,
+    _get_shard: padded to world_size * ceil(numel / world_size)).
+    Example: one Llama block 512 wide (attention, MLP and two norms: 2,900,992 params) on 3 GPUs:
+    ceil(2,900,992 / 3) = 966,998 (FSDP2's per-parameter chunks: 968,822).
+    """
+    numel = 0
+    for s in shapes:
+        n = 1
+        for d in s:
+            n *= d
+        numel += n
+    return -(-numel // world)

@@ -119,7 +119,8 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
       (not found on a PEFT model: accelerate's `_find_final_norm` looks at the base model's children) and the
       output head one "tail" group, not resharded after forward; the root holds what is left and is never
       resharded after forward. A tied embedding joins the tail. FSDP1: the blocks (PEFT's wrap policy adds the
-      adapter layers, negligible) and a root of everything outside them, never resharded after forward;
+      adapter layers, negligible) and a root of everything outside them, never resharded after forward, each
+      flattened into one FlatParameter padded to a multiple of the world size (sharding.fsdp1_flat_shard_numel);
     - what is unsharded when (FULL_SHARD, zero_stage 3): at the first forward the embedding's (or, tied, the
       tail's) all-gather output and its copied-out parameters; at the loss the root and the tail; in a block's
       backward that block, and its unsharded gradients with their reduce-scatter input and the next block's
@@ -151,7 +152,7 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
         trained = 4 if spec.mixed_precision != "no" else frozen
     peft = spec.method not in ("full", "freeze")
     v2 = spec.fsdp_version == 2
-    g = fsdp_sums(info, n, k, packed, carve=v2, tail_norm=not peft)
+    g = fsdp_sums(info, n, k, packed, carve=v2, tail_norm=not peft, flat=not v2)
     if spec.method == "full":
         base_trained = g.shard_numel
     elif spec.method == "freeze":  # the unfrozen base parameters (padding of small shapes neglected)
@@ -306,13 +307,15 @@ def fsdp_unsharded_groups(info: ModelInfo, world: int, param_bytes: int) -> tupl
 
 @lru_cache(maxsize=1024)
 def fsdp_sums(info: ModelInfo, world: int, param_bytes: int, packed: int | None = None, carve: bool = False,
-              tail_norm: bool = False) -> FsdpSums:
-    """Sums over every tensor of `fsdp_groups`, cached per model."""
+              tail_norm: bool = False, flat: bool = False) -> FsdpSums:
+    """Sums over every group of `fsdp_groups`, cached per model: FSDP2 pads each parameter's Shard(0) chunks;
+    FSDP1 (`flat`) flattens each group into one FlatParameter padded to a multiple of the world size."""
     blocks, outer = fsdp_groups(info, packed, carve, tail_norm)
-    every = [s for group in blocks.values() for s in group] + [s for group in outer.values() for s in group]
-    largest = max((sh.fsdp_unsharded_bytes(g, world, param_bytes) for g in blocks.values()), default=0)
-    shard_numel = sum(sh.fsdp_shard_numel(s, world) for s in every)
-    return FsdpSums(shard_numel, largest, *(sh.fsdp_unsharded_bytes(outer[name], world, param_bytes)
+    shard = sh.fsdp1_flat_shard_numel if flat else lambda shapes, n: sum(sh.fsdp_shard_numel(s, n) for s in shapes)
+    groups = [*blocks.values(), *outer.values()]
+    largest = max((world * shard(g, world) * param_bytes for g in blocks.values()), default=0)
+    shard_numel = sum(shard(g, world) for g in groups)
+    return FsdpSums(shard_numel, largest, *(world * shard(outer[name], world) * param_bytes
                                             for name in ("embed", "tail", "root")), world * shard_numel * param_bytes)
 
 
