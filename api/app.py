@@ -29,7 +29,8 @@ from memplan.check import CheckResult, check
 from memplan.estimate import estimate
 from memplan.result import Estimate
 from memplan.plan import MAX_LIMIT, Plan, PlanTarget, plan
-from memplan.spec import MAX_REPORTED_ERRORS, JobSpec, SpecError, UnknownIdError, describe_errors, drop_union_noise
+from memplan.spec import (MAX_REPORTED_ERRORS, JobSpec, SpecError, UnknownIdError, allowed_fields_once,
+                          describe_errors, drop_union_noise)
 from memplan.sweep import Sweep, SweepField, sweep
 
 from api.compute import Busy, Compute, OverBudget
@@ -183,7 +184,8 @@ def _validation_response(exc: RequestValidationError, path: str = "") -> JSONRes
     unique: dict[tuple[str, str], dict[str, Any]] = {}
     for item in items:
         unique.setdefault((item["field"], item["message"]), item)
-    return _error(422, list(unique.values()))
+    pairs = allowed_fields_once([(i["field"], i["message"]) for i in unique.values()])
+    return _error(422, [{**item, "message": msg} for item, (_, msg) in zip(unique.values(), pairs)])
 
 
 def freeze_long_lived() -> None:

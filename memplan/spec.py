@@ -181,6 +181,15 @@ class JobSpec(StrictModel):
                             "zero_stage 3 = FULL_SHARD (reshard_after_forward=True), 2 = SHARD_GRAD_OP (False), "
                             "0 = NO_SHARD; offload_params = FSDP CPU offload (params, grads, optimizer states)")
     fsdp_version: Literal[1, 2] = Field(2, description="torch FSDP1 (flat parameters) or FSDP2 (fully_shard)")
+    zero3_prefetch_bucket_size: int | None = Field(
+        None, ge=0, le=10**13, description="DeepSpeed stage3_prefetch_bucket_size, in parameters (ZeRO-3); null = "
+                                           "the HF Trainer's 'auto', 0.9 * hidden_size^2")
+    zero3_max_live_parameters: int | None = Field(
+        None, ge=0, le=10**13, description="DeepSpeed stage3_max_live_parameters (ZeRO-3): the most gathered "
+                                           "parameters it keeps; null = DeepSpeed's default, 1e9")
+    zero3_init: bool = Field(True, description="ZeRO-3 builds the model under deepspeed.zero.Init, each process "
+                                               "materialising one layer at a time (the HF Trainer's way; accelerate "
+                                               "zero3_init_flag); false: every process loads the whole model")
     sequence_parallel_size: int = Field(
         1, ge=1, le=1024, description="sequence / context parallel degree (divides num_gpus): each GPU of a group "
                                       "holds seq_len / size tokens. DeepSpeed Ulysses under parallelism deepspeed "
@@ -255,6 +264,12 @@ class JobSpec(StrictModel):
                                              "CPU (DeepSpeedCPUAdam): use 'adamw', or turn offload_optimizer off")
         if self.sequence_parallel_size > 1:
             self._check_sequence_parallel(engine)
+        if not (engine == "deepspeed" and self.zero_stage == 3):
+            for name, default in (("zero3_prefetch_bucket_size", None), ("zero3_max_live_parameters", None),
+                                  ("zero3_init", True)):
+                if getattr(self, name) != default:
+                    raise FieldConflict(name, f"{name} is a DeepSpeed ZeRO-3 setting: set zero_stage 3 (parallelism "
+                                              f"deepspeed), or leave it at {'null' if default is None else default}")
         if self.method == "prefix_tuning" and self.gradient_checkpointing and self.task == "train":
             raise FieldConflict("gradient_checkpointing", "PEFT's prefix tuning does not work with gradient "
                                                           "checkpointing (peft refuses it when the adapter is set up)")
@@ -374,7 +389,7 @@ def format_error(err: dict) -> tuple[str, str]:
         name = loc_parts[-1] if loc_parts else "?"
         close = difflib.get_close_matches(name, allowed, n=1) or [a for a in allowed if name.startswith(a)][:1]
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return loc, f"unknown field '{name}'{hint}; allowed fields: {', '.join(allowed)}"
+        return loc, f"unknown field '{name}'{hint}{ALLOWED_FIELDS}{', '.join(allowed)}"
     msg = err.get("msg", "invalid value")
     if kind == "literal_error":
         msg = f"{msg}, got {shown(err.get('input'))}"
@@ -439,4 +454,22 @@ def describe_errors(errors: list[dict], limit: int = MAX_REPORTED_ERRORS) -> lis
             seen[("", f"... and {len(errors) - n} more errors")] = None
             break
         seen.setdefault(format_error(err), None)
-    return list(seen)
+    return allowed_fields_once(list(seen))
+
+
+ALLOWED_FIELDS = "; allowed fields: "
+
+
+def allowed_fields_once(errors: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(field, message) pairs with an unknown field's list of allowed fields said once per object: later unknown
+    fields of the same object refer to it (twenty unknown fields once made a 21 kB answer)."""
+    listed: set[str] = set()
+    out = []
+    for loc, msg in errors:
+        if ALLOWED_FIELDS in msg:
+            parent = loc.rsplit(".", 1)[0] if "." in loc else ""
+            if parent in listed:
+                msg = msg.split(ALLOWED_FIELDS)[0] + "; allowed fields as listed above"
+            listed.add(parent)
+        out.append((loc, msg))
+    return out

@@ -42,7 +42,7 @@ EXPECTED = {
     }),
     "ds_zero2_offload.json": ("deepspeed", {"optimizer": "adamw", "zero_stage": 2, "offload_optimizer": True}),
     "ds_zero3.json": ("deepspeed", {"optimizer": "adamw", "zero_stage": 3, "offload_optimizer": False,
-                                    "offload_params": False}),
+                                    "offload_params": False, "zero3_max_live_parameters": 1_000_000_000}),
     "accelerate_fsdp.yaml": ("accelerate", {
         "num_gpus": 8, "mixed_precision": "bf16", "parallelism": "fsdp", "fsdp_version": 1, "zero_stage": 3,
         "offload_params": False, "gradient_checkpointing": True,
@@ -53,7 +53,7 @@ EXPECTED = {
     }),
     "accelerate_deepspeed.yaml": ("accelerate", {
         "num_gpus": 16, "mixed_precision": "bf16", "zero_stage": 3, "offload_optimizer": True, "offload_params": True,
-        "gradient_accumulation_steps": 4,
+        "gradient_accumulation_steps": 4, "zero3_init": True,
     }),
     "axolotl_qlora.yaml": ("axolotl", {
         "model": "NousResearch/Meta-Llama-3-8B", "method": "qlora", "weight_dtype": "nf4", "double_quant": True,
@@ -121,6 +121,7 @@ def test_trainer_reads_the_deepspeed_file_it_references_once():
         "model": MODEL, "weight_dtype": "bf16", "mixed_precision": "bf16", "optimizer": "adamw",
         "micro_batch_size": 2, "seq_len": 2048, "gradient_accumulation_steps": 4, "gradient_checkpointing": True,
         "attention": "sdpa", "zero_stage": 3, "offload_optimizer": False, "offload_params": False,
+        "zero3_max_live_parameters": 1_000_000_000,
     }
     assert parse_spec(result.job).zero_stage == 3
 
@@ -176,9 +177,11 @@ def test_bucket_sizes_and_typos_are_listed_with_reasons():
             "optimizer offload needs ZeRO stage 1, 2 or 3; not used at stage 0") in result.ignored
     z3 = import_configs([fx("ds_zero3.json")])
     bucket = {src.split(".")[1]: reason for _, src, reason in z3.ignored if src.startswith("zero_optimization.")}
-    assert set(bucket) == {"reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold",
-                           "stage3_max_live_parameters", "stage3_max_reuse_distance", "sub_group_size"}
+    assert set(bucket) == {"reduce_bucket_size", "stage3_param_persistence_threshold", "stage3_max_reuse_distance",
+                           "sub_group_size"}
     assert all(reason.startswith("not modelled yet") for reason in bucket.values())
+    # the ZeRO-3 knobs memplan models are job fields ("auto" is the HF Trainer's value, memplan's default)
+    assert z3.job["zero3_max_live_parameters"] == 1_000_000_000 and "zero3_prefetch_bucket_size" not in z3.job
 
 
 def test_peft_lora_with_a_4bit_trainer_is_qlora_and_takes_the_adapters_model(tmp_path):

@@ -80,6 +80,9 @@ def test_many_unknown_fields_give_a_short_answer(client):
     detail = r.json()["detail"]
     assert len(detail) == MAX_REPORTED_ERRORS + 1
     assert detail[-1]["message"] == f"... and {16_000 - MAX_REPORTED_ERRORS} more errors"
+    # the allowed fields are listed once, the other unknown fields refer to that list
+    assert "allowed fields: model, " in detail[0]["message"]
+    assert all(d["message"].endswith("allowed fields as listed above") for d in detail[1:-1])
     assert len(r.content) < 20_000
 
 

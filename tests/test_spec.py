@@ -42,6 +42,10 @@ def test_defaults_and_qlora_nf4():
       "attention": "flash_attention_2"}, "attention", "'sdpa'"),
     ({"model": "x", "num_gpus": 4, "parallelism": "fsdp", "zero_stage": 3, "sequence_parallel_size": 4,
       "fsdp_version": 1}, "sequence_parallel_size", "FSDP2"),
+    ({"model": "x", "zero_stage": 2, "num_gpus": 2, "zero3_max_live_parameters": 10**8}, "zero3_max_live_parameters",
+     "ZeRO-3"),
+    ({"model": "x", "parallelism": "fsdp", "zero_stage": 3, "num_gpus": 2, "zero3_init": False}, "zero3_init",
+     "ZeRO-3"),
     # a list for a plain choice is named (only a union's list member is dropped as noise; hypothesis found it)
     ({"model": "x", "task": [], "optimizer_impl": []}, "task", "'train' or 'inference'"),
 ])

@@ -104,6 +104,13 @@ def read_deepspeed_plugin(cfg: dict[str, Any], out: Collector) -> None:
             out.ignore(src, f"parameter offload applies to ZeRO-3 only (DeepSpeed ignores it at stage {stage})")
         else:
             out.set("offload_params", on, src, cfg["offload_param_device"])
+    if cfg.get("zero3_init_flag") is not None:
+        src = f"{prefix}zero3_init_flag"
+        flag = out.bool_(src, cfg["zero3_init_flag"])
+        if stage == 3:
+            out.set("zero3_init", flag, src, cfg["zero3_init_flag"])
+        elif not flag or stage is not None:
+            out.ignore(src, "deepspeed.zero.Init applies to ZeRO-3 only")
     if cfg.get("gradient_accumulation_steps") is not None:
         out.set("gradient_accumulation_steps", out.int_(f"{prefix}gradient_accumulation_steps",
                                                         cfg["gradient_accumulation_steps"]),

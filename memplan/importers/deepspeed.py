@@ -59,6 +59,12 @@ BUCKET_KEYS = ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_b
                "stage3_param_persistence_threshold", "param_persistence_threshold",
                "stage3_model_persistence_threshold", "model_persistence_threshold", "sub_group_size")
 
+#: ZeRO-3 knobs memplan models (memplan.terms.sharding.zero3_prefetch_params) -> job fields
+ZERO3_KNOBS = {"stage3_prefetch_bucket_size": "zero3_prefetch_bucket_size",
+               "prefetch_bucket_size": "zero3_prefetch_bucket_size",
+               "stage3_max_live_parameters": "zero3_max_live_parameters",
+               "max_live_parameters": "zero3_max_live_parameters"}
+
 BUCKET_NOTES = {
     "reduce_bucket_size": "; memplan assumes the HF Trainer's 'auto' value, hidden_size^2",
     "stage3_prefetch_bucket_size": "; memplan assumes the HF Trainer's 'auto' value, 0.9 * hidden_size^2",
@@ -231,8 +237,17 @@ def read_zero(data: dict[str, Any], out: Collector) -> None:
         elif par_on[0]:
             out.ignore(par_on[1], f"parameter offload applies to ZeRO-3 only (DeepSpeed ignores it at stage {stage})")
 
+    for key, job_field in ZERO3_KNOBS.items():
+        value = sec.get(key)
+        if value is None or is_auto(value):
+            continue  # "auto": the HF Trainer's value, memplan's default
+        if stage == 3:
+            out.set(job_field, out.int_(f"zero_optimization.{key}", value, minimum=0), f"zero_optimization.{key}",
+                    value)
+        else:
+            out.ignore(f"zero_optimization.{key}", f"a ZeRO-3 setting; stage {stage} does not use it")
     for key in BUCKET_KEYS:
-        if sec.get(key) is None:
+        if sec.get(key) is None or key in ZERO3_KNOBS:
             continue
         value = sec[key]
         shown = "auto" if is_auto(value) else int(value) if isinstance(value, float) and value.is_integer() else value

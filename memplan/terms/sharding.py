@@ -65,19 +65,34 @@ def zero3_live_param_bytes(largest_layer_params: int, param_bytes: int) -> int:
     return 2 * largest_layer_params * param_bytes
 
 
-def zero_bucket_bytes(hidden: int, stage: int, grad_bytes: int) -> int:
+def zero_bucket_bytes(hidden: int, stage: int, grad_bytes: int, prefetch_params: int | None = None) -> int:
     """Communication buckets with the HF Trainer's "auto" DeepSpeed values (transformers/integrations/
     deepspeed.py: reduce_bucket_size = h^2, stage3_prefetch_bucket_size = 0.9 h^2):
     ZeRO-1/2 keep two reduce buckets (overlap_comm double-buffers the IPG bucket), ZeRO-3 one reduce bucket and
-    one prefetch bucket.
+    the parameters it prefetches (`prefetch_params`, default 0.9 h^2: `zero3_prefetch_params`).
 
     Example: h = 4096, bf16, ZeRO-2: 2 * 4096^2 * 2 = 67,108,864 B; ZeRO-3: (1 + 0.9) * 4096^2 * 2 = 63,753,420 B.
     """
     if stage == 0:
         return 0
     if stage == 3:
-        return 19 * hidden * hidden * grad_bytes // 10
+        if prefetch_params is None:
+            return 19 * hidden * hidden * grad_bytes // 10
+        return (hidden * hidden + prefetch_params) * grad_bytes
     return 2 * hidden * hidden * grad_bytes
+
+
+def zero3_prefetch_params(hidden: int, prefetch_bucket: int | None, max_live: int | None) -> int:
+    """Parameters ZeRO-3 gathers ahead of the module being computed: up to stage3_prefetch_bucket_size (the HF
+    Trainer's 'auto' 0.9 h^2), never more than stage3_max_live_parameters (DeepSpeed's default 1e9): min(P_b, M).
+
+    Source: deepspeed/runtime/zero/partitioned_param_coordinator.py PartitionedParameterCoordinator.fetch_sub_module
+    (the prefetch loop bounded by __prefetch_bucket_sz; __max_n_available_params releases past max_live_parameters).
+    Example: h = 8192 (Llama-3.1-70B), defaults: min(60,397,977, 1e9) = 60,397,977; with stage3_prefetch_bucket_size
+    5e8 and max_live 1e8: 100,000,000.
+    """
+    bucket = 9 * hidden * hidden // 10 if prefetch_bucket is None else prefetch_bucket
+    return min(bucket, 1_000_000_000 if max_live is None else max_live)
 
 
 def ddp_bucket_bytes(grad_bytes_total: int, num_gpus: int) -> int:

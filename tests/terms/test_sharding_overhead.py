@@ -53,3 +53,28 @@ def test_fsdp1_flat_parameter_pads_the_whole_unit():
     block = [(512, 512), (256, 512), (256, 512), (512, 512), (1376, 512), (1376, 512), (512, 1376), (512,), (512,)]
     assert sh.fsdp1_flat_shard_numel(block, 3) == -(-2_900_992 // 3) == 966_998
     assert sum(sh.fsdp_shard_numel(s, 3) for s in block) == 968_822  # FSDP2 pads every parameter's chunks
+
+
+def test_zero3_prefetch_bounded_by_the_bucket_and_max_live():
+    assert sh.zero3_prefetch_params(8192, None, None) == 9 * 8192 * 8192 // 10 == 60_397_977
+    assert sh.zero3_prefetch_params(8192, 500_000_000, 100_000_000) == 100_000_000
+    # explicit knobs feed the ZeRO-3 buckets: the reduce bucket (h^2) and the prefetched parameters
+    assert sh.zero_bucket_bytes(4096, 3, 2, 5_000_000) == (4096 * 4096 + 5_000_000) * 2
+
+
+def test_zero3_knobs_move_the_buckets_by_their_bytes():
+    import memplan
+    from memplan.engines.formula.placement import held_states
+    from memplan.job import resolve
+
+    job = {"model": "meta-llama/Llama-3.1-8B", "method": "full", "num_gpus": 8, "zero_stage": 3, "gpu": "H200-141GB"}
+
+    def buckets(**knobs):
+        r = resolve({**job, **knobs})
+        return held_states(r.info, r.spec, []).buckets
+
+    small, large = buckets(zero3_prefetch_bucket_size=1_000_000), buckets(zero3_prefetch_bucket_size=201_000_000)
+    assert large - small == 200_000_000 * 2
+    assert buckets(zero3_prefetch_bucket_size=201_000_000, zero3_max_live_parameters=1_000_000) == small
+    no_init = memplan.estimate({**job, "zero3_init": False})
+    assert no_init.host_bytes > memplan.estimate(job).host_bytes

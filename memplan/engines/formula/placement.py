@@ -95,15 +95,21 @@ def _data_parallel_held_states(info: ModelInfo, spec: JobSpec, notes: list[str])
         per_param = st.fp32_states / tr.count if tr.count else 0.0
         states = sh.zero_optimizer_bytes(tr.count, per_param, k, zero, n_gpu, spec.offload_optimizer)
         step_temp = 0  # DeepSpeed's fused optimizers update in place
-        buckets = sh.zero_bucket_bytes(info.hidden_size, zero, k)
+        knobs = spec.zero3_prefetch_bucket_size is not None or spec.zero3_max_live_parameters is not None
+        prefetch = sh.zero3_prefetch_params(info.hidden_size, spec.zero3_prefetch_bucket_size,
+                                            spec.zero3_max_live_parameters)
+        buckets = sh.zero_bucket_bytes(info.hidden_size, zero, k, prefetch if zero == 3 and knobs else None)
         live = sh.zero3_live_param_bytes(info.largest_module_params, k) if zero == 3 else 0
         notes.append(f"DeepSpeed ZeRO-{zero}: 16-bit model, fp32 master weights and fp32 optimizer states "
                      "partitioned as deepspeed's estimators count them; HF 'auto' bucket sizes (h^2)")
         per_node, nodes = hm.nodes_for(n_gpu)
         host = hm.zero_host_bytes(info.total_params, info.largest_module_params, zero, per_node, nodes,
-                                  spec.offload_optimizer, spec.offload_params)
+                                  spec.offload_optimizer, spec.offload_params, zero_init=spec.zero3_init)
         notes.append(f"host_bytes: CPU memory per node as DeepSpeed's estimators count it ({per_node} GPU(s) per "
-                     f"node, {nodes} node(s); zero.Init under ZeRO-3): {host / 2**30:.1f} GiB")
+                     f"node, {nodes} node(s)"
+                     + ("; zero.Init under ZeRO-3" if zero == 3 and spec.zero3_init else
+                        "; without zero.Init every process loads the whole model" if zero == 3 else "")
+                     + f"): {host / 2**30:.1f} GiB")
     return HeldStates(weights, grads, states, step_temp, buckets, live, outside, host)
 
 
