@@ -264,18 +264,16 @@ def map_parallelism_config(out: Collector, pc: dict[str, Any], prefix: str) -> N
     if sp > 1 and cp > 1:
         raise out.error(norm["sp_size"][0], "sp_size and cp_size cannot both be above 1 (memplan models one "
                                             "sequence-parallel scheme per job)")
-    if sp > 1:
-        src, backend = norm.get("sp_backend", (f"{prefix}sp_backend", "deepspeed"))
-        if str(backend).strip().lower() != "deepspeed":
-            raise out.error(src, f"unknown sp_backend {backend!r}; allowed: deepspeed")
-        out.set("sequence_parallel_size", sp, norm["sp_size"][0], sp)
-        out.set_weak("parallelism", "deepspeed", f"{norm['sp_size'][0]} (Ulysses runs under DeepSpeed)")
-    if cp > 1:
-        src, backend = norm.get("cp_backend", (f"{prefix}cp_backend", "torch"))
-        if str(backend).strip().lower() != "torch":
-            raise out.error(src, f"unknown cp_backend {backend!r}; allowed: torch")
-        out.set("sequence_parallel_size", cp, norm["cp_size"][0], cp)
-        out.set_weak("parallelism", "fsdp", f"{norm['cp_size'][0]} (context parallelism runs under FSDP2)")
+    # (size key, backend key, the one backend memplan models, the engine it runs under)
+    for size_key, backend_key, backend_name, engine, size in (
+            ("sp_size", "sp_backend", "deepspeed", "deepspeed", sp), ("cp_size", "cp_backend", "torch", "fsdp", cp)):
+        if size <= 1:
+            continue
+        src, backend = norm.get(backend_key, (f"{prefix}{backend_key}", backend_name))
+        if str(backend).strip().lower() != backend_name:
+            raise out.error(src, f"unknown {backend_key} {backend!r}; allowed: {backend_name}")
+        out.set("sequence_parallel_size", size, norm[size_key][0], size)
+        out.set_weak("parallelism", engine, f"{norm[size_key][0]} (runs under parallelism {engine})")
     if "sp_attn_implementation" in norm and norm["sp_attn_implementation"][1] is not None:
         map_attention(out, *norm["sp_attn_implementation"])
 
