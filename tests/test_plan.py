@@ -416,3 +416,21 @@ def test_a_multi_gpu_ddp_job_is_offered_fsdp():
                 "offload_params": False}
     assert change.peak_bytes == memplan.estimate(fsdp_job).peak_bytes
     assert change.saves_bytes == memplan.estimate(job).peak_bytes - change.peak_bytes > 0
+
+
+def test_sequence_parallelism_is_offered_to_long_sequences_on_many_gpus():
+    """Llama-3.1-8B full fine-tune at 64k tokens on 8 H100s under ZeRO-3 does not fit; Ulysses over the smallest
+    group that fits is offered (4 GPUs), with accumulation x 4 keeping the global batch, and re-estimates to what it
+    says; a one-GPU or DDP job is not offered it. A group of P GPUs trains one sequence: 1/P the tokens per step."""
+    job = {"model": "meta-llama/Llama-3.1-8B", "method": "full", "num_gpus": 8, "zero_stage": 3, "seq_len": 65536,
+           "gradient_checkpointing": True, "attention": "flash_attention_2", "gpu": "H100-SXM-80GB"}
+    p = plan(job)
+    sp = [c for c in p.changes if "sequence_parallel_size" in c.fields]
+    assert len(sp) == 1 and sp[0].fields == {"sequence_parallel_size": 4, "gradient_accumulation_steps": 4}
+    assert sp[0].fits and memplan.estimate(sp[0].job).peak_bytes == sp[0].peak_bytes
+    assert not memplan.estimate({**job, "sequence_parallel_size": 2}).fits  # 4 is the smallest that fits
+    ddp = plan({**job, "zero_stage": 0, "num_gpus": 2, "seq_len": 8192})
+    assert not any("sequence_parallel_size" in c.fields for c in ddp.changes)
+    one = training_speed(parse_spec({**job, "seq_len": 8192}))
+    four = training_speed(parse_spec({**job, "seq_len": 8192, "sequence_parallel_size": 4}))
+    assert four.tokens_per_step * 4 == one.tokens_per_step

@@ -11,11 +11,11 @@ from typing import Any
 from memplan.estimate import estimate
 from memplan.job import resolve_attention
 from memplan.result import Estimate
-from memplan.plan.configurations import Search, flash_attention_ok, merge
+from memplan.plan.configurations import Search, divisors, flash_attention_ok, merge
 from memplan.plan.models import Change
 from memplan.plan.solvers import dump, fewest_gpus, fits, largest_within_margin
 from memplan.plan.speed import Speed, job_speed
-from memplan.spec import FSDP_STRATEGY, QUANTIZED_DTYPES, SpecError, parse_spec
+from memplan.spec import FSDP_STRATEGY, QUANTIZED_DTYPES, JobSpec, SpecError, parse_spec
 
 GIB = 2**30
 #: a job that fits with less than this share of usable memory free still gets changes
@@ -25,6 +25,35 @@ SEQ_ROUND = 128
 
 def needs_changes(e: Estimate, margin_pct: float) -> bool:
     return not fits(e, margin_pct) or e.headroom_bytes < LOW_HEADROOM * e.gpu.usable_bytes
+
+
+def _sequence_parallel_change(s: JobSpec, goal: float) -> tuple[str, dict[str, Any]] | None:
+    """Sequence parallelism over the job's own GPUs (Ulysses under DeepSpeed, context parallelism under FSDP2):
+    the smallest group that fits, else the largest the job allows; None when the job cannot split its
+    sequences (one GPU, DDP, FSDP1, or no group size the model and seq_len accept)."""
+    if s.num_gpus < 2 or s.sequence_parallel_size > 1 or s.parallel_engine not in ("deepspeed", "fsdp"):
+        return None
+    valid = []
+    for size in divisors(s.num_gpus)[1:]:
+        try:
+            job = parse_spec({**dump(s), "sequence_parallel_size": size,
+                              **({"attention": "sdpa"} if s.parallel_engine == "fsdp" else {})})
+            e = estimate(job)
+        except SpecError:
+            continue
+        valid.append((size, job.attention))
+        if fits(e, goal):
+            break
+    if not valid:
+        return None
+    size, attention = valid[-1]
+    scheme = "DeepSpeed Ulysses" if s.parallel_engine == "deepspeed" else "torch context parallelism (sdpa)"
+    # a group of `size` GPUs trains one sequence: accumulation x size keeps the global batch
+    ga = s.gradient_accumulation_steps * size
+    return (f"sequence parallelism over {size} GPUs ({scheme}): each GPU holds {s.seq_len // size} tokens; "
+            f"accumulation {s.gradient_accumulation_steps} -> {ga} keeps the global batch",
+            {"sequence_parallel_size": size, "gradient_accumulation_steps": ga,
+             **({"attention": attention} if attention != s.attention else {})})
 
 
 def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, Any]]]:
@@ -104,6 +133,9 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
             else:
                 text += f" (global batch becomes {mb * ga * more.num_gpus})"
             out.append((text, upd))
+        sp = _sequence_parallel_change(s, goal)
+        if sp is not None:
+            out.append(sp)
         longest = largest_within_margin(s, "seq_len", goal)
         if longest is not None and longest < s.seq_len:
             new = longest // SEQ_ROUND * SEQ_ROUND if longest >= SEQ_ROUND else longest

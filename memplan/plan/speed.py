@@ -140,7 +140,8 @@ class Speed:
 
 
 def training_speed(spec: JobSpec, utilization: float = cp.MFU) -> Speed:
-    """One optimizer step: gradient_accumulation_steps micro-steps of micro_batch_size * seq_len tokens, each
+    """One optimizer step: gradient_accumulation_steps micro-steps of micro_batch_size * seq_len tokens (seq_len /
+    sequence_parallel_size on each GPU of a sequence-parallel group, which trains one sequence together), each
     forward + backward (+ recomputation under gradient checkpointing) at `utilization` of the dense TFLOP/s, plus
     bitsandbytes dequantization (memory-bound) and DeepSpeed offload copies over PCIe (not overlapped). The job
     as it runs (memplan.job.resolve: a checkpoint's quantization, fp16 on a GPU without bf16)."""
@@ -149,8 +150,9 @@ def training_speed(spec: JobSpec, utilization: float = cp.MFU) -> Speed:
     r = rates(spec)
     counts = matmul_counts(info, spec)
     mb, ga, seq, n = spec.micro_batch_size, spec.gradient_accumulation_steps, spec.seq_len, spec.num_gpus
-    tokens = mb * seq
-    attention = attention_forward_flops(info, job.attention, mb, seq)
+    sp = spec.sequence_parallel_size  # each GPU of a group computes 1/sp of every sequence (tokens or heads)
+    tokens = mb * seq // sp
+    attention = attention_forward_flops(info, job.attention, mb, seq) // sp
     gc = spec.gradient_checkpointing and counts.grads_flow
     flops = (cp.matmul_flops(counts.matmul, tokens) + attention
              + cp.backward_flops(counts.matmul, counts.trainable, tokens, attention, counts.grads_flow)
@@ -166,7 +168,7 @@ def training_speed(spec: JobSpec, utilization: float = cp.MFU) -> Speed:
     step = ga * micro
     if spec.offload_optimizer:
         step += cp.transfer_time_s(cp.offload_optimizer_bytes(counts.trainable_params, c, n))
-    per_step = n * mb * ga * seq
+    per_step = n // sp * mb * ga * seq  # a sequence-parallel group trains one sequence at a time
     return Speed(step, per_step / step, per_step, r.reference)
 
 
