@@ -98,6 +98,16 @@ def _raw_config(spec: JobSpec, allow_path: bool) -> dict | None:
     return load_config(spec.model, spec.inline_config, allow_path=True)[1]
 
 
+def with_weights(spec: JobSpec, allow_path: bool = False) -> JobSpec:
+    """The spec with weight_dtype resolved as `resolve` does (the checkpoint's quantization_config, else bf16) and
+    nothing else: for surfaces that reason on the job's fields themselves (the planner), on any GPU."""
+    try:
+        raw = _raw_config(spec, allow_path)
+    except ArchitectureError:
+        return spec  # a config that cannot be read: the estimate names its field
+    return resolve_weights(spec, raw, [])
+
+
 def checkpoint_quantization(raw: dict) -> tuple[str, dict, str] | None:
     """(weight_dtype, other job fields, what it is) for a config.json's quantization_config (transformers' format:
     bitsandbytes load_in_4bit / load_in_8bit, GPTQ or AWQ at 4 bits); None without one. A method memplan does not

@@ -150,7 +150,9 @@ class JobSpec(StrictModel):
     head: Head = "auto"
     num_labels: int = Field(2, ge=1, le=1_000_000)
     method: Method = "lora"
-    weight_dtype: WeightDtype = "bf16"
+    weight_dtype: WeightDtype = Field(
+        "auto", description="storage dtype of the base weights; auto = the checkpoint's own quantization_config "
+                            "when its config.json has one, else bf16 (nf4 under method qlora)")
     mixed_precision: MixedPrecision = "bf16"
     double_quant: bool = True
     quant_storage: QuantStorage = Field(
@@ -233,7 +235,7 @@ class JobSpec(StrictModel):
         if self.task == "train" and self.weight_dtype == "int4":
             raise FieldConflict("weight_dtype", "weight_dtype 'int4' (GPTQ/AWQ) is modelled for serving only: "
                                                 "use task 'inference'")
-        if self.quant_storage != "auto" and self.weight_dtype not in ("nf4", "fp4"):
+        if self.quant_storage != "auto" and self.weight_dtype not in ("nf4", "fp4", "auto"):
             raise FieldConflict("quant_storage", "quant_storage is bitsandbytes' storage dtype of 4-bit weights: "
                                                  f"it applies to weight_dtype nf4 or fp4, not '{self.weight_dtype}'")
         engine = self.parallel_engine

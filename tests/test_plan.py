@@ -434,3 +434,21 @@ def test_sequence_parallelism_is_offered_to_long_sequences_on_many_gpus():
     one = training_speed(parse_spec({**job, "seq_len": 8192}))
     four = training_speed(parse_spec({**job, "seq_len": 8192, "sequence_parallel_size": 4}))
     assert four.tokens_per_step * 4 == one.tokens_per_step
+
+
+def test_the_planner_reasons_on_the_weights_the_checkpoint_loads():
+    """weight_dtype defaults to auto: a pasted GPTQ checkpoint loads int4, so the planner does not offer 4-bit or
+    8-bit weights as a change, and its configurations start from int4."""
+    config = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 4,
+              "num_attention_heads": 16, "num_key_value_heads": 4, "vocab_size": 32000,
+              "quantization_config": {"quant_method": "gptq", "bits": 4}}
+    p = plan({"model_config": config, "task": "inference", "gpu": "T4-16GB",
+              "inference": {"batch_size": 64, "prompt_len": 8192}})
+    assert not any(c.fields.get("weight_dtype") in ("int4", "int8") for c in p.changes)
+    assert p.configurations and all(o.job["weight_dtype"] == "int4" for o in p.configurations
+                                    if o.recipe_changes == 0)
+    # a catalog model (no quantization_config) loads bf16: quantized weights are offered
+    bf16 = plan({"model": "Qwen/Qwen2.5-7B", "task": "inference", "gpu": "T4-16GB",
+                 "inference": {"batch_size": 8, "prompt_len": 8192}})
+    offered = {c.fields.get("weight_dtype") for c in bf16.changes}
+    assert {"int8", "int4"} <= offered

@@ -5,7 +5,15 @@ from memplan.spec import SpecError, parse_spec
 
 def test_defaults_and_qlora_nf4():
     s = parse_spec({"model": "meta-llama/Llama-3.1-8B"})
-    assert (s.method, s.weight_dtype, s.mixed_precision, s.seq_len, s.lora.r) == ("lora", "bf16", "bf16", 2048, 16)
+    # weight_dtype defaults to auto (DESIGN: the checkpoint's quantization_config, else bf16), resolved by the job
+    assert (s.method, s.weight_dtype, s.mixed_precision, s.seq_len, s.lora.r) == ("lora", "auto", "bf16", 2048, 16)
+    from memplan.job import resolve, with_weights
+
+    assert resolve(s).spec.weight_dtype == with_weights(s).weight_dtype == "bf16"
+    quantized = {"model_config": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+                                  "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 100,
+                                  "quantization_config": {"quant_method": "gptq", "bits": 4}}, "task": "inference"}
+    assert with_weights(parse_spec(quantized)).weight_dtype == "int4"
     assert parse_spec({"model": "x", "method": "qlora"}).weight_dtype == "nf4"
 
 

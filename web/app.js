@@ -9,7 +9,7 @@ const DEBOUNCE_MS = 150;
 // Spec defaults; replaced at start-up by the defaults in the API's own schema (/openapi.json), so a field the
 // user has not changed is never sent and the server's default applies.
 const DEFAULTS = {
-  task: "train", head: "auto", num_labels: 2, method: "lora", weight_dtype: "bf16", mixed_precision: "bf16",
+  task: "train", head: "auto", num_labels: 2, method: "lora", weight_dtype: "auto", mixed_precision: "bf16",
   double_quant: true, quant_storage: "auto", optimizer: "adamw", optimizer_impl: "auto", "lora.r": 16, "lora.alpha": 32,
   "lora.dropout": 0.05, "lora.target_modules": "all-linear", num_virtual_tokens: 20, adapter_size: 64,
   micro_batch_size: 1, seq_len: 2048, gradient_accumulation_steps: 1, gradient_checkpointing: false,
@@ -23,8 +23,9 @@ const FIRST_MODEL = "meta-llama/Llama-3.1-8B"; // shown on a first visit without
 const isTrain = (v) => v.task === "train";
 const isInference = (v) => v.task === "inference";
 const isLora = (v) => isTrain(v) && (v.method === "lora" || v.method === "qlora");
+// the spec's default "auto" loads a catalog model (no quantization_config) in bf16
 const effectiveWeightDtype = (v) =>
-  v.weight_dtype || (isTrain(v) && v.method === "qlora" ? "nf4" : DEFAULTS.weight_dtype);
+  v.weight_dtype || (isTrain(v) && v.method === "qlora" ? "nf4" : DEFAULTS.weight_dtype === "auto" ? "bf16" : DEFAULTS.weight_dtype);
 
 // Job fields in the order the exports list them. kind: select | opt (select whose "" means "not set") | int |
 // float | bool | targets. `when` says whether the field applies to the current job (else hidden, not sent).

@@ -16,7 +16,7 @@ from typing import Any
 from memplan import catalog
 from memplan.architecture import ArchitectureError, looks_like_path, load_config
 from memplan.estimate import estimate
-from memplan.job import model_info
+from memplan.job import model_info, with_weights
 from memplan.plan.changes import changes as _changes
 from memplan.plan.configurations import Search, configurations as _configurations, divisors
 from memplan.plan.models import (Change, FewestGpus, GpuChoice, KvBudget, Plan, PlanOption, PlanTarget,
@@ -137,7 +137,7 @@ def plan(job: dict[str, Any] | JobSpec, target: PlanTarget | dict[str, Any] | No
     t = parse_target(target)
     if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise SpecError([("limit", f"must be an integer in 1..{MAX_LIMIT}, got {limit!r}")])
-    spec = _prepare(job, allow_path)
+    spec = with_weights(_prepare(job, allow_path))  # the planner reasons on the weights the job loads
     notes: list[str] = []
     data, global_batch = _baseline(spec, t, notes)
     base_spec = parse_spec(data)
