@@ -183,6 +183,9 @@ class JobSpec(StrictModel):
                             "zero_stage 3 = FULL_SHARD (reshard_after_forward=True), 2 = SHARD_GRAD_OP (False), "
                             "0 = NO_SHARD; offload_params = FSDP CPU offload (params, grads, optimizer states)")
     fsdp_version: Literal[1, 2] = Field(2, description="torch FSDP1 (flat parameters) or FSDP2 (fully_shard)")
+    fsdp_reduce_dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="FSDP MixedPrecisionPolicy.reduce_dtype, the dtype gradients are reduce-scattered in; "
+                            "auto = param_dtype (the compute dtype), accelerate's default")
     zero3_prefetch_bucket_size: int | None = Field(
         None, ge=0, le=10**13, description="DeepSpeed stage3_prefetch_bucket_size, in parameters (ZeRO-3); null = "
                                            "the HF Trainer's 'auto', 0.9 * hidden_size^2")
@@ -266,6 +269,9 @@ class JobSpec(StrictModel):
                                              "CPU (DeepSpeedCPUAdam): use 'adamw', or turn offload_optimizer off")
         if self.sequence_parallel_size > 1:
             self._check_sequence_parallel(engine)
+        if engine != "fsdp" and self.fsdp_reduce_dtype != "auto":
+            raise FieldConflict("fsdp_reduce_dtype", "fsdp_reduce_dtype applies to parallelism 'fsdp'; leave it "
+                                                     "at 'auto'")
         if not (engine == "deepspeed" and self.zero_stage == 3):
             for name, default in (("zero3_prefetch_bucket_size", None), ("zero3_max_live_parameters", None),
                                   ("zero3_init", True)):
@@ -355,6 +361,11 @@ class JobSpec(StrictModel):
             return self.quant_storage
         sharded = self.parallel_engine == "fsdp" or (self.parallel_engine == "deepspeed" and self.zero_stage == 3)
         return self.compute_dtype if sharded else "uint8"
+
+    @property
+    def reduce_dtype(self) -> str:
+        """FSDP's gradient reduce dtype: `fsdp_reduce_dtype`, auto = the compute dtype (param_dtype)."""
+        return self.compute_dtype if self.fsdp_reduce_dtype == "auto" else self.fsdp_reduce_dtype
 
     @property
     def compute_dtype(self) -> str:

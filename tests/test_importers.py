@@ -233,6 +233,16 @@ def test_fsdp_qlora_recipe_maps_its_quant_storage(tmp_path):
     assert "bnb_4bit_quant_storage" in str(exc.value) and "bfloat16" in str(exc.value)
 
 
+def test_fsdp_reduce_dtype_from_the_mixed_precision_policy(tmp_path):
+    acc = write(tmp_path, "acc.yaml", {"distributed_type": "FSDP", "num_processes": 4, "mixed_precision": "bf16",
+                                       "fsdp_config": {"fsdp_version": 2, "fsdp_mixed_precision_policy": {
+                                           "reduce_dtype": "float32", "param_dtype": "bfloat16"}}})
+    result = import_configs([acc])
+    assert result.job["fsdp_reduce_dtype"] == "fp32" and result.job["parallelism"] == "fsdp"
+    assert any(src.endswith("mixed_precision_policy.param_dtype") for _, src, _ in result.ignored)
+    assert parse_spec({**result.job, "model": "x"}).reduce_dtype == "fp32"
+
+
 def test_sequence_parallelism_from_accelerate_and_the_trainer(tmp_path):
     """accelerate's parallelism_config (an accelerate file's prefixed keys, or TrainingArguments' mapping): Ulysses
     (sp_backend deepspeed) or torch context parallelism (cp_size) -> sequence_parallel_size; tensor parallelism is

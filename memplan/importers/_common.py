@@ -232,6 +232,9 @@ def map_bnb(out: Collector, *, four_bit: bool, four_src: str, eight_bit: bool, e
     return True
 
 
+#: torch dtype names FSDP's MixedPrecisionPolicy.reduce_dtype takes -> fsdp_reduce_dtype
+REDUCE_DTYPES = {"float32": "fp32", "fp32": "fp32", "float": "fp32", "bfloat16": "bf16", "bf16": "bf16",
+                 "float16": "fp16", "fp16": "fp16", "half": "fp16"}
 #: torch dtype names bnb_4bit_quant_storage takes -> memplan's quant_storage
 QUANT_STORAGE = {"uint8": "uint8", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16",
                  "half": "fp16", "float32": "fp32", "fp32": "fp32", "float": "fp32"}
@@ -373,5 +376,15 @@ def map_fsdp(out: Collector, cfg: dict, prefix: str, options: list[str] | None =
         src, value = norm["activation_checkpointing"]
         out.set("gradient_checkpointing", out.bool_(src, value), src)
     if "mixed_precision_policy" in norm and norm["mixed_precision_policy"][1] is not None:
-        out.ignore(norm["mixed_precision_policy"][0], f"{NOT_MODELLED}: FSDP mixed-precision policy (memplan uses "
-                                                      "mixed_precision)")
+        src, policy = norm["mixed_precision_policy"]
+        policy = out.dict_(src, policy) if not isinstance(policy, str) else {}
+        for key, value in policy.items():
+            name = str(value).strip().lower().removeprefix("torch.")
+            if key == "reduce_dtype" and name in REDUCE_DTYPES:
+                out.set("fsdp_reduce_dtype", REDUCE_DTYPES[name], f"{src}.reduce_dtype", value)
+            else:
+                out.ignore(f"{src}.{key}", f"{NOT_MODELLED}: FSDP mixed-precision {key} {value!r} (memplan takes "
+                                           "param_dtype from mixed_precision; reduce_dtype: float32, bfloat16, "
+                                           "float16)")
+        if not policy:
+            out.ignore(src, f"{NOT_MODELLED}: FSDP mixed-precision policy {norm['mixed_precision_policy'][1]!r}")

@@ -180,20 +180,23 @@ def fsdp_last_all_gather_bytes(group_unsharded_bytes: int) -> int:
     return group_unsharded_bytes
 
 
-def fsdp_block_backward_bytes(block_unsharded_bytes: int, block_grad_bytes: int) -> int:
+def fsdp_block_backward_bytes(block_unsharded_bytes: int, block_grad_bytes: int, reduce_grad_bytes: int | None = None
+                              ) -> int:
     """A `fully_shard` block at its post-backward: its unsharded parameters, the unsharded gradients backward made
-    for them, and the reduce-scatter input the gradients are copied into, all alive until the copy ends (the
-    next group's prefetched all-gather comes on top).
+    for them (in param_dtype), and the reduce-scatter input the gradients are copied into (in reduce_dtype), all
+    alive until the copy ends (the next group's prefetched all-gather comes on top).
 
-    Formula: B + 2 G, B the block's all-gather bytes, G its gradients in reduce_dtype (B under full fine-tuning,
-    the adapters' under LoRA).
+    Formula: B + G + G_r, B the block's all-gather bytes, G its gradients in param_dtype (B under full fine-tuning,
+    the adapters' under LoRA), G_r the same gradients in reduce_dtype (G when it is param_dtype, 2 G for fp32
+    under bf16).
     Source: torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py post_backward, _fsdp_collectives.py
-    foreach_reduce (reduce_scatter_input); traced (bench/results/fsdp_crosscheck.txt: Llama-3.1-70B on 64 GPUs,
-    the bottom block's parameters, gradients and reduce-scatter input beside the embedding's prefetch).
+    foreach_reduce (reduce_scatter_input in reduce_dtype); traced (bench/results/fsdp_crosscheck.txt: Llama-3.1-70B
+    on 64 GPUs, the bottom block's parameters, gradients and reduce-scatter input beside the embedding's prefetch).
     Example: a Llama-3.1-8B block on 8 GPUs in bf16 (218,112,000 params: B = G = 436,224,000 B), full fine-tune:
-    3 * 436,224,000 = 1,308,672,000 B.
+    3 * 436,224,000 = 1,308,672,000 B; with an fp32 reduce_dtype: 4 * 436,224,000 = 1,744,896,000 B.
     """
-    return block_unsharded_bytes + 2 * block_grad_bytes
+    reduce = block_grad_bytes if reduce_grad_bytes is None else reduce_grad_bytes
+    return block_unsharded_bytes + block_grad_bytes + reduce
 
 
 def fsdp1_flat_shard_numel(shapes: list[tuple[int, ...]], world: int) -> int:

@@ -78,3 +78,9 @@ def test_zero3_knobs_move_the_buckets_by_their_bytes():
     assert buckets(zero3_prefetch_bucket_size=201_000_000, zero3_max_live_parameters=1_000_000) == small
     no_init = memplan.estimate({**job, "zero3_init": False})
     assert no_init.host_bytes > memplan.estimate(job).host_bytes
+
+
+def test_fsdp_block_backward_with_its_reduce_dtype():
+    block = 218_112_000 * 2  # a Llama-3.1-8B block's bf16 all-gather on 8 GPUs
+    assert sh.fsdp_block_backward_bytes(block, block) == 3 * block == 1_308_672_000
+    assert sh.fsdp_block_backward_bytes(block, block, 2 * block) == 4 * block == 1_744_896_000

@@ -74,6 +74,18 @@ def test_formula_fsdp2_peak_against_the_traced_fsdp2_step(config, world, stage, 
     assert abs(formula - traced) <= 0.02 * traced, (formula, traced, f"{100 * (formula / traced - 1):+.2f}%")
 
 
+@pytest.mark.parametrize("method, world", [("full", 4), ("lora", 2)])
+def test_an_fp32_reduce_dtype_against_the_traced_step(method, world):
+    """MixedPrecisionPolicy(reduce_dtype=fp32): the reduce-scatter input is an fp32 copy of a block's bf16
+    gradients (memplan.terms.sharding.fsdp_block_backward_bytes); the formula's peak stays within 2% of the trace
+    that runs the policy."""
+    job = {"model_config": CONFIG, "method": method, "parallelism": "fsdp", "zero_stage": 3, "num_gpus": world,
+           "micro_batch_size": 2, "seq_len": 256, "gradient_checkpointing": True, "optimizer_impl": "for_loop",
+           "fsdp_reduce_dtype": "fp32"}
+    formula, traced = memplan.estimate(job), memplan.estimate(job, engine="trace")
+    assert abs(formula.peak_allocated_bytes - traced.peak_allocated_bytes) <= 0.02 * traced.peak_allocated_bytes
+
+
 @pytest.mark.parametrize("method, world", [("full", 4), ("lora", 8)])
 def test_bf16_weights_trainable_upcast_as_accelerate_does(method, world):
     """The common job (bf16 weights, bf16 mixed precision): accelerate (1.14+) upcasts the trainable parameters to

@@ -177,13 +177,14 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     # a block's backward computes its unsharded gradients (G) beside its parameters; its post-backward copies them
     # into the reduce-scatter input (G more) once its activations are gone (the next group's prefetch is in `top` /
     # `bottom`)
-    reduce_scatter = sh.fsdp_block_backward_bytes(block, grad_block) if tr.grads_flow else 0
-    computing = reduce_scatter - (grad_block if tr.grads_flow else 0)
+    r = dtype_bytes(spec.reduce_dtype)
+    reduce_scatter = sh.fsdp_block_backward_bytes(block, grad_block, grad_block * r // k) if tr.grads_flow else 0
+    computing = reduce_scatter - (grad_block * r // k if tr.grads_flow else 0)
     tied = info.tied_embeddings
     stays = g.root + (g.tail if tied else 0)  # unsharded from the first forward to the end of backward
-    trained = {t.name for t in tr.tensors}
-    head_trained = spec.method == "full" or bool(trained & set(info.head_params))
-    embedding_trained = spec.method == "full" or bool(trained & set(_input_embedding_names(info)))
+    trained_names = {t.name for t in tr.tensors}
+    head_trained = spec.method == "full" or bool(trained_names & set(info.head_params))
+    embedding_trained = spec.method == "full" or bool(trained_names & set(_input_embedding_names(info)))
     # the head's gradients stay unsharded until their group's backward ends: the root's under FSDP1, the tail's
     # (with the tied embedding in it) under FSDP2; an untied FSDP2 tail reduce-scatters them right away
     held_grads = (stays if not v2 or tied else 0) if head_trained and tr.grads_flow else 0
@@ -208,7 +209,7 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
         embedding = stays + (2 * g.embed if embedding_trained else g.embed if embedding_backward else 0)
     else:
         embedding = stays + (stays if embedding_trained or head_trained else 0)
-    embedding += grad_block
+    embedding += grad_block * r // k  # the bottom block's reduce-scatter input
     # FSDP2 keeps the latest all-gather's output buffer until the next all-gather starts or the root's forward
     # ends (its comm context's all_gather_state): through the loss computed inside the model's forward, the
     # tail's (FSDP2, untied) or the last block's
@@ -216,10 +217,16 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     # at the loss's backward: FSDP1's root (holding the head) runs its pre-backward hook on the loss and prefetches
     # the top block; FSDP2's tail prefetches it only once the logits' gradient exists, after the spike
     spike = at_loss + (block if spec.zero_stage == 3 and not v2 and tr.grads_flow else 0)
+    # sharded gradients that do not exist yet: in the bottom block's backward its own and the embedding's, at the
+    # embedding's backward its own (each reduce-scattered at its group's post-backward)
+    block_grad_shard = -(-grad_block // (n * k)) * (trained if spec.method == "full" else 4) if n else 0
+    embed_grad_shard = g.embed // (n * k) * trained if embedding_trained and v2 and not tied else 0
+    pending_bottom, pending_embedding = block_grad_shard + embed_grad_shard, embed_grad_shard
     moments = {"forward_start": forward_start, "forward_end": forward_end, "spike": spike,
                "top": top + computing, "top_post": top + reduce_scatter,
                "bottom": bottom + computing, "bottom_post": bottom + reduce_scatter,
-               "embedding": embedding if tr.grads_flow else 0, "step": 0}
+               "embedding": embedding if tr.grads_flow else 0, "step": 0,
+               "grads_pending_bottom": pending_bottom, "grads_pending_embedding": pending_embedding}
     host = 0
     if spec.offload_params:
         per_node, nodes = hm.nodes_for(spec.num_gpus)
@@ -241,7 +248,7 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     notes.append(f"FSDP{spec.fsdp_version} {FSDP_STRATEGY[spec.zero_stage]} on {spec.num_gpus} GPU(s) as accelerate "
                  f"wraps it: {groups}; trainable parameters in "
                  f"{'fp32' if trained == 4 else spec.compute_dtype} storage, frozen ones as loaded; "
-                 f"{spec.compute_dtype} param_dtype and reduce_dtype")
+                 f"{spec.compute_dtype} param_dtype, {spec.reduce_dtype} reduce_dtype")
     return HeldStates(weights=sharded_params + replicated, grads=grads, states=states,
                       step_temp=-(-st.step_temp // n), buckets=reduce_scatter, live=at_loss, outside={}, host=host,
                       live_end=bottom, load=load, moments=moments)

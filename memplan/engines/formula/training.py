@@ -107,10 +107,12 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
          "logits": loss_spike, "temporaries": 0},
         {**base, "gradients": g_top, "zero_buffers": moments.get("top", live),
          "activations": top_saved + a["persistent"] + cast_blocks, "logits": 0, "temporaries": top_transient},
-        {**base, "gradients": g_bottom, "zero_buffers": moments.get("bottom", live_end + buckets),
+        {**base, "gradients": g_bottom - moments.get("grads_pending_bottom", 0),
+         "zero_buffers": moments.get("bottom", live_end + buckets),
          "activations": ckpt + a["bottom_block"] + a["persistent"] + cast_block, "logits": 0,
          "temporaries": a["bottom_transient"] + sp_backward},
-        {**base, "gradients": grads, "zero_buffers": moments.get("embedding", live_end + buckets), "activations": 0,
+        {**base, "gradients": grads - moments.get("grads_pending_embedding", 0),
+         "zero_buffers": moments.get("embedding", live_end + buckets), "activations": 0,
          "logits": 0,
          "temporaries": 2 * st.grads_tied if zero == 0 else 0},
     ]
@@ -119,7 +121,7 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
         backward_points += [
             {**base, "gradients": g_top, "zero_buffers": moments["top_post"],
              "activations": top_rest + a["persistent"], "logits": 0, "temporaries": 0},
-            {**base, "gradients": g_bottom, "zero_buffers": moments["bottom_post"],
+            {**base, "gradients": g_bottom - moments["grads_pending_bottom"], "zero_buffers": moments["bottom_post"],
              "activations": ckpt + a["persistent"], "logits": 0, "temporaries": 0}]
     phases.append(max((Phase("backward", p) for p in backward_points), key=lambda p: p.total))
     if spec.optimizer != "none" and tr.tensors:

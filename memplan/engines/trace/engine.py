@@ -85,7 +85,7 @@ def estimate(r: ResolvedJob, progress: Any = None) -> Estimate:
     elif fsdp and spec.num_gpus > 1:
         outside["nccl_buffers"] = nccl_buffer_bytes(spec.num_gpus)
         r.notes.append(f"traced torch FSDP2 at world size {spec.num_gpus} on a fake process group: fully_shard per "
-                       f"block and the root, {spec.compute_dtype} param_dtype and reduce_dtype")
+                       f"block and the root, {spec.compute_dtype} param_dtype, {spec.reduce_dtype} reduce_dtype")
     expandable = spec.allocator == "expandable_segments"
     # with expandable segments the replay's reserved is what the allocator reaches without memory pressure, an
     # upper bound: under pressure it unmaps free pages (memplan.terms.overhead.fragmentation_bytes)

@@ -3,7 +3,7 @@
 gathered and freed:
 
 - under mixed precision the trainable parameters are upcast to fp32 before sharding (frozen ones keep their dtype;
-  none with bitsandbytes 4-bit weights); MixedPrecisionPolicy(param_dtype = reduce_dtype = the compute dtype);
+  none with bitsandbytes 4-bit weights); MixedPrecisionPolicy(param_dtype = the compute dtype, reduce_dtype = fsdp_reduce_dtype);
 - `fully_shard` on every module of a class in the model's `_no_split_modules`, bottom up, with
   reshard_after_forward for FULL_SHARD; then the input embedding as its own group, the final norm and the output
   head as one "tail" group that is not resharded after forward, and the root (whatever is left; never resharded
@@ -84,8 +84,8 @@ def fake_fsdp(model: Any, spec: JobSpec, fake_mode: Any, tracker: Any) -> Iterat
     patched: list[tuple[Any, str, Any]] = []
     try:
         mesh = init_device_mesh("cpu", (spec.num_gpus,))
-        dtype = torch_dtype(spec.compute_dtype)
-        policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=dtype)
+        policy = MixedPrecisionPolicy(param_dtype=torch_dtype(spec.compute_dtype),
+                                      reduce_dtype=torch_dtype(spec.reduce_dtype))
         blocks = _block_classes(model)
         reshard = spec.zero_stage == 3
         kwargs: dict[str, Any] = {"mesh": mesh, "mp_policy": policy, "reshard_after_forward": reshard}
