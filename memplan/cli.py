@@ -29,7 +29,8 @@ _SCALAR_FIELDS = [
     "optimizer",
     "optimizer_impl", "num_virtual_tokens", "adapter_size", "micro_batch_size", "seq_len",
     "gradient_accumulation_steps", "gradient_checkpointing", "attention", "num_gpus", "zero_stage",
-    "offload_optimizer", "offload_params", "allocator", "parallelism", "fsdp_version", "sequence_parallel_size",
+    "offload_optimizer", "offload_params", "allocator", "parallelism", "fsdp_version", "fsdp_reduce_dtype",
+    "sequence_parallel_size",
     "zero3_prefetch_bucket_size", "zero3_max_live_parameters", "zero3_init",
 ]
 _NESTED_FIELDS = ["lora.r", "lora.alpha", "lora.dropout", "lora.target_modules", "inference.batch_size",

@@ -16,7 +16,7 @@ const DEFAULTS = {
   attention: "sdpa", num_gpus: 1, zero_stage: 0, offload_optimizer: false, offload_params: false,
   "inference.batch_size": 1, "inference.prompt_len": 1024, "inference.max_new_tokens": 256,
   "inference.kv_cache_dtype": "bf16", gpu: "H100-SXM-80GB", allocator: "default",
-  parallelism: "auto", fsdp_version: 2, sequence_parallel_size: 1,
+  parallelism: "auto", fsdp_version: 2, fsdp_reduce_dtype: "auto", sequence_parallel_size: 1,
 };
 const FIRST_MODEL = "meta-llama/Llama-3.1-8B"; // shown on a first visit without a link
 
@@ -53,6 +53,7 @@ const FIELDS = [
   { path: "num_gpus", kind: "int", when: isTrain },
   { path: "parallelism", kind: "select", when: isTrain },
   { path: "fsdp_version", kind: "int-select", when: (v) => isTrain(v) && v.parallelism === "fsdp" },
+  { path: "fsdp_reduce_dtype", kind: "select", when: (v) => isTrain(v) && v.parallelism === "fsdp" },
   // Ulysses under DeepSpeed, torch context parallelism under FSDP2
   { path: "sequence_parallel_size", kind: "int", when: (v) => isTrain(v) && ["deepspeed", "fsdp"].includes(v.parallelism) },
   { path: "zero_stage", kind: "int-select", when: isTrain },
