@@ -224,20 +224,16 @@ def map_bnb(out: Collector, *, four_bit: bool, four_src: str, eight_bit: bool, e
     else:
         out.set("double_quant", out.bool_(double_src, double), double_src)
     if storage is not None:
-        name = str(storage).strip().lower().removeprefix("torch.")
+        name = str(storage).strip().lower()
         if name not in QUANT_STORAGE:
-            raise out.error(storage_src, f"unknown 4-bit storage dtype {storage!r}; allowed: "
-                                         + ", ".join(sorted(QUANT_STORAGE)))
+            raise out.error(storage_src, f"unknown 4-bit storage dtype {storage!r}; allowed: uint8, bfloat16, "
+                                         "float16, float32")
         out.set("quant_storage", QUANT_STORAGE[name], storage_src, storage)
     return True
 
 
-#: torch dtype names FSDP's MixedPrecisionPolicy.reduce_dtype takes -> fsdp_reduce_dtype
-REDUCE_DTYPES = {"float32": "fp32", "fp32": "fp32", "float": "fp32", "bfloat16": "bf16", "bf16": "bf16",
-                 "float16": "fp16", "fp16": "fp16", "half": "fp16"}
-#: torch dtype names bnb_4bit_quant_storage takes -> memplan's quant_storage
-QUANT_STORAGE = {"uint8": "uint8", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16",
-                 "half": "fp16", "float32": "fp32", "fp32": "fp32", "float": "fp32"}
+#: torch dtype names bnb_4bit_quant_storage takes -> memplan's quant_storage: the float dtypes, or uint8
+QUANT_STORAGE = {**TORCH_DTYPES, "uint8": "uint8", "torch.uint8": "uint8"}
 
 
 # -- sequence / context parallelism -----------------------------------------------------------------------------
@@ -379,9 +375,9 @@ def map_fsdp(out: Collector, cfg: dict, prefix: str, options: list[str] | None =
         src, policy = norm["mixed_precision_policy"]
         policy = out.dict_(src, policy) if not isinstance(policy, str) else {}
         for key, value in policy.items():
-            name = str(value).strip().lower().removeprefix("torch.")
-            if key == "reduce_dtype" and name in REDUCE_DTYPES:
-                out.set("fsdp_reduce_dtype", REDUCE_DTYPES[name], f"{src}.reduce_dtype", value)
+            name = str(value).strip().lower()
+            if key == "reduce_dtype" and name in TORCH_DTYPES:
+                out.set("fsdp_reduce_dtype", TORCH_DTYPES[name], f"{src}.reduce_dtype", value)
             else:
                 out.ignore(f"{src}.{key}", f"{NOT_MODELLED}: FSDP mixed-precision {key} {value!r} (memplan takes "
                                            "param_dtype from mixed_precision; reduce_dtype: float32, bfloat16, "

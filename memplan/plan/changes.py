@@ -13,9 +13,9 @@ from memplan.job import resolve_attention
 from memplan.result import Estimate
 from memplan.plan.configurations import Search, divisors, flash_attention_ok, merge
 from memplan.plan.models import Change
-from memplan.plan.solvers import dump, fewest_gpus, fits, largest_within_margin
+from memplan.plan.solvers import dump, fewest_gpus, fits, largest_within_margin, parallel_engines
 from memplan.plan.speed import Speed, job_speed
-from memplan.spec import FSDP_STRATEGY, QUANTIZED_DTYPES, JobSpec, SpecError, parse_spec
+from memplan.spec import FSDP_STRATEGY, JobSpec, SpecError, parse_spec
 
 GIB = 2**30
 #: a job that fits with less than this share of usable memory free still gets changes
@@ -33,27 +33,25 @@ def _sequence_parallel_change(s: JobSpec, goal: float) -> tuple[str, dict[str, A
     sequences (one GPU, DDP, FSDP1, or no group size the model and seq_len accept)."""
     if s.num_gpus < 2 or s.sequence_parallel_size > 1 or s.parallel_engine not in ("deepspeed", "fsdp"):
         return None
-    valid = []
-    for size in divisors(s.num_gpus)[1:]:
+    # torch's context parallelism runs under sdpa only
+    attention = {"attention": "sdpa"} if s.parallel_engine == "fsdp" and s.attention != "sdpa" else {}
+    size = None  # the largest group tried that the job allows
+    for candidate in divisors(s.num_gpus)[1:]:
         try:
-            job = parse_spec({**dump(s), "sequence_parallel_size": size,
-                              **({"attention": "sdpa"} if s.parallel_engine == "fsdp" else {})})
-            e = estimate(job)
+            e = estimate(parse_spec({**dump(s), "sequence_parallel_size": candidate, **attention}))
         except SpecError:
             continue
-        valid.append((size, job.attention))
+        size = candidate
         if fits(e, goal):
             break
-    if not valid:
+    if size is None:
         return None
-    size, attention = valid[-1]
     scheme = "DeepSpeed Ulysses" if s.parallel_engine == "deepspeed" else "torch context parallelism (sdpa)"
     # a group of `size` GPUs trains one sequence: accumulation x size keeps the global batch
     ga = s.gradient_accumulation_steps * size
     return (f"sequence parallelism over {size} GPUs ({scheme}): each GPU holds {s.seq_len // size} tokens; "
             f"accumulation {s.gradient_accumulation_steps} -> {ga} keeps the global batch",
-            {"sequence_parallel_size": size, "gradient_accumulation_steps": ga,
-             **({"attention": attention} if attention != s.attention else {})})
+            {"sequence_parallel_size": size, "gradient_accumulation_steps": ga, **attention})
 
 
 def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, Any]]]:
@@ -101,13 +99,12 @@ def _candidates(search: Search, base_e: Estimate) -> list[tuple[str, dict[str, A
         else:
             if s.zero_stage < 3:
                 out.append((f"ZeRO stage {s.zero_stage} -> {s.zero_stage + 1}", {"zero_stage": s.zero_stage + 1}))
-            if s.num_gpus > 1 and (four_bit or s.weight_dtype not in QUANTIZED_DTYPES):
-                version = 1 if four_bit else 2
+            for engine in parallel_engines(s, s.num_gpus)[1:]:  # FSDP beside the job's engine, as plans search it
+                version = engine["fsdp_version"]
                 what = " with bnb_4bit_quant_storage = the compute dtype" if four_bit else ""
                 out.append((f"torch FSDP{version} FULL_SHARD instead of {s.parallel_engine} (accelerate fsdp_version "
                             f"{version}){what}",
-                            {"parallelism": "fsdp", "fsdp_version": version, "zero_stage": 3,
-                             "offload_optimizer": False, "offload_params": False,
+                            {**engine, "zero_stage": 3, "offload_optimizer": False, "offload_params": False,
                              **({"quant_storage": "auto"} if four_bit else {})}))
         # DeepSpeed steps an offloaded optimizer on the CPU with its own Adam: a bitsandbytes optimizer cannot come
         bnb = s.optimizer in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")

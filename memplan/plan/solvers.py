@@ -123,7 +123,7 @@ def fewest_gpus(job: dict[str, Any] | JobSpec, max_gpus: int = MAX_GPUS, margin_
     """The fewest GPUs of the job's type on which it fits, raising the sharding stage (DeepSpeed ZeRO; FSDP
     full_shard = 3) from the job's own up to 3 as needed, micro-batch and offload as the job has them; with
     `other_engines`, torch FSDP is searched beside a DDP / DeepSpeed job (FSDP1 for 4-bit weights, else FSDP2:
-    memplan.plan.configurations.parallel_engines) and the fewer GPUs win (the job's own engine on a tie).
+    `parallel_engines`) and the fewer GPUs win (the job's own engine on a tie).
 
     Tight: it fits on num_gpus and not on num_gpus - 1 (at any stage from the job's to 3). Search: doubling from
     1, then bisection (per-GPU bytes never rise with more GPUs at ZeRO >= 1, tests/test_properties.py).

@@ -130,12 +130,21 @@ def fsdp_shard_numel(shape: tuple[int, ...], world: int) -> int:
     return -(-d0 // world) * rest
 
 
+def fsdp2_group_shard_numel(shapes: list[tuple[int, ...]], world: int) -> int:
+    """Elements one rank stores of a `fully_shard` group: each parameter's padded Shard(0) chunk
+    (`fsdp_shard_numel`), summed (FSDP1's flat parameter pads the group as a whole: `fsdp1_flat_shard_numel`).
+
+    Example: two [4,096, 4,096] weights on 8 GPUs: 2 * 512 * 4,096 = 4,194,304.
+    """
+    return sum(fsdp_shard_numel(s, world) for s in shapes)
+
+
 def fsdp_sharded_bytes(shapes: list[tuple[int, ...]], world: int, elem_bytes: int) -> int:
     """One rank's padded shards of the given parameters (or of their gradients or one Adam moment), in bytes.
 
     Example: two [4,096, 4,096] fp32 weights on 8 GPUs: 2 * 512 * 4,096 * 4 = 16,777,216 B.
     """
-    return sum(fsdp_shard_numel(s, world) for s in shapes) * elem_bytes
+    return fsdp2_group_shard_numel(shapes, world) * elem_bytes
 
 
 def fsdp_unsharded_bytes(shapes: list[tuple[int, ...]], world: int, param_bytes: int) -> int:
@@ -148,7 +157,7 @@ def fsdp_unsharded_bytes(shapes: list[tuple[int, ...]], world: int, param_bytes:
     Example: one Llama block 512 wide (attention, MLP and two norms: 2,900,992 params) on 4 GPUs in bf16:
     4 * 725,248 * 2 = 5,801,984 B.
     """
-    return world * sum(fsdp_shard_numel(s, world) for s in shapes) * param_bytes
+    return world * fsdp2_group_shard_numel(shapes, world) * param_bytes
 
 
 def fsdp_copy_out_bytes(group_unsharded_bytes: int) -> int:

@@ -49,6 +49,10 @@ def test_fsdp_copy_out_of_the_llama_8b_root_on_8_gpus():
     assert sh.fsdp_copy_out_bytes(root) == 2 * 8 * 131_334_656 * 2 == 4_202_708_992
 
 
+def test_fsdp2_group_shard_is_its_parameters_chunks():
+    assert sh.fsdp2_group_shard_numel([(4096, 4096), (4096, 4096)], 8) == 2 * 512 * 4096 == 4_194_304
+
+
 def test_fsdp1_flat_parameter_pads_the_whole_unit():
     block = [(512, 512), (256, 512), (256, 512), (512, 512), (1376, 512), (1376, 512), (512, 1376), (512,), (512,)]
     assert sh.fsdp1_flat_shard_numel(block, 3) == -(-2_900_992 // 3) == 966_998

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import memplan
-from memplan.engines.formula.placement import fsdp_unsharded_groups
+from memplan.engines.formula.placement import fsdp_sums
 from memplan.engines.formula.static import static_terms
 from memplan.job import resolve
 from memplan.terms import sharding as sh
@@ -41,7 +41,8 @@ def test_fsdp2_model_states_match_torchs_own_run(world, reshard):
     assert e.components["weights"] == peak["Sharded Param"]  # padded Shard(0) chunks, fp32
     # AdamW's two moments per sharded element; the tracker adds the per-parameter step counters (4 B each)
     assert peak["OptState"] - e.components["optimizer_states"] == 4 * len(info.params)
-    block, root = fsdp_unsharded_groups(info, world, 2)
+    sums = fsdp_sums(info, world, 2)  # blocks and a root of everything else, as this script wraps them
+    block, root = sums.largest_block, sums.root
     if reshard:  # the root stays unsharded through the step; the block being computed is gathered
         assert peak["Unsharded Param"] == root
         assert peak["All Gather"] == block

@@ -30,14 +30,11 @@ class HeldStates:
     live: int  # ZeRO-3's gathered parameters
     outside: dict[str, int]  # bytes outside PyTorch's allocator (paged states, NCCL)
     host: int = 0  # CPU memory per node (DeepSpeed's offload and per-process model copies)
-    #: gathered parameters when backward reaches the bottom block, where they differ from `live`: FSDP reshards
-    #: every block after its backward, so only the root and the bottom block remain unsharded (None: `live`)
-    live_end: int | None = None
     #: weights while the model loads, where they exceed `weights` (FSDP2 loads a 4-bit model whole on every GPU)
     load: int | None = None
     #: FSDP: gathered and communication bytes at each moment of the step (forward_start, forward_end, spike; top and
     #: bottom while a block's backward computes, top_post and bottom_post at its post-backward; embedding; step),
-    #: where they replace `live` / `live_end` + `buckets`
+    #: where they replace `live` / `live` + `buckets`
     moments: dict[str, int] | None = None
 
 
@@ -177,9 +174,9 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     # a block's backward computes its unsharded gradients (G) beside its parameters; its post-backward copies them
     # into the reduce-scatter input (G more) once its activations are gone (the next group's prefetch is in `top` /
     # `bottom`)
-    r = dtype_bytes(spec.reduce_dtype)
-    reduce_scatter = sh.fsdp_block_backward_bytes(block, grad_block, grad_block * r // k) if tr.grads_flow else 0
-    computing = reduce_scatter - (grad_block * r // k if tr.grads_flow else 0)
+    grad_reduce = grad_block * dtype_bytes(spec.reduce_dtype) // k if tr.grads_flow else 0  # in reduce_dtype
+    reduce_scatter = sh.fsdp_block_backward_bytes(block, grad_block, grad_reduce) if tr.grads_flow else 0
+    computing = reduce_scatter - grad_reduce
     tied = info.tied_embeddings
     stays = g.root + (g.tail if tied else 0)  # unsharded from the first forward to the end of backward
     trained_names = {t.name for t in tr.tensors}
@@ -209,7 +206,7 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
         embedding = stays + (2 * g.embed if embedding_trained else g.embed if embedding_backward else 0)
     else:
         embedding = stays + (stays if embedding_trained or head_trained else 0)
-    embedding += grad_block * r // k  # the bottom block's reduce-scatter input
+    embedding += grad_reduce  # the bottom block's reduce-scatter input
     # FSDP2 keeps the latest all-gather's output buffer until the next all-gather starts or the root's forward
     # ends (its comm context's all_gather_state): through the loss computed inside the model's forward, the
     # tail's (FSDP2, untied) or the last block's
@@ -219,7 +216,7 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
     spike = at_loss + (block if spec.zero_stage == 3 and not v2 and tr.grads_flow else 0)
     # sharded gradients that do not exist yet: in the bottom block's backward its own and the embedding's, at the
     # embedding's backward its own (each reduce-scattered at its group's post-backward)
-    block_grad_shard = -(-grad_block // (n * k)) * (trained if spec.method == "full" else 4) if n else 0
+    block_grad_shard = -(-grad_block // (n * k)) * (trained if spec.method == "full" else 4)
     embed_grad_shard = g.embed // (n * k) * trained if embedding_trained and v2 and not tied else 0
     pending_bottom, pending_embedding = block_grad_shard + embed_grad_shard, embed_grad_shard
     moments = {"forward_start": forward_start, "forward_end": forward_end, "spike": spike,
@@ -251,7 +248,7 @@ def fsdp_held_states(info: ModelInfo, spec: JobSpec, notes: list[str]) -> HeldSt
                  f"{spec.compute_dtype} param_dtype, {spec.reduce_dtype} reduce_dtype")
     return HeldStates(weights=sharded_params + replicated, grads=grads, states=states,
                       step_temp=-(-st.step_temp // n), buckets=reduce_scatter, live=at_loss, outside={}, host=host,
-                      live_end=bottom, load=load, moments=moments)
+                      load=load, moments=moments)
 
 
 class FsdpSums(NamedTuple):
@@ -312,19 +309,13 @@ def fsdp_groups(info: ModelInfo, packed: int | None = None, carve: bool = False,
     return blocks, outer
 
 
-def fsdp_unsharded_groups(info: ModelInfo, world: int, param_bytes: int) -> tuple[int, int]:
-    """(the largest block's, the root's) all-gather output in param_dtype bytes, FSDP1's grouping."""
-    g = fsdp_sums(info, world, param_bytes)
-    return g.largest_block, g.root
-
-
 @lru_cache(maxsize=1024)
 def fsdp_sums(info: ModelInfo, world: int, param_bytes: int, packed: int | None = None, carve: bool = False,
               tail_norm: bool = False, flat: bool = False) -> FsdpSums:
     """Sums over every group of `fsdp_groups`, cached per model: FSDP2 pads each parameter's Shard(0) chunks;
     FSDP1 (`flat`) flattens each group into one FlatParameter padded to a multiple of the world size."""
     blocks, outer = fsdp_groups(info, packed, carve, tail_norm)
-    shard = sh.fsdp1_flat_shard_numel if flat else lambda shapes, n: sum(sh.fsdp_shard_numel(s, n) for s in shapes)
+    shard = sh.fsdp1_flat_shard_numel if flat else sh.fsdp2_group_shard_numel
     groups = [*blocks.values(), *outer.values()]
     largest = max((world * shard(g, world) * param_bytes for g in blocks.values()), default=0)
     shard_numel = sum(shard(g, world) for g in groups)

@@ -28,7 +28,6 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
         spec = spec.model_copy(update={"weight_dtype": spec.compute_dtype})
     weights, grads, states, step_temp = held.weights, held.grads, held.states, held.step_temp
     buckets, live, outside = held.buckets, held.live, held.outside
-    live_end = held.live if held.live_end is None else held.live_end
 
     if spec.weight_dtype == "fp32" and spec.mixed_precision != "no":
         autocast_copies = autocast_weight_copies_bytes(st.matmul_numel, spec.mixed_precision)
@@ -108,11 +107,11 @@ def training_phases(info: ModelInfo, spec: JobSpec, st: StaticTerms, attention: 
         {**base, "gradients": g_top, "zero_buffers": moments.get("top", live),
          "activations": top_saved + a["persistent"] + cast_blocks, "logits": 0, "temporaries": top_transient},
         {**base, "gradients": g_bottom - moments.get("grads_pending_bottom", 0),
-         "zero_buffers": moments.get("bottom", live_end + buckets),
+         "zero_buffers": moments.get("bottom", live + buckets),
          "activations": ckpt + a["bottom_block"] + a["persistent"] + cast_block, "logits": 0,
          "temporaries": a["bottom_transient"] + sp_backward},
         {**base, "gradients": grads - moments.get("grads_pending_embedding", 0),
-         "zero_buffers": moments.get("embedding", live_end + buckets), "activations": 0,
+         "zero_buffers": moments.get("embedding", live + buckets), "activations": 0,
          "logits": 0,
          "temporaries": 2 * st.grads_tied if zero == 0 else 0},
     ]
