@@ -34,7 +34,11 @@ _SCALAR_FIELDS = [
     "zero3_prefetch_bucket_size", "zero3_max_live_parameters", "zero3_init",
 ]
 _NESTED_FIELDS = ["lora.r", "lora.alpha", "lora.dropout", "lora.target_modules", "inference.batch_size",
-                  "inference.prompt_len", "inference.max_new_tokens", "inference.kv_cache_dtype"]
+                  "inference.prompt_len", "inference.max_new_tokens", "inference.kv_cache_dtype",
+                  "serving.engine", "serving.tensor_parallel_size", "serving.gpu_memory_utilization",
+                  "serving.max_model_len", "serving.max_num_seqs", "serving.max_num_batched_tokens",
+                  "serving.kv_cache_dtype", "serving.block_size", "serving.enforce_eager", "serving.max_loras",
+                  "serving.max_lora_rank", "serving.fully_sharded_loras", "serving.estimate_cuda_graphs"]
 
 
 class UsageError(Exception):
@@ -63,7 +67,8 @@ def _add_job_args(p: argparse.ArgumentParser) -> None:
 
 #: fields whose values are names: passed as typed (YAML would read `--mixed-precision no` as false)
 _NAME_FIELDS = {"model", "task", "head", "method", "weight_dtype", "mixed_precision", "optimizer", "optimizer_impl",
-                "attention", "inference.kv_cache_dtype", "allocator", "parallelism"}
+                "attention", "inference.kv_cache_dtype", "allocator", "parallelism", "serving.engine",
+                "serving.kv_cache_dtype"}
 
 
 def _parse_value(path: str, raw: str) -> Any:
@@ -105,7 +110,9 @@ def _gib(n: int) -> str:
 
 def _verdict_line(e: Any) -> str:
     """FITS / BORDERLINE / DOES NOT FIT, with the headroom of the point estimate and where the range ends."""
-    usable = e.gpu.usable_bytes
+    from memplan.result import capacity_bytes
+
+    usable = capacity_bytes(e)
     if e.verdict == "fits":
         detail = f"headroom {_gib(e.headroom_bytes)} (at the range's high end: {_gib(usable - e.range.high_bytes)})"
     elif e.verdict == "does_not_fit":
@@ -117,7 +124,40 @@ def _verdict_line(e: Any) -> str:
     return f"{VERDICT_LABELS[e.verdict]}: {detail}"
 
 
+def format_serving(e: Any) -> str:
+    """A serve estimate as the engine's startup log reports its budget, per GPU."""
+    s = e.serving
+    engine = {"vllm": "vLLM", "sglang": "SGLang"}.get(s.engine, s.engine)
+    lines = [f"{e.model.id} ({e.model.model_type}, {e.params.total:,} params) served by {engine} {s.engine_version}, "
+             f"tensor parallel {s.tensor_parallel_size}",
+             f"GPU {e.gpu.id}: {_gib(e.gpu.memory_bytes)} ({_gib(e.gpu.usable_bytes)} usable); requested "
+             f"{s.gpu_memory_utilization:g} of it: {_gib(s.requested_bytes)} per GPU", "",
+             f"Model loading took           {_gib(s.weights_bytes)}" + (f"   (LoRA slots {_gib(s.lora_bytes)})"
+                                                                       if s.lora_bytes else ""),
+             f"profile run peak             {_gib(s.activation_bytes)}   (max_num_batched_tokens "
+             f"{s.max_num_batched_tokens:,}, max_num_seqs {s.max_num_seqs:,})",
+             f"memory outside torch         {_gib(s.non_torch_bytes)}",
+             f"CUDA graphs                  {_gib(s.cuda_graph_bytes)}   ("
+             + ("taken from the KV budget)" if s.cuda_graph_in_budget else "on top of the requested share)"),
+             f"Available KV cache memory:   {_gib(s.kv_cache_bytes)}",
+             f"GPU KV cache size: {s.kv_cache_tokens:,} tokens ({s.kv_bytes_per_token:,} B per token, blocks of "
+             f"{s.block_size})",
+             f"Maximum concurrency for {s.max_model_len:,} tokens per request: {s.max_concurrency:.2f}x",
+             f"largest max_model_len that fits: {s.largest_max_model_len:,} tokens"]
+    if s.lora_bytes:
+        lines.append(f"each LoRA slot costs {s.kv_tokens_per_lora_slot:,} KV tokens")
+    lines += [f"on the GPU while serving (nvidia-smi): {_gib(e.peak_bytes)}",
+              f"needed to serve one {s.max_model_len:,}-token request: {_gib(s.required_bytes)} of the "
+              f"{_gib(s.requested_bytes)} requested (range {e.range.low_bytes / GIB:.2f} to "
+              f"{e.range.high_bytes / GIB:.2f} GiB with the memory held before)",
+              _verdict_line(e), "", "assumptions:"]
+    lines += [f"  - {a}" for a in e.assumptions]
+    return "\n".join(lines)
+
+
 def format_estimate(e: Any) -> str:
+    if e.serving is not None:
+        return format_serving(e)
     lines = [f"{e.model.id} ({e.model.model_type}, {e.params.total:,} params, {e.params.trainable:,} trainable)",
              f"GPU {e.gpu.id}: {_gib(e.gpu.memory_bytes)} ({_gib(e.gpu.usable_bytes)} usable)", ""]
     width = max(len(k) for k in e.components)
@@ -515,9 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("estimate", help="per-GPU memory of a job, broken down by term")
     _add_job_args(p)
     p.add_argument("--json", action="store_true", help="print the estimate's JSON")
-    p.add_argument("--engine", default="formula", choices=engines.names(),
-                   help="formula: closed-form terms (milliseconds, the default); trace: run the real step on fake "
-                        "tensors (seconds; needs no GPU)")
+    p.add_argument("--engine", default="auto", choices=("auto", *engines.names()),
+                   help="auto (the default): formula for training and generate(), serving for task serve; formula: "
+                        "closed-form terms (milliseconds); trace: run the real step on fake tensors (seconds; needs "
+                        "no GPU); serving: a serving engine's budget (vLLM, SGLang)")
     p.set_defaults(func=_cmd_estimate)
     from memplan.report import FORMATS
 

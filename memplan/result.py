@@ -5,6 +5,7 @@ range and whether it fits.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -40,6 +41,41 @@ class ModelSummary(BaseModel):
     head: str
 
 
+class ServingBudget(BaseModel):
+    """A serving engine's memory budget per GPU (task serve), in the terms its startup log uses."""
+
+    engine: str = Field(description="vllm | sglang")
+    engine_version: str = Field(description="the engine version whose rules are modelled")
+    tensor_parallel_size: int
+    gpu_memory_utilization: float = Field(description="vLLM gpu_memory_utilization / SGLang mem_fraction_static")
+    cuda_total_bytes: int = Field(description="the GPU's memory as CUDA reports it (the engines' 'total memory')")
+    requested_bytes: int = Field(description="the engine's share of the GPU: utilization x total memory (SGLang: "
+                                             "x the memory free before loading)")
+    weights_bytes: int = Field(description="'Model loading took': weights on this GPU, LoRA slots included")
+    lora_bytes: int = Field(description="the LoRA adapter slots (part of weights_bytes for vLLM; SGLang's pool)")
+    activation_bytes: int = Field(description="the profile run's peak (torch allocated) at max_num_batched_tokens")
+    cuda_graph_bytes: int
+    cuda_graph_in_budget: bool = Field(description="whether the engine subtracts CUDA graph memory from the KV "
+                                                   "budget (else it comes on top of the requested share)")
+    non_torch_bytes: int = Field(description="memory outside torch's allocator since startup: NCCL, kernels")
+    kv_cache_bytes: int = Field(description="what vLLM logs as 'Available KV cache memory'")
+    kv_cache_tokens: int = Field(description="'GPU KV cache size: N tokens'")
+    max_concurrency: float = Field(description="'Maximum concurrency for max_model_len tokens per request'")
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    block_size: int
+    kv_bytes_per_token: int = Field(description="KV bytes one token takes across all layers on this GPU")
+    request_kv_bytes: int = Field(description="the KV cache one request of max_model_len needs (the engine refuses "
+                                              "to start when the budget is smaller)")
+    required_bytes: int = Field(description="what the engine needs of its requested share to serve one request of "
+                                            "max_model_len: weights + activations + non-torch (+ graphs) + "
+                                            "request_kv_bytes")
+    largest_max_model_len: int = Field(description="the longest max_model_len the KV budget serves (vLLM's "
+                                                   "auto-fit)")
+    kv_tokens_per_lora_slot: int = Field(0, description="KV cache tokens one more adapter slot costs")
+
+
 class Estimate(BaseModel):
     """The estimate's JSON (shared/DESIGN.md); keys are a contract, change only by adding."""
 
@@ -65,6 +101,7 @@ class Estimate(BaseModel):
     host_memory_plausible: bool | None = Field(
         None, description="false when host_bytes exceeds the most CPU memory a common node with this GPU has (GPU "
                           "catalog); null when the job needs none or the GPU has no such figure")
+    serving: ServingBudget | None = Field(None, description="task serve only: the serving engine's budget per GPU")
 
 
 @dataclass
@@ -131,6 +168,92 @@ def assemble(r: ResolvedJob, phases: list[Phase], trainable: int, outside: dict[
         host_bytes=host_bytes,
         host_memory_plausible=plausible,
     )
+
+
+def assemble_serving(r: ResolvedJob, b: ServingBudget, components: dict[str, int], notes: list[str],
+                     non_kv_bytes: int) -> Estimate:
+    """The Estimate of a serve job: `components` are what nvidia-smi shows while serving (they add up to
+    peak_bytes). Whether it fits is the engine's own start rule: what it needs of its requested share to serve
+    one request of max_model_len (ServingBudget.required_bytes) within that share, and the share within the
+    GPU. `range` brackets that need: the modelled non-KV bytes (`non_kv_bytes`, activations, non-torch, graphs)
+    times the measured / estimated ratios of the published startup logs (calibration.json, engine "serving").
+    """
+    spec, info, gpu = r.spec, r.info, r.gpu
+    peak = sum(components.values())
+    context = components.get("cuda_context", 0)
+    allocated = components["weights"] + components.get("lora_slots", 0) + components["kv_cache"] + \
+        components["activations"]
+    runs, low_ratio, high_ratio = range_calibration("serving", b.engine)
+    fixed = b.required_bytes - non_kv_bytes
+    need = context + b.required_bytes
+    low = context + fixed + math.floor(non_kv_bytes * low_ratio)
+    high = context + fixed + math.ceil(non_kv_bytes * high_ratio)
+    low, high = min(low, need), max(high, need)
+    capacity = serving_capacity_bytes(context, b.requested_bytes, peak, gpu.usable_bytes)
+    out = list(r.notes) + notes
+    if runs:
+        out.append(f"range: what the engine needs of its share to serve one {b.max_model_len:,}-token request; the "
+                   f"modelled non-KV memory (activations, non-torch, graphs) times the {low_ratio:.3f}x to "
+                   f"{high_ratio:.3f}x the {runs} published startup logs measured (docs/published-serving.md)")
+    else:
+        out.append(f"range: what the engine needs of its share to serve one {b.max_model_len:,}-token request, not "
+                   "calibrated (no published log of this engine separates what it subtracts); "
+                   "docs/published-serving.md shows its KV errors")
+    if peak > gpu.usable_bytes:
+        out.append(f"the engine's share plus what it holds outside it ({peak / GIB:.2f} GiB) exceeds the "
+                   f"{gpu.usable_bytes / GIB:.2f} GiB usable: lower the utilization")
+    if b.kv_cache_bytes <= 0:
+        out.append("no memory is left for the KV cache: vLLM stops at startup ('No available memory for the cache "
+                   "blocks')")
+    elif b.request_kv_bytes > b.kv_cache_bytes:
+        out.append(f"one request of max_model_len {b.max_model_len:,} needs {b.request_kv_bytes / GIB:.2f} GiB of "
+                   f"KV cache, more than the {b.kv_cache_bytes / GIB:.2f} GiB available: the engine refuses to start; "
+                   f"the longest that fits is {b.largest_max_model_len:,} tokens")
+    return Estimate(
+        peak_allocated_bytes=allocated,
+        peak_reserved_bytes=allocated + components.get("cuda_graphs", 0),
+        peak_bytes=peak,
+        components=components,
+        peak_phase="serve",
+        params=ParamCounts(total=info.total_params, trainable=0),
+        gpu=gpu,
+        fits=need <= capacity,
+        headroom_bytes=capacity - need,
+        range=ByteRange(low_bytes=low, high_bytes=high),
+        assumptions=out,
+        phases={"load": components["weights"] + components.get("lora_slots", 0),
+                "profile": components["weights"] + components.get("lora_slots", 0) + components["activations"],
+                "serve": allocated},
+        model=ModelSummary(id=info.model_id, model_type=info.model_type, head=info.head),
+        engine="serving",
+        verdict=verdict(low, high, capacity),
+        serving=b,
+    )
+
+
+def serving_capacity_bytes(context: int, requested: int, peak: int, usable: int) -> int:
+    """What a serving engine can give its need: its requested share (plus the memory it held before sizing it),
+    and nothing when the share and what the engine holds beside it do not fit the GPU (it would not start, or run
+    out of memory capturing graphs).
+
+    Example: 0.51 GiB held + 75.23 GiB requested on an H100 (79.15 GiB usable), 76.65 GiB in all: 75.74 GiB."""
+    return context + requested if peak <= usable else 0
+
+
+def demand_bytes(e: Estimate) -> int:
+    """What a job needs of its GPU, the figure `check` compares with the capacity: peak_bytes, or for a serve job
+    what the engine needs of its share (held memory + ServingBudget.required_bytes)."""
+    if e.serving is None:
+        return e.peak_bytes
+    return e.components.get("cuda_context", 0) + e.serving.required_bytes
+
+
+def capacity_bytes(e: Estimate) -> int:
+    """What a job's need is compared with: the GPU's usable memory, or for a serve job the engine's share."""
+    if e.serving is None:
+        return e.gpu.usable_bytes
+    return serving_capacity_bytes(e.components.get("cuda_context", 0), e.serving.requested_bytes, e.peak_bytes,
+                                  e.gpu.usable_bytes)
 
 
 def host_memory_plausible(host_bytes: int, node_host_memory_bytes: int | None) -> bool | None:

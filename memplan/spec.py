@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator,
                       model_validator)
 
-Task = Literal["train", "inference"]
+Task = Literal["train", "inference", "serve"]
 Head = Literal["auto", "causal_lm", "seq2seq_lm", "masked_lm", "sequence_classification", "token_classification"]
 Method = Literal["full", "lora", "qlora", "freeze", "prompt_tuning", "prefix_tuning", "ia3", "adapter"]
-WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "int8", "nf4", "fp4", "int4"]
+WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "int8", "nf4", "fp4", "int4", "fp8"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 Optimizer = Literal[
     "adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "sgd_momentum", "adafactor", "lion", "none"
@@ -27,7 +27,7 @@ Allocator = Literal["default", "expandable_segments"]
 Parallelism = Literal["auto", "none", "ddp", "fsdp", "deepspeed"]
 QuantStorage = Literal["auto", "uint8", "bf16", "fp16", "fp32"]
 
-QUANTIZED_DTYPES = ("int8", "nf4", "fp4", "int4")
+QUANTIZED_DTYPES = ("int8", "nf4", "fp4", "int4", "fp8")
 #: what zero_stage names under parallelism fsdp (torch.distributed.fsdp.ShardingStrategy)
 FSDP_STRATEGY = {3: "FULL_SHARD", 2: "SHARD_GRAD_OP", 0: "NO_SHARD"}
 
@@ -135,6 +135,55 @@ class InferenceSpec(StrictModel):
     kv_cache_dtype: KvCacheDtype = "bf16"
 
 
+ServingEngine = Literal["vllm", "sglang"]
+ServingKvDtype = Literal["auto", "bf16", "fp16", "fp8"]
+#: the LoRA ranks vLLM accepts (vllm/config/lora.py: max_lora_rank must be one of these)
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+class ServingSpec(StrictModel):
+    """A serving engine's settings (task serve), named as the engines name them; null = the engine's default."""
+
+    engine: ServingEngine = Field("vllm", description="vllm (V1 engine) or sglang")
+    tensor_parallel_size: int = Field(1, ge=1, le=1024, description="GPUs one model is split across")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="vLLM: the share of the GPU's memory the instance may use (default 0.92, v0.21); "
+                                      "SGLang: mem_fraction_static, (weights + KV pool) / GPU memory (default: "
+                                      "SGLang's rule from the GPU's memory and TP)")
+    max_model_len: int | None = Field(
+        None, ge=-1, le=100_000_000, description="tokens per request (prompt + output); null = the model's "
+                                                 "max_position_embeddings; -1 = the largest that fits (vLLM's "
+                                                 "auto-fit)")
+    max_num_seqs: int | None = Field(None, ge=1, le=1_000_000, description="requests per step; null = the "
+                                                                             "engine's default for the GPU")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=1, le=100_000_000, description="tokens per step (the chunked-prefill budget the profile run is "
+                                                "sized by); null = the engine's default for the GPU")
+    kv_cache_dtype: ServingKvDtype = Field("auto", description="auto = the model's dtype; fp8 halves the cache")
+    block_size: int | None = Field(None, ge=1, le=4096, description="tokens per KV page; null = the engine's "
+                                                                    "default (vLLM 16, SGLang 1)")
+    enforce_eager: bool = Field(False, description="no CUDA graphs")
+    estimate_cuda_graphs: bool = Field(
+        True, description="vLLM subtracts its CUDA graph estimate from the KV budget "
+                          "(VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, the default since v0.21); false: graphs come "
+                          "on top of the requested share (v0.20 and older)")
+    max_loras: int = Field(0, ge=0, le=4096, description="multi-LoRA serving: adapter slots on the GPU (vLLM "
+                                                         "max_loras, SGLang max_loras_per_batch); 0 = LoRA off")
+    max_lora_rank: int = Field(16, ge=1, le=4096, description="the rank every slot is sized for")
+    fully_sharded_loras: bool = Field(False, description="vLLM: shard both LoRA matrices under TP (default: the "
+                                                         "A matrices of column-parallel layers are replicated)")
+
+    @model_validator(mode="after")
+    def _engine_rules(self) -> "ServingSpec":
+        if self.engine == "vllm" and self.max_loras and self.max_lora_rank not in VLLM_LORA_RANKS:
+            raise FieldConflict("max_lora_rank", f"vLLM accepts max_lora_rank {', '.join(map(str, VLLM_LORA_RANKS))}; "
+                                                 f"got {self.max_lora_rank} (an adapter of lower rank takes a slot "
+                                                 "of this rank)")
+        if self.engine == "sglang" and self.fully_sharded_loras:
+            raise FieldConflict("fully_sharded_loras", "fully_sharded_loras is a vLLM setting")
+        return self
+
+
 class GpuMemorySpec(StrictModel):
     memory_gib: float = Field(gt=0, le=100_000)
 
@@ -177,6 +226,7 @@ class JobSpec(StrictModel):
     offload_optimizer: bool = False
     offload_params: bool = False
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec, description="the serving engine (task serve)")
     gpu: Name | GpuMemorySpec = "H100-SXM-80GB"
     parallelism: Parallelism = Field(
         "auto", description="auto: deepspeed when zero_stage > 0, ddp when num_gpus > 1, else none. Under fsdp, "
@@ -281,9 +331,27 @@ class JobSpec(StrictModel):
         if self.method == "prefix_tuning" and self.gradient_checkpointing and self.task == "train":
             raise FieldConflict("gradient_checkpointing", "PEFT's prefix tuning does not work with gradient "
                                                           "checkpointing (peft refuses it when the adapter is set up)")
-        if self.zero_stage and self.task == "inference":
+        if self.zero_stage and self.task != "train":
             raise FieldConflict("zero_stage", "zero_stage applies to training; use task 'train' or zero_stage 0")
+        if self.weight_dtype == "fp8" and self.task != "serve":
+            raise FieldConflict("weight_dtype", "weight_dtype 'fp8' (fp8 checkpoints) is modelled for serving "
+                                                "only: use task 'serve'")
+        if self.task == "serve":
+            self._check_serve()
         return self
+
+    def _check_serve(self) -> None:
+        sv = self.serving
+        if self.parallelism not in ("auto", "none"):
+            raise FieldConflict("parallelism", "a serving engine splits the model by serving.tensor_parallel_size; "
+                                               "leave parallelism at 'auto'")
+        if "num_gpus" in self.model_fields_set and self.num_gpus % sv.tensor_parallel_size:
+            raise FieldConflict("num_gpus", f"num_gpus {self.num_gpus} must be a multiple of "
+                                            f"serving.tensor_parallel_size ({sv.tensor_parallel_size}): each "
+                                            "replica takes tensor_parallel_size GPUs")
+        if sv.engine == "sglang" and self.weight_dtype in ("nf4", "fp4", "int8"):
+            raise FieldConflict("weight_dtype", f"bitsandbytes weights ({self.weight_dtype}) under SGLang are not "
+                                                "modelled: use engine vllm, or bf16 / fp8 / int4 weights")
 
     @property
     def parallel_engine(self) -> str:
@@ -381,7 +449,7 @@ def _field_names(model_cls: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model_cls.model_fields.items()]
 
 
-_SUBMODELS = {"lora": LoraSpec, "inference": InferenceSpec, "gpu": GpuMemorySpec}
+_SUBMODELS = {"lora": LoraSpec, "inference": InferenceSpec, "gpu": GpuMemorySpec, "serving": ServingSpec}
 
 
 def format_error(err: dict) -> tuple[str, str]:

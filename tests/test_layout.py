@@ -161,12 +161,12 @@ def test_the_checks_can_fail():
 
 
 def test_engines_are_found_by_name():
-    assert engines.names() == ("formula", "trace")
+    assert engines.names() == ("formula", "serving", "trace")
     for name in engines.names():
         assert callable(engines.get(name).estimate)
     with pytest.raises(SpecError) as err:
         memplan.estimate({"model": "openai-community/gpt2", "seq_len": 128}, engine="formul")
-    assert err.value.errors[0][0] == "engine" and "formula, trace" in err.value.errors[0][1]
+    assert err.value.errors[0][0] == "engine" and "auto, formula, serving, trace" in err.value.errors[0][1]
 
 
 def test_a_new_engine_is_one_new_module(tmp_path, monkeypatch):

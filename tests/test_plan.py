@@ -217,26 +217,29 @@ def test_custom_gpu_has_slowdowns_but_no_step_times():
 
 
 def test_kv_cache_budget_by_hand():
-    """Qwen2.5-0.5B, bf16, on an L4 (24,152,899,584 B), prompt 1000 + 256 new tokens, gpu_memory_utilization 0.9:
-    weights 988,096,512 B (the estimate's weights component); vLLM's profiling forward over max(1256, 2048) = 2048
-    tokens: one block's prefill transient 2*2048*(3*4864 + 4*896) = 74,448,896, the last-position logits of
-    min(256, 2048) sequences in bf16 + fp32, 256*151,936*6 = 233,373,696, the cuBLAS workspace of sm89,
-    8,519,680: 316,342,272 B. budget = int(24,152,899,584 * 0.9) - (988,096,512 + 316,342,272)
-    = 21,737,609,625 - 1,304,438,784 = 20,433,170,841 B. A sequence of 1256 tokens takes ceil(1256 / 16) = 79
-    blocks of 16 tokens = 1264 tokens, at 2 * 24 layers * 2 KV heads * 64 * 2 B = 12,288 B per token:
-    15,532,032 B; 20,433,170,841 // 15,532,032 = 1315 sequences (without the block rounding it would be 1323).
+    """Qwen2.5-0.5B, bf16, on an L4, prompt 1000 + 256 new tokens, gpu_memory_utilization 0.9, served by vLLM
+    (memplan.engines.serving.vllm) at max_model_len 1256. The L4's memory as CUDA reports it is not in the catalog:
+    the driver's 24,152,899,584 B less 512 MiB = 23,616,028,672 B; requested ceil(0.9 x that) = 21,254,425,805 B.
+    Weights 988,096,512 B + the rotary table 32,768 x 64 x 2 = 4,194,304 B = 992,290,816 B. The profile run at an
+    L4's defaults (2048 batched tokens, 256 sequences): the forward's 2*2048*(3*4864 + 4*896) = 74,448,896 B is
+    below the sampler's 2*896*(2048 + 2*256) + 14.5*256*151,936 = 568,573,952 B; with sm89's cuBLAS workspace
+    8,519,680 B: 577,093,632 B. Non-torch 268,435,456 B; CUDA graphs (vLLM 0.21 subtracts them): 51 sizes x 2
+    modes x (3,575,644 + 24 x 179,306) = 803,656,776 B. Budget 21,254,425,805 - 992,290,816 - 577,093,632 -
+    268,435,456 - 803,656,776 = 18,612,949,125 B. A sequence of 1256 tokens takes ceil(1256 / 16) = 79 blocks of
+    16 tokens at 2 * 24 layers * 2 KV heads * 64 * 2 B = 12,288 B per token: 15,532,032 B;
+    18,612,949,125 // 15,532,032 = 1198 sequences.
     """
     job = {"model": "Qwen/Qwen2.5-0.5B", "task": "inference", "gpu": "L4-24GB",
            "inference": {"prompt_len": 1000, "max_new_tokens": 256}}
     b = kv_cache_budget(job, 0.9)
-    assert memplan.estimate(job).components["weights"] == b.weights_bytes == 988_096_512
-    assert b.profile_activation_bytes == 74_448_896 + 233_373_696 + 8_519_680 == 316_342_272
-    assert b.kv_cache_budget_bytes == 20_433_170_841
+    assert memplan.estimate(job).components["weights"] + 4_194_304 == b.weights_bytes == 992_290_816
+    assert b.profile_activation_bytes == 568_573_952 + 8_519_680 == 577_093_632
+    assert b.kv_cache_budget_bytes == 18_612_949_125
     assert b.kv_bytes_per_token == 12_288 and b.kv_bytes_per_sequence == 15_532_032
-    assert b.concurrent_sequences == 1315
+    assert b.concurrent_sequences == 1198
     p = plan(job, {"gpu_memory_utilization": 0.9})
     inf = p.solvers["inference"]
-    assert inf["kv_cache_budget_bytes"] == 20_433_170_841 and inf["concurrent_sequences"] == 1315
+    assert inf["kv_cache_budget_bytes"] == 18_612_949_125 and inf["concurrent_sequences"] == 1198
     assert p.solvers["largest_micro_batch"] is None
 
 

@@ -55,7 +55,7 @@ def test_defaults_and_qlora_nf4():
     ({"model": "x", "parallelism": "fsdp", "zero_stage": 3, "num_gpus": 2, "zero3_init": False}, "zero3_init",
      "ZeRO-3"),
     # a list for a plain choice is named (only a union's list member is dropped as noise; hypothesis found it)
-    ({"model": "x", "task": [], "optimizer_impl": []}, "task", "'train' or 'inference'"),
+    ({"model": "x", "task": [], "optimizer_impl": []}, "task", "'train', 'inference' or 'serve'"),
 ])
 def test_errors_name_the_field(data, field, words):
     with pytest.raises(SpecError) as err:

@@ -68,6 +68,9 @@ class GpuEntry:
     memory_source: str = ""
     node_host_memory_bytes: int | None = None  # the most CPU memory a common node with this GPU has
     node_host_memory_source: str = ""
+    #: the memory CUDA reports (torch.cuda.mem_get_info()[1]), what serving engines multiply by their utilization
+    cuda_total_memory_bytes: int | None = None
+    cuda_total_memory_source: str = ""
 
     @property
     def memory_gib(self) -> float:
@@ -117,7 +120,9 @@ def _gpus() -> dict[str, GpuEntry]:
         compute_capability=raw.get("compute_capability"), aliases=tuple(raw.get("aliases", ())),
         source=raw.get("source", ""), memory_source=raw.get("memory_source", ""),
         node_host_memory_bytes=raw.get("node_host_memory_bytes"),
-        node_host_memory_source=raw.get("node_host_memory_source", "")))
+        node_host_memory_source=raw.get("node_host_memory_source", ""),
+        cuda_total_memory_bytes=raw.get("cuda_total_memory_bytes"),
+        cuda_total_memory_source=raw.get("cuda_total_memory_source", "")))
 
 
 @cache

@@ -113,7 +113,8 @@ def _assumptions(search: Search, t: PlanTarget) -> list[str]:
             "16-bit copy of each weight above batch 1 and LLM.int8() is timed as no faster than 16-bit weights "
             "(memplan/terms/compute.py bnb_decode_extra_bytes)",
             "largest batch / longest prompt: HF generate() as memplan estimates it; kv_cache_budget_bytes and "
-            "concurrent_sequences: vLLM's profiling rule (memplan.plan.solvers.kv_cache_budget)",
+            "concurrent_sequences: the job served by vLLM at max_model_len prompt + new tokens (task serve; "
+            "memplan.plan.solvers.kv_cache_budget)",
         ]
     out.append("smallest_memory_gpu: the smallest total GPU memory (memory x num_gpus) that fits; the catalog has "
                "no prices, so memplan does not call it the cheapest (cheapest_gpu is its old name, kept for "

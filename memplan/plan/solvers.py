@@ -16,14 +16,8 @@ from memplan.plan.speed import job_speed
 from memplan.spec import QUANTIZED_DTYPES, JobSpec, SpecError, parse_spec
 from memplan.sweep import field_limit, largest_fitting, with_value
 from memplan.terms import compute as cp
-from memplan.terms import kv_cache as kv
-from memplan.terms import logits as lg
-from memplan.terms.dtypes import dtype_bytes
 
 MAX_GPUS = 64
-#: vLLM's defaults for the profiling forward pass: max_num_batched_tokens = max(max_model_len, 2048) without
-#: chunked prefill, split over up to max_num_seqs = 256 sequences; KV blocks of 16 tokens
-VLLM_MIN_BATCHED_TOKENS, VLLM_MAX_NUM_SEQS, VLLM_BLOCK_SIZE = 2048, 256, 16
 
 
 def fits(e: Estimate, margin_pct: float = 0.0) -> bool:
@@ -231,30 +225,11 @@ def best_gpu(job: dict[str, Any] | JobSpec, by: Literal["smallest_memory", "chea
 
 
 def kv_cache_budget(job: dict[str, Any] | JobSpec, gpu_memory_utilization: float = 0.9) -> KvBudget:
-    """The KV-cache budget and the concurrent sequences of a vLLM server for this model, GPU and context.
-
-    vLLM profiles one forward pass of dummy inputs before it allocates the cache (vllm/worker/worker.py
-    Worker.determine_num_available_blocks; vllm/v1/worker/gpu_worker.py determine_available_memory with
-    vllm/utils memory_profiling):
-        budget = total_gpu_memory * gpu_memory_utilization - (weights + peak activation of the profiling forward
-                 + non-torch memory increase)
-        num_gpu_blocks = budget // (block_size * kv_bytes_per_token)
-    gpu_memory_utilization is the share of the GPU's *total* memory (torch.cuda.mem_get_info's total, what
-    nvidia-smi shows) this vLLM instance may use; the CUDA context predates vLLM's baseline snapshot, so it comes out
-    of the other (1 - utilization) share, not out of the budget.
-
-    memplan's terms for each part:
-    - weights: the estimate's weights component (weight_dtype of the job);
-    - profiling forward: max_num_batched_tokens = max(prompt_len + max_new_tokens, 2048) tokens (vLLM's default
-      without chunked prefill, max_model_len taken as the job's context), `kv_cache.prefill_transient_bytes` of one
-      block over them, plus the last position's logits of min(256, tokens) sequences in the compute dtype and
-      their fp32 copy (`logits.logits_bytes`), plus the cuBLAS workspace (one handle, the estimate's
-      cublas_workspace component);
-    - non-torch increase: 0 on one GPU (NCCL buffers only appear with tensor parallelism, not modelled);
-    - sequences = budget // kv_bytes_per_sequence, where a sequence of prompt_len + max_new_tokens tokens takes
-      whole 16-token blocks (`kv_cache.kv_cache_bytes` over every decoder layer: vLLM's paged cache gives sliding
-      window layers full blocks too).
-    """
+    """The KV-cache budget and the concurrent sequences of a vLLM server for this inference job's model, GPU and
+    context: the job served (task serve, memplan.engines.serving.vllm) with max_model_len = prompt_len +
+    max_new_tokens, its KV cache dtype, `gpu_memory_utilization` and vLLM's other defaults for the GPU.
+    concurrent_sequences = whole sequences of max_model_len the KV blocks hold (vLLM's "Maximum concurrency",
+    rounded down)."""
     spec = parse_spec(job)
     if spec.task != "inference":
         raise SpecError([("task", "kv_cache_budget applies to inference jobs (task: inference)")])
@@ -264,28 +239,22 @@ def kv_cache_budget(job: dict[str, Any] | JobSpec, gpu_memory_utilization: float
     if info.head not in ("causal_lm",) or info.is_encoder_decoder:
         raise SpecError([("model", f"{info.model_id} is not a decoder-only causal LM: vLLM's paged KV cache budget "
                                    "is modelled for those only")])
-    e = estimate(spec)
     inf = spec.inference
-    c = dtype_bytes(spec.compute_dtype)
     seq_tokens = inf.prompt_len + inf.max_new_tokens
-    profile_tokens = max(seq_tokens, VLLM_MIN_BATCHED_TOKENS)
-    widest = max(info.layers, key=lambda s: s.intermediate_size)
-    activation = (kv.prefill_transient_bytes(profile_tokens, info.hidden_size, widest.intermediate_size,
-                                             widest.gated_mlp, c)
-                  + lg.logits_bytes(min(VLLM_MAX_NUM_SEQS, profile_tokens), info.vocab_size, c + 4)
-                  + e.components.get("cublas_workspace", 0))
-    non_torch = 0
-    weights = e.components["weights"]
-    budget = int(e.gpu.memory_bytes * gpu_memory_utilization) - (weights + activation + non_torch)
-    dec = [s for s in info.layers if s.stack == "decoder"]
-    per_token = kv.kv_cache_bytes(len(dec), info.num_kv_heads, info.head_dim, 1, 1, dtype_bytes(inf.kv_cache_dtype))
-    blocks = -(-seq_tokens // VLLM_BLOCK_SIZE)
-    per_seq = blocks * VLLM_BLOCK_SIZE * per_token
-    return KvBudget(total_memory_bytes=e.gpu.memory_bytes, gpu_memory_utilization=gpu_memory_utilization,
-                    weights_bytes=weights, profile_activation_bytes=activation, non_torch_bytes=non_torch,
-                    profile_tokens=profile_tokens, kv_cache_budget_bytes=budget, kv_bytes_per_token=per_token,
-                    kv_bytes_per_sequence=per_seq, sequence_tokens=seq_tokens,
-                    concurrent_sequences=max(budget, 0) // per_seq)
+    kv = inf.kv_cache_dtype if inf.kv_cache_dtype in ("bf16", "fp16", "fp8") else "auto"
+    data = spec.model_dump(by_alias=True, exclude_unset=True)
+    data.pop("inference", None)
+    data.update(task="serve", serving={"engine": "vllm", "gpu_memory_utilization": gpu_memory_utilization,
+                                       "max_model_len": seq_tokens, "kv_cache_dtype": kv})
+    e = estimate(data)
+    s = e.serving
+    assert s is not None
+    return KvBudget(total_memory_bytes=s.cuda_total_bytes, gpu_memory_utilization=gpu_memory_utilization,
+                    weights_bytes=s.weights_bytes, profile_activation_bytes=s.activation_bytes,
+                    non_torch_bytes=s.non_torch_bytes, profile_tokens=s.max_num_batched_tokens,
+                    kv_cache_budget_bytes=s.kv_cache_bytes, kv_bytes_per_token=s.kv_bytes_per_token,
+                    kv_bytes_per_sequence=s.request_kv_bytes, sequence_tokens=seq_tokens,
+                    concurrent_sequences=max(s.kv_cache_bytes, 0) // s.request_kv_bytes)
 
 
 def inference_solvers(spec: JobSpec, margin_pct: float, gpu_memory_utilization: float) -> dict[str, Any]:

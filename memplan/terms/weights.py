@@ -90,6 +90,20 @@ def int4_gptq_weight_bytes(out_features: int, in_features: int, group_size: int 
             + allocation_bytes(groups * out_features * 2) + allocation_bytes(in_features * 4))
 
 
+def fp8_weight_bytes(out_features: int, in_features: int, block: int | None = None) -> int:
+    """An fp8 (e4m3) linear as vLLM serves an fp8 checkpoint: one byte per weight plus its fp32 scales, one per
+    tensor, or one per block x block tile for block-wise checkpoints (DeepSeek-V3 style, block 128).
+
+    Source: vllm/model_executor/layers/quantization/fp8.py Fp8LinearMethod.create_weights (weight
+    float8_e4m3fn [out, in]; weight_scale PerTensorScaleParameter, or BlockQuantScaleParameter
+    [ceil(out/b), ceil(in/b)] fp32).
+    Example: 4096 x 4096 per-tensor: 16,777,216 + 512 = 16,777,728 B; block-wise 128: 16,777,216 + 4,096 =
+    16,781,312 B.
+    """
+    scales = 1 if block is None else -(-out_features // block) * -(-in_features // block)
+    return allocation_bytes(out_features * in_features) + allocation_bytes(4 * scales)
+
+
 class _Param(Protocol):
     shape: tuple[int, ...]
     numel: int
@@ -110,6 +124,8 @@ def quantized_tensor_bytes(shape: tuple[int, ...], weight_dtype: str, double_qua
         return mats * int8_weight_bytes(out_f, in_f)
     if weight_dtype == "int4":
         return mats * int4_gptq_weight_bytes(out_f, in_f)
+    if weight_dtype == "fp8":
+        return mats * fp8_weight_bytes(out_f, in_f)
     return mats * dense_weight_bytes(out_f * in_f, weight_dtype)
 
 
@@ -122,7 +138,7 @@ def model_weight_bytes(params: Iterable[_Param], weight_dtype: str, unquantized_
     Example: a model of one 4096 x 4096 linear and one 4096 norm weight, nf4 + double quant, rest in bf16:
       8,655,872 + 8,192 = 8,664,064 B.
     """
-    quantized = weight_dtype in ("int8", "nf4", "fp4", "int4")
+    quantized = weight_dtype in ("int8", "nf4", "fp4", "int4", "fp8")
     total = 0
     for p in params:
         if quantized and p.quantizable:

@@ -88,7 +88,7 @@ def test_beyond_learned_positions_is_bad_input(engine):
 def test_unknown_engine_is_bad_input():
     with pytest.raises(SpecError) as err:
         estimate(SMALL, engine="guess")
-    assert err.value.errors == [("engine", "unknown engine 'guess'; allowed: formula, trace")]
+    assert err.value.errors == [("engine", "unknown engine 'guess'; allowed: auto, formula, serving, trace")]
 
 
 def test_cli_engine_flag(capsys):

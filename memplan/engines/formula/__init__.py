@@ -17,6 +17,8 @@ from memplan.result import Estimate, assemble
 from memplan.terms import overhead as ov
 
 NAME = "formula"
+TASKS = ("train", "inference")
+AUTO = True
 
 
 def estimate(job: ResolvedJob, progress: object = None) -> Estimate:

@@ -10,4 +10,8 @@ allocator.py replays the log for peak reserved; engine.py assembles the Estimate
 
 from memplan.engines.trace.engine import NAME, estimate
 
-__all__ = ["NAME", "estimate"]
+#: the trace engine runs training steps and generate(); it is never picked by engine "auto" (seconds, not ms)
+TASKS = ("train", "inference")
+AUTO = False
+
+__all__ = ["AUTO", "NAME", "TASKS", "estimate"]
