@@ -388,10 +388,22 @@ def _checked_job(args: argparse.Namespace, arg: str | None, from_args: list[str]
 def format_plan(p: Any) -> str:
     """The plan for people: the baseline verdict, the ranked configurations, the changes and the solvers."""
     e = p.estimate
-    lines = [f"{e.model.id} on {e.gpu.id}: baseline peak {_gib(e.peak_bytes)}, "
-             f"{VERDICT_LABELS[e.verdict]} (headroom {_gib(e.headroom_bytes)}; range "
-             f"{e.range.low_bytes / GIB:.2f} to {e.range.high_bytes / GIB:.2f} GiB)", ""]
-    if p.configurations:
+    if e.serving is not None:
+        s = e.serving
+        lines = [f"{e.model.id} on {e.gpu.id} x {s.tensor_parallel_size} ({s.engine}): serving one "
+                 f"{s.max_model_len:,}-token request needs {_gib(s.required_bytes)} of the {_gib(s.requested_bytes)} "
+                 f"the engine takes per GPU, {VERDICT_LABELS[e.verdict]}; KV cache {_gib(s.kv_cache_bytes)} = "
+                 f"{s.kv_cache_tokens:,} tokens", ""]
+    else:
+        lines = [f"{e.model.id} on {e.gpu.id}: baseline peak {_gib(e.peak_bytes)}, "
+                 f"{VERDICT_LABELS[e.verdict]} (headroom {_gib(e.headroom_bytes)}; range "
+                 f"{e.range.low_bytes / GIB:.2f} to {e.range.high_bytes / GIB:.2f} GiB)", ""]
+    if p.configurations and e.serving is not None:
+        lines.append("configurations that fit (best first; concurrency = requests of max_model_len at once):")
+        lines.append(f"  {'configuration':44s} {'GPUs':>5s} {'headroom GiB':>13s} {'concurrency':>12s}")
+        for o in p.configurations:
+            lines.append(f"  {o.label:44s} {o.num_gpus:5d} {o.headroom_bytes / GIB:13.2f} {o.micro_batch_size:12d}")
+    elif p.configurations:
         lines.append("configurations that fit (best first):")
         lines.append(f"  {'configuration':44s} {'peak GiB':>9s} {'headroom':>9s} {'step s':>8s} {'tokens/s':>10s}")
         for o in p.configurations:
@@ -413,6 +425,12 @@ def format_plan(p: Any) -> str:
         return f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
 
     for key, value in p.solvers.items():
+        if isinstance(value, dict) and key == "serving":  # one line per solver of the serving plan
+            for k, v in value.items():
+                if isinstance(v, dict):
+                    v = ", ".join(show(kk, vv) for kk, vv in v.items() if not isinstance(vv, (dict, list)))
+                lines.append(f"  {k}: {v}")
+            continue
         if isinstance(value, dict):
             value = ", ".join(show(k, v) for k, v in value.items() if not isinstance(v, (dict, list)))
         lines.append(f"  {key}: {value}")

@@ -232,12 +232,13 @@ def assemble_serving(r: ResolvedJob, b: ServingBudget, components: dict[str, int
 
 
 def serving_capacity_bytes(context: int, requested: int, peak: int, usable: int) -> int:
-    """What a serving engine can give its need: its requested share (plus the memory it held before sizing it),
-    and nothing when the share and what the engine holds beside it do not fit the GPU (it would not start, or run
-    out of memory capturing graphs).
+    """What a serving engine can give its need: its requested share plus the memory it held before sizing it, less
+    whatever the engine's whole footprint (`peak`, graphs outside the share included) overflows the GPU by (that
+    much of the share does not exist: the engine would not start, or run out of memory capturing graphs).
 
-    Example: 0.51 GiB held + 75.23 GiB requested on an H100 (79.15 GiB usable), 76.65 GiB in all: 75.74 GiB."""
-    return context + requested if peak <= usable else 0
+    Example: 0.51 GiB held + 75.23 GiB requested on an H100 (79.15 GiB usable), 76.65 GiB in all: 75.74 GiB; at
+    0.99 with 0.9 GiB of graphs outside the share (79.8 GiB in all): 78.90 - 0.65 = 78.25 GiB."""
+    return context + requested - max(0, peak - usable)
 
 
 def demand_bytes(e: Estimate) -> int:

@@ -202,3 +202,43 @@ def test_budget_properties(utilization, more, loras, tp):
     wider = serve(gpu_memory_utilization=utilization, max_model_len=4096, tensor_parallel_size=2 * tp,
                   max_loras=loras).serving
     assert wider.weights_bytes <= base.weights_bytes
+
+
+def test_serve_plan_configurations_changes_and_solvers():
+    """Llama-3.1-70B at 32k on one A100-80GB does not fit; the plan offers what does, each re-estimated."""
+    from memplan.plan import plan
+
+    job = {"model": LLAMA_70B, "task": "serve", "gpu": "A100-SXM-80GB", "serving": {"max_model_len": 32768}}
+    p = plan(job)
+    assert p.estimate.verdict == "does_not_fit"
+    assert p.configurations and all(memplan.estimate(o.job).verdict == "fits" for o in p.configurations)
+    own = [o for o in p.configurations if o.recipe_changes == 0]
+    assert own[0].num_gpus == 4  # bf16 weights need TP 4 at 32k
+    assert p.solvers["serving"]["fewest_gpus"]["num_gpus"] == 4
+    fitting = [c for c in p.changes if c.fits]
+    assert fitting and fitting[0].fields == {"weight_dtype": "int4"}
+    for c in p.changes:
+        assert memplan.estimate(c.job).serving.kv_cache_tokens == int(c.description.split(": ")[1].split()[0]
+                                                                      .replace(",", ""))
+    smallest = p.solvers["serving"]["smallest_memory_gpu"]
+    assert memplan.estimate(smallest["job"]).verdict == "fits"
+
+
+def test_api_serves_the_serving_estimate_and_names_bad_fields():
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+
+    job = {"model": LLAMA_8B, "task": "serve", "gpu": "H100-SXM-80GB", "serving": {"max_model_len": 8192}}
+    with TestClient(create_app(Settings()), base_url="http://localhost") as client:
+        r = client.post("/v1/estimate", json=job)
+        assert r.status_code == 200
+        assert r.json() == memplan.estimate(job).model_dump(mode="json")
+        assert r.json()["serving"]["kv_cache_tokens"] > 400_000
+        r = client.post("/v1/check", json={**job, "serving": {"tensor_parallel_size": 3}})
+        assert r.status_code == 422 and "serving.tensor_parallel_size" in r.text
+        r = client.post("/v1/estimate", json={**job, "serving": {"engine": "tgi"}})
+        assert r.status_code == 422 and "'vllm' or 'sglang'" in r.text
+        r = client.post("/v1/plan", json={"job": job})
+        assert r.status_code == 200 and r.json()["solvers"]["serving"]["fewest_gpus"]["num_gpus"] == 1

@@ -1,11 +1,12 @@
 """Import the configs people already keep (HF TrainingArguments / TRL SFTConfig, PEFT adapter_config.json,
-DeepSpeed JSON, accelerate YAML, axolotl YAML, memplan's own job spec) as one memplan job spec.
+DeepSpeed JSON, accelerate YAML, axolotl YAML, vLLM / SGLang server arguments or command lines, memplan's own job
+spec) as one memplan job spec.
 
     result = import_configs(["sft.yaml", "ds_zero3.json"], base={"model": "meta-llama/Llama-3.1-8B"})
     spec = parse_spec(result.job)
 
 Each file's format is detected from its content, or named with a `KIND:PATH` prefix (KIND one of
-trainer|peft|deepspeed|accelerate|axolotl|memplan). Files combine: a later file fills the fields earlier ones left
+trainer|peft|deepspeed|accelerate|axolotl|memplan|vllm|sglang). Files combine: a later file fills the fields earlier ones left
 unset; two sources that set one job field to different values are an error naming both. DeepSpeed "auto" values
 are resolved from the trainer config, as the Hugging Face Trainer does. Fields that change memory but have no job
 field are listed in `ignored` with the reason. Plain dict mapping: no transformers / deepspeed / accelerate import.
@@ -17,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from memplan.importers import accelerate, axolotl, deepspeed, job, peft, trainer
+from memplan.importers import accelerate, axolotl, deepspeed, job, peft, serving, trainer
 from memplan.importers._common import (
     KINDS, Assign, Collector, kinds_text, read_config_file, resolve_path,
 )
@@ -27,7 +28,7 @@ __all__ = ["KINDS", "ImportResult", "detect_format", "import_configs"]
 
 READERS: dict[str, Callable[[dict[str, Any], Collector], None]] = {
     "trainer": trainer.read, "peft": peft.read, "deepspeed": deepspeed.read, "accelerate": accelerate.read,
-    "axolotl": axolotl.read, "memplan": job.read,
+    "axolotl": axolotl.read, "memplan": job.read, "vllm": serving.read_vllm, "sglang": serving.read_sglang,
 }
 
 
@@ -79,6 +80,9 @@ def detect_format(path: str, data: dict) -> str:
     if not isinstance(data, dict):
         raise SpecError([(path, f"holds a {type(data).__name__}, not a mapping of config fields")])
     keys = set(data)
+    engine = serving.detect(data)
+    if engine is not None:
+        return engine
     if "peft_type" in keys or os.path.basename(path) == "adapter_config.json" or {"r", "lora_alpha"} <= keys \
             or {"r", "target_modules"} <= keys:
         return "peft"

@@ -6,9 +6,9 @@ import difflib
 from typing import Any
 
 from memplan.importers._common import Collector
-from memplan.spec import InferenceSpec, JobSpec, LoraSpec
+from memplan.spec import InferenceSpec, JobSpec, LoraSpec, ServingSpec
 
-NESTED = {"lora": LoraSpec, "inference": InferenceSpec}
+NESTED = {"lora": LoraSpec, "inference": InferenceSpec, "serving": ServingSpec}
 
 
 def field_names(model_cls: Any) -> list[str]:

@@ -17,6 +17,7 @@ from memplan import catalog
 from memplan.architecture import ArchitectureError, looks_like_path, load_config
 from memplan.estimate import estimate
 from memplan.job import model_info, with_weights
+from memplan.plan import serving
 from memplan.plan.changes import changes as _changes
 from memplan.plan.configurations import Search, configurations as _configurations, divisors
 from memplan.plan.models import (Change, FewestGpus, GpuChoice, KvBudget, Plan, PlanOption, PlanTarget,
@@ -143,6 +144,11 @@ def plan(job: dict[str, Any] | JobSpec, target: PlanTarget | dict[str, Any] | No
     data, global_batch = _baseline(spec, t, notes)
     base_spec = parse_spec(data)
     base_e = estimate(base_spec)
+    if base_spec.task == "serve":
+        return Plan(configurations=serving.configurations(data, base_spec, t.margin_pct, limit, t.num_gpus),
+                    changes=serving.changes(data, base_spec, base_e, t.margin_pct),
+                    solvers={"serving": serving.solvers(data, base_spec, base_e, t.margin_pct)},
+                    assumptions=notes + serving.assumptions() + base_e.assumptions, estimate=base_e, target=t)
     search = Search(data=data, spec=base_spec, info=model_info(base_spec), target=t, global_batch=global_batch,
                     notes=notes)
     base_speed = job_speed(base_spec, base_e, t.utilization)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from memplan import catalog
 from memplan.estimate import estimate
 from memplan.job import model_info, resolve
-from memplan.result import Estimate
+from memplan.result import Estimate, capacity_bytes, demand_bytes
 from memplan.plan.models import FewestGpus, GpuChoice, KvBudget
 from memplan.plan.speed import job_speed
 from memplan.spec import QUANTIZED_DTYPES, JobSpec, SpecError, parse_spec
@@ -21,8 +21,9 @@ MAX_GPUS = 64
 
 
 def fits(e: Estimate, margin_pct: float = 0.0) -> bool:
-    """peak_bytes + margin_pct% of the usable bytes within the usable bytes (as memplan.check decides)."""
-    return e.peak_bytes + int(e.gpu.usable_bytes * margin_pct / 100) <= e.gpu.usable_bytes
+    """What the job needs + margin_pct% of the usable bytes within what it can have (as memplan.check decides): the
+    peak within the usable bytes, or for a serve job what the engine needs within its share."""
+    return demand_bytes(e) + int(e.gpu.usable_bytes * margin_pct / 100) <= capacity_bytes(e)
 
 
 def dump(spec: JobSpec) -> dict[str, Any]:
