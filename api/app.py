@@ -31,7 +31,7 @@ from memplan.result import Estimate
 from memplan.plan import MAX_LIMIT, Plan, PlanTarget, plan
 from memplan.spec import (MAX_REPORTED_ERRORS, JobSpec, SpecError, UnknownIdError, allowed_fields_once,
                           describe_errors, drop_union_noise)
-from memplan.sweep import Sweep, SweepField, sweep
+from memplan.sweep import ServingSweep, ServingSweepField, Sweep, SweepField, serving_sweep, sweep
 
 from api.compute import Busy, Compute, OverBudget
 from api.guards import Guards, error_content
@@ -92,6 +92,16 @@ class SweepRequest(BaseModel):
     field: SweepField = "micro_batch_size"
     values: list[int] | None = Field(None, max_length=64, description="default: powers of two over the field's "
                                                                      "usual range, up to twice the largest fit")
+
+
+class ServingSweepRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job: JobSpec
+    field: ServingSweepField = "serving.max_model_len"
+    values: list[float] | None = Field(None, max_length=64, description="default: max_model_len in powers of two "
+                                                                       "from 1024 to the model's maximum; "
+                                                                       "utilization 0.5 to 0.95 by 0.05, and 0.98")
 
 
 class PlanRequest(BaseModel):
@@ -278,6 +288,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Peak memory against micro-batch, sequence length, inference batch or prompt length, and the largest
         value that fits."""
         return json_response(await with_hub(lambda job: sweep(job, req.field, req.values), req.job))
+
+    @app.post("/v1/serving-sweep", response_model=ServingSweep, tags=["estimate"], responses=ERRORS)
+    async def post_serving_sweep(req: ServingSweepRequest) -> Response:
+        """A serve job's KV cache tokens and maximum concurrency against max_model_len or gpu_memory_utilization
+        (the page's serving charts)."""
+        return json_response(await with_hub(lambda job: serving_sweep(job, req.field, req.values), req.job))
 
     @app.post("/v1/plan", response_model=Plan, tags=["estimate"], responses=ERRORS)
     async def post_plan(req: Annotated[PlanRequest, Body(openapi_examples=PLAN_EXAMPLES)]) -> Response:

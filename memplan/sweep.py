@@ -113,3 +113,65 @@ def sweep(job: dict[str, Any] | JobSpec, field: str, values: list[int] | None = 
         points.append(SweepPoint(value=v, peak_bytes=e.peak_bytes, peak_allocated_bytes=e.peak_allocated_bytes,
                                  peak_reserved_bytes=e.peak_reserved_bytes, peak_phase=e.peak_phase, fits=e.fits))
     return Sweep(field=field, points=points, largest_fitting=best, usable_bytes=e.gpu.usable_bytes, gpu_id=e.gpu.id)
+
+
+ServingSweepField = Literal["serving.max_model_len", "serving.gpu_memory_utilization"]
+SERVING_SWEEP_FIELDS: tuple[str, ...] = ServingSweepField.__args__  # type: ignore[attr-defined]
+#: the default grid of each serving field: utilization in steps of 0.05, max_model_len in powers of two from 1024
+UTILIZATION_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(10)) + (0.98,)
+
+
+class ServingSweepPoint(BaseModel):
+    value: float
+    kv_cache_tokens: int
+    max_concurrency: float
+    kv_cache_bytes: int
+    fits: bool = Field(description="the engine's share serves one request of max_model_len (the estimate's verdict "
+                                   "is fits)")
+
+
+class ServingSweep(BaseModel):
+    field: str
+    points: list[ServingSweepPoint]
+    max_model_len: int = Field(description="the job's own max_model_len (the concurrency's request length when "
+                                           "sweeping the utilization)")
+    gpu_id: str
+
+
+def serving_sweep(job: dict[str, Any] | JobSpec, field: str, values: list[float] | None = None) -> ServingSweep:
+    """A serve job's KV cache tokens and maximum concurrency at each value of `field`: max_model_len (default:
+    powers of two from 1024 to the model's maximum) or gpu_memory_utilization (default: 0.5 to 0.95 by 0.05, and
+    0.98). At most MAX_POINTS values, each one estimate."""
+    if field not in SERVING_SWEEP_FIELDS:
+        raise SpecError([("field", f"cannot sweep {field!r} of a serve job; allowed: "
+                                   f"{', '.join(SERVING_SWEEP_FIELDS)}")])
+    spec = parse_spec(job)
+    if spec.task != "serve":
+        raise SpecError([("task", "serving_sweep applies to serve jobs (task: serve)")])
+    base = estimate(spec)
+    assert base.serving is not None
+    if values is None:
+        if field == "serving.gpu_memory_utilization":
+            values = list(UTILIZATION_GRID)
+        else:
+            top = model_info(spec).max_positions or 131072
+            values, v = [], 1024
+            while v < top and len(values) < MAX_POINTS - 1:
+                values.append(v)
+                v *= 2
+            values.append(top)
+    if not 1 <= len(values) <= MAX_POINTS:
+        raise SpecError([("values", f"give 1 to {MAX_POINTS} values, got {len(values)}")])
+    data = spec.model_dump(by_alias=True, exclude_unset=True)
+    name = field.split(".", 1)[1]
+    points = []
+    for v in sorted(set(values)):
+        value: float | int = int(v) if name == "max_model_len" else float(v)
+        if name == "max_model_len" and not (value >= 1 and value == v):
+            raise SpecError([("values", f"max_model_len takes whole token counts >= 1, got {v}")])
+        e = estimate(parse_spec({**data, "serving": {**data.get("serving", {}), name: value}}))
+        s = e.serving
+        points.append(ServingSweepPoint(value=value, kv_cache_tokens=s.kv_cache_tokens,
+                                        max_concurrency=s.max_concurrency, kv_cache_bytes=s.kv_cache_bytes,
+                                        fits=e.verdict == "fits"))
+    return ServingSweep(field=field, points=points, max_model_len=base.serving.max_model_len, gpu_id=base.gpu.id)

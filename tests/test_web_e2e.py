@@ -650,3 +650,42 @@ def test_fsdp_controls_show_with_fsdp_and_give_the_librarys_peak(tab, base_url):
     expect_result(page, {"model": LLAMA, "num_gpus": 8, "parallelism": "fsdp", "zero_stage": 3,
                          "offload_params": True})
     assert "parallelism=fsdp" in page.url
+
+
+def test_serve_task_shows_the_engines_budget_and_its_charts(tab, base_url):
+    """The serving mode: the engine's fields, its budget as the engine logs it, and the KV charts, every number
+    the library's; the copied command reproduces the job."""
+    from playwright.sync_api import expect
+
+    from memplan.sweep import serving_sweep
+
+    page = tab.page
+    page.goto(base_url + "/" + QLORA_T4)
+    expect_result(page, {"model": LLAMA, "method": "qlora", "gpu": "T4-16GB"})
+    page.get_by_label("Task").select_option("serve")
+    page.get_by_label("GPU", exact=True).select_option("H100-SXM-80GB")
+    spec = {"model": LLAMA, "task": "serve"}  # the default GPU is not sent
+    expect_result(page, spec)
+    expect(page.get_by_label("Method", exact=True)).to_be_hidden()
+    expect(page.get_by_label("Tensor parallel GPUs")).to_be_visible()
+    page.get_by_label("max_model_len (tokens)").fill("8192")
+    page.get_by_label("LoRA slots").fill("4")
+    page.get_by_label("LoRA slot rank").fill("64")
+    spec["serving"] = {"max_model_len": 8192, "max_loras": 4, "max_lora_rank": 64}
+    e = expect_result(page, spec)
+    s = e.serving
+    stats = page.locator("#serving-stats")
+    expect(stats.locator('[data-key="tokens"] dd')).to_have_text(f"{s.kv_cache_tokens:,}")
+    expect(stats.locator('[data-key="kv"] dd')).to_have_text(f"{gib(s.kv_cache_bytes)} GiB")
+    expect(stats.locator('[data-key="concurrency"] dd')).to_have_text(f"{s.max_concurrency:.2f}")
+    expect(stats.locator('[data-key="per-slot"] dd')).to_have_text(f"{s.kv_tokens_per_lora_slot:,}")
+    expect(page.locator("#chart-mb")).to_have_attribute("data-field", "serving.max_model_len")
+    expect(page.locator("#chart-mb .pt.current")).to_have_attribute("data-value", "8192")
+    curve = serving_sweep(spec, "serving.gpu_memory_utilization")
+    point = curve.points[-1]
+    expect(page.locator(f'#chart-seq .pt[data-value="{point.value:g}"]')).to_have_attribute(
+        "data-metric", str(point.kv_cache_tokens))
+    expect(page.locator("#largest-mb")).to_have_text(f"{s.largest_max_model_len:,}")
+    expect(page.locator("#copy-cli-out")).to_have_text(
+        f"memplan check {LLAMA} --task serve --serving-max-model-len 8192 --serving-max-loras 4 "
+        "--serving-max-lora-rank 64")

@@ -17,11 +17,16 @@ const DEFAULTS = {
   "inference.batch_size": 1, "inference.prompt_len": 1024, "inference.max_new_tokens": 256,
   "inference.kv_cache_dtype": "bf16", gpu: "H100-SXM-80GB", allocator: "default",
   parallelism: "auto", fsdp_version: 2, fsdp_reduce_dtype: "auto", sequence_parallel_size: 1,
+  "serving.engine": "vllm", "serving.tensor_parallel_size": 1, "serving.gpu_memory_utilization": null,
+  "serving.max_model_len": null, "serving.kv_cache_dtype": "auto", "serving.max_loras": 0,
+  "serving.max_lora_rank": 16, "serving.enforce_eager": false,
 };
 const FIRST_MODEL = "meta-llama/Llama-3.1-8B"; // shown on a first visit without a link
 
 const isTrain = (v) => v.task === "train";
 const isInference = (v) => v.task === "inference";
+const isServe = (v) => v.task === "serve";
+const notServe = (v) => !isServe(v);
 const isLora = (v) => isTrain(v) && (v.method === "lora" || v.method === "qlora");
 // the spec's default "auto" loads a catalog model (no quantization_config) in bf16
 const effectiveWeightDtype = (v) =>
@@ -41,15 +46,15 @@ const FIELDS = [
   { path: "weight_dtype", kind: "opt" },
   { path: "double_quant", kind: "bool", when: (v) => ["nf4", "fp4"].includes(effectiveWeightDtype(v)) },
   { path: "quant_storage", kind: "select", when: (v) => ["nf4", "fp4"].includes(effectiveWeightDtype(v)) },
-  { path: "mixed_precision", kind: "select" },
+  { path: "mixed_precision", kind: "select", when: notServe },
   { path: "optimizer", kind: "select", when: isTrain },
   { path: "optimizer_impl", kind: "select", when: isTrain },
   { path: "micro_batch_size", kind: "int", when: isTrain },
   { path: "seq_len", kind: "int", when: isTrain },
   { path: "gradient_accumulation_steps", kind: "int", when: isTrain },
   { path: "gradient_checkpointing", kind: "bool", when: isTrain },
-  { path: "attention", kind: "opt" },
-  { path: "allocator", kind: "select" },
+  { path: "attention", kind: "opt", when: notServe },
+  { path: "allocator", kind: "select", when: notServe },
   { path: "num_gpus", kind: "int", when: isTrain },
   { path: "parallelism", kind: "select", when: isTrain },
   { path: "fsdp_version", kind: "int-select", when: (v) => isTrain(v) && v.parallelism === "fsdp" },
@@ -65,7 +70,15 @@ const FIELDS = [
   { path: "inference.prompt_len", kind: "int", when: isInference },
   { path: "inference.max_new_tokens", kind: "int", when: isInference },
   { path: "inference.kv_cache_dtype", kind: "select", when: isInference },
-  { path: "head", kind: "select" },
+  { path: "serving.engine", kind: "select", when: isServe },
+  { path: "serving.tensor_parallel_size", kind: "int", when: isServe },
+  { path: "serving.gpu_memory_utilization", kind: "float", when: isServe },
+  { path: "serving.max_model_len", kind: "int", when: isServe },
+  { path: "serving.kv_cache_dtype", kind: "select", when: isServe },
+  { path: "serving.max_loras", kind: "int", when: isServe },
+  { path: "serving.max_lora_rank", kind: "int", when: (v) => isServe(v) && Number(v["serving.max_loras"]) > 0 },
+  { path: "serving.enforce_eager", kind: "bool", when: isServe },
+  { path: "head", kind: "select", when: notServe },
   { path: "num_labels", kind: "int", when: (v) => ["sequence_classification", "token_classification"].includes(v.head) },
 ];
 const controlId = (path) => path.replace(/[._]/g, "-");
@@ -80,7 +93,15 @@ const SWEEPS = {
     { field: "inference.batch_size", label: "batch size", title: "Peak memory against batch size" },
     { field: "inference.prompt_len", label: "prompt length (tokens)", title: "Peak memory against prompt length" },
   ],
+  // serve jobs: /v1/serving-sweep, KV tokens and concurrency (renderServingChart)
+  serve: [
+    { field: "serving.max_model_len", label: "max_model_len (tokens)", metric: "max_concurrency", log: true,
+      yLabel: "requests at once", title: "Concurrent requests against max_model_len" },
+    { field: "serving.gpu_memory_utilization", label: "gpu_memory_utilization", metric: "kv_cache_tokens", log: false,
+      yLabel: "KV cache tokens", title: "KV cache tokens against GPU memory utilization" },
+  ],
 };
+const sweepKind = (task) => (task === "inference" || task === "serve" ? task : "train");
 
 const TERM_COLORS = {
   weights: "#3b6ea8", optimizer_states: "#d08a2e", paged_optimizer_states: "#e3b060", gradients: "#b5534f",
@@ -168,6 +189,7 @@ function writeControl(f, raw) {
 function defaultRaw(f) {
   if (f.kind === "opt") return "";
   const d = DEFAULTS[f.path];
+  if (d == null) return ""; // null: the engine's own default (serving fields)
   if (f.kind === "targets") return Array.isArray(d) ? d.join(",") : String(d);
   return String(d);
 }
@@ -219,13 +241,14 @@ function updateVisibility() {
   $("catalog-field").hidden = config;
   $("config-field").hidden = !config;
   $("gpu-memory-field").hidden = el.gpu.value !== "custom";
-  for (const [i, s] of SWEEPS[values.task === "inference" ? "inference" : "train"].entries()) {
+  for (const [i, s] of SWEEPS[sweepKind(values.task)].entries()) {
     $(i === 0 ? "chart-mb-title" : "chart-seq-title").textContent = s.title;
   }
   // the weight dtype the server picks when none is sent: nf4 for QLoRA training, else the spec default
   document.querySelector("#weight-dtype option[data-default-label]").textContent =
     `Auto (${effectiveWeightDtype({ ...values, weight_dtype: "" })})`;
-  $("largest-label").textContent = values.task === "inference" ? "Largest batch that fits" : "Largest micro-batch that fits";
+  $("largest-label").textContent = values.task === "inference" ? "Largest batch that fits"
+    : values.task === "serve" ? "Longest max_model_len that fits" : "Largest micro-batch that fits";
 }
 
 // ------------------------------------------------------------------ URL (the share link)
@@ -579,9 +602,17 @@ function renderEstimate(e, verdict = e.verdict, marginPct = 0) {
   const head = $("headroom");
   head.dataset.bytes = e.headroom_bytes;
   const pct = ((100 * Math.abs(e.headroom_bytes)) / usable).toFixed(1);
-  head.textContent = e.headroom_bytes >= 0
-    ? `${gib(e.headroom_bytes)} GiB headroom (${pct}% of usable)`
-    : `short by ${gib(-e.headroom_bytes)} GiB (${pct}% over usable)`;
+  if (e.serving) {
+    const len = e.serving.max_model_len.toLocaleString("en-US");
+    head.textContent = e.headroom_bytes >= 0
+      ? `${gib(e.headroom_bytes)} GiB of the engine's share beyond one ${len}-token request`
+      : `short by ${gib(-e.headroom_bytes)} GiB for one ${len}-token request`;
+  } else {
+    head.textContent = e.headroom_bytes >= 0
+      ? `${gib(e.headroom_bytes)} GiB headroom (${pct}% of usable)`
+      : `short by ${gib(-e.headroom_bytes)} GiB (${pct}% over usable)`;
+  }
+  renderServing(e);
   $("peak-phase").textContent = e.peak_phase;
   setMini(String(e.fits), `${VERDICT_MARK[verdict]} ${VERDICT_TEXT[verdict]}`, `${gib(e.peak_bytes)} GiB peak`, verdict);
   $("gpu-summary").textContent = e.gpu.name ? `${e.gpu.name} (${e.gpu.id}), ${gib(e.gpu.memory_bytes)} GiB` : `${gib(e.gpu.memory_bytes)} GiB (custom)`;
@@ -653,6 +684,29 @@ function renderEstimate(e, verdict = e.verdict, marginPct = 0) {
   const list = $("assumptions");
   list.replaceChildren(...e.assumptions.map((a) => node("li", { text: a })));
   $("assumptions-count").textContent = `(${e.assumptions.length})`;
+}
+
+/** The serving budget as the engine logs it (every number from the estimate's `serving` object). */
+function renderServing(e) {
+  const card = $("serving-card");
+  card.hidden = !e.serving;
+  if (!e.serving) return;
+  const s = e.serving;
+  $("serving-engine-label").textContent = `(${s.engine === "vllm" ? "vLLM" : "SGLang"} ${s.engine_version}, tensor parallel ${s.tensor_parallel_size})`;
+  const rows = [
+    ["requested", "Engine's share", `${gib(s.requested_bytes)} GiB (${s.gpu_memory_utilization})`],
+    ["weights", "Model loading took", `${gib(s.weights_bytes)} GiB` + (s.lora_bytes ? ` (LoRA slots ${gib(s.lora_bytes)})` : "")],
+    ["activations", "Profile run peak", `${gib(s.activation_bytes)} GiB`],
+    ["non_torch", "Outside torch", `${gib(s.non_torch_bytes)} GiB`],
+    ["graphs", "CUDA graphs", `${gib(s.cuda_graph_bytes)} GiB` + (s.cuda_graph_in_budget ? " (in the share)" : " (beside the share)")],
+    ["kv", "Available KV cache", `${gib(s.kv_cache_bytes)} GiB`],
+    ["tokens", "KV cache tokens", s.kv_cache_tokens.toLocaleString("en-US")],
+    ["concurrency", `Requests of ${s.max_model_len.toLocaleString("en-US")} tokens at once`, s.max_concurrency.toFixed(2)],
+    ["longest", "Longest max_model_len that fits", s.largest_max_model_len.toLocaleString("en-US")],
+  ];
+  if (s.lora_bytes) rows.push(["per-slot", "KV tokens per LoRA slot", s.kv_tokens_per_lora_slot.toLocaleString("en-US")]);
+  $("serving-stats").replaceChildren(...rows.map(([key, label, value]) =>
+    node("div", { "data-key": key }, node("dt", { text: label }), node("dd", { text: value }))));
 }
 
 function niceStep(range, target) {
@@ -782,8 +836,84 @@ function renderChart(container, sweep, spec, current) {
   container.append(root, legend);
 }
 
+/** An SVG line chart of one serving metric (concurrency, KV tokens) against a serving field, from the API's points. */
+function renderServingChart(container, sweep, spec, currentValue) {
+  container.replaceChildren();
+  container.dataset.field = sweep.field;
+  const W = 440, H = 250, m = { l: 58, r: 14, t: 22, b: 42 };
+  const iw = W - m.l - m.r, ih = H - m.t - m.b;
+  const pts = sweep.points;
+  const xv = (v) => (spec.log ? Math.log2(v) : v);
+  const x0 = Math.min(...pts.map((p) => xv(p.value))), x1 = Math.max(...pts.map((p) => xv(p.value)), x0 + 1e-9);
+  const top = Math.max(...pts.map((p) => p[spec.metric]), 1);
+  const step = niceStep(top, 5);
+  const yTop = Math.ceil((top * 1.05) / step) * step;
+  const X = (v) => m.l + ((xv(v) - x0) / (x1 - x0 || 1)) * iw;
+  const Y = (y) => m.t + ih - (y / yTop) * ih;
+  const fmt = (y) => (y >= 10000 ? `${Math.round(y / 1000)}k` : Number(y.toFixed(2)).toString());
+  const desc = `${spec.title}: ` + pts.map((p) => `${p.value}: ${fmt(p[spec.metric])}${p.fits ? "" : " (does not fit)"}`).join("; ");
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": desc, class: "chart-svg", preserveAspectRatio: "xMidYMid meet" });
+  const grid = svg("g", { class: "grid" });
+  for (let t = 0; t <= yTop + 1e-9; t += step) {
+    grid.append(svg("line", { x1: m.l, x2: W - m.r, y1: Y(t), y2: Y(t) }));
+    grid.append(svg("text", { x: m.l - 8, y: Y(t) + 4, "text-anchor": "end", class: "tick" }, fmt(t)));
+  }
+  root.append(grid);
+  const xt = svg("g", { class: "xticks" });
+  let lastX = -Infinity;
+  for (const p of pts) {
+    const x = X(p.value);
+    if (x - lastX < 30) continue;
+    lastX = x;
+    xt.append(svg("text", { x, y: m.t + ih + 17, "text-anchor": "middle", class: "tick" },
+      p.value >= 10000 ? `${p.value / 1024}K` : String(p.value)));
+  }
+  root.append(xt);
+  root.append(svg("line", { class: "axis", x1: m.l, x2: W - m.r, y1: m.t + ih, y2: m.t + ih }));
+  root.append(svg("text", { class: "axis-title x-title", x: m.l + iw / 2, y: H - 6, "text-anchor": "middle" }, spec.label));
+  root.append(svg("text", { class: "axis-title y-title", x: 14, y: m.t + ih / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${m.t + ih / 2})` }, spec.yLabel));
+  const d = pts.map((p, i) => `${i ? "L" : "M"}${X(p.value).toFixed(1)},${Y(p[spec.metric]).toFixed(1)}`).join(" ");
+  root.append(svg("path", { class: "curve", d }));
+  const dots = svg("g", { class: "points" });
+  for (const p of pts) {
+    const isCur = Math.abs(p.value - currentValue) < 1e-9;
+    const dot = svg("circle", { class: `pt ${p.fits ? "fit" : "nofit"}${isCur ? " current" : ""}`, cx: X(p.value), cy: Y(p[spec.metric]),
+      r: isCur ? 6 : 4, "data-value": p.value, "data-metric": p[spec.metric], "data-fits": p.fits });
+    dot.append(svg("title", {}, `${spec.label} ${p.value}: ${fmt(p[spec.metric])} ${spec.yLabel}, ${p.fits ? "fits" : "does not fit"}`));
+    dots.append(dot);
+  }
+  root.append(dots);
+  const legend = node("p", { class: "chart-legend" },
+    node("span", { class: "mark fit", "aria-hidden": "true", text: "●" }), " serves a request of max_model_len  ",
+    node("span", { class: "mark nofit", "aria-hidden": "true", text: "○" }), " does not");
+  container.append(root, legend);
+}
+
+function renderServingSweeps(results, est) {
+  SWEEPS.serve.forEach((spec, i) => {
+    const container = $(i === 0 ? "chart-mb" : "chart-seq");
+    const note = $(i === 0 ? "chart-mb-note" : "chart-seq-note");
+    const r = results[i];
+    if (r.status === "rejected") {
+      container.replaceChildren(node("p", { class: "chart-error", text: `No sweep: ${r.reason.message}` }));
+      note.textContent = "";
+      return;
+    }
+    const s = est.serving;
+    const current = spec.field === "serving.max_model_len" ? s.max_model_len : s.gpu_memory_utilization;
+    renderServingChart(container, r.value, spec, current);
+    note.textContent = spec.field === "serving.max_model_len"
+      ? "KV cache tokens do not depend on max_model_len: the profile run is sized by max_num_batched_tokens."
+      : `Concurrency counts requests of ${s.max_model_len.toLocaleString("en-US")} tokens.`;
+  });
+  const lm = $("largest-mb");
+  lm.textContent = est.serving.largest_max_model_len.toLocaleString("en-US");
+  lm.dataset.value = est.serving.largest_max_model_len;
+}
+
 function renderSweeps(results, job, est) {
-  const kind = job.task === "inference" ? "inference" : "train";
+  const kind = sweepKind(job.task);
+  if (kind === "serve") return renderServingSweeps(results, est);
   SWEEPS[kind].forEach((spec, i) => {
     const container = $(i === 0 ? "chart-mb" : "chart-seq");
     const note = $(i === 0 ? "chart-mb-note" : "chart-seq-note");
@@ -835,11 +965,12 @@ async function update() {
   inflight = ctrl;
   setBusy(true);
   el.result.dataset.state = "loading";
-  const kind = job.task === "inference" ? "inference" : "train";
+  const kind = sweepKind(job.task);
   // /v1/check gives the estimate and the verdict with the margin kept free (the same verdict at margin 0)
   const margin = Number(state.margin) > 0 ? Number(state.margin) : 0;
   const est = api(`/v1/check?margin_pct=${encodeURIComponent(margin)}`, job, ctrl.signal);
-  const sweeps = Promise.allSettled(SWEEPS[kind].map((s) => api("/v1/sweep", { job, field: s.field }, ctrl.signal)));
+  const sweepPath = kind === "serve" ? "/v1/serving-sweep" : "/v1/sweep";
+  const sweeps = Promise.allSettled(SWEEPS[kind].map((s) => api(sweepPath, { job, field: s.field }, ctrl.signal)));
   sweeps.catch(() => {});
   try {
     const checked = await est;
@@ -996,6 +1127,19 @@ function renderPlanSolvers(solvers) {
   const gpuChoice = (g) => g == null ? "none fits"
     : `${g.gpu} × ${g.num_gpus}: peak ${gib(g.peak_bytes)} GiB, ${headroomText(g.headroom_bytes)}`
       + (g.step_time_s == null ? "" : `, ${fmtRate(g.step_time_s)} s/step, ${fmtRate(g.tokens_per_s)} tokens/s`);
+  const sv = solvers.serving;
+  if (sv) { // a serve job: the serving planner's solvers (memplan.plan.serving)
+    const few = sv.fewest_gpus;
+    add("fewest_gpus", "Fewest GPUs (tensor parallel)", few == null ? "none up to 8"
+      : `${few.num_gpus}: ${few.kv_cache_tokens.toLocaleString("en-US")} KV tokens, ${few.max_concurrency.toFixed(2)} requests at once`);
+    for (const [key, title] of [["smallest_memory_gpu", "Smallest total GPU memory"], ["most_kv_per_gpu", "Most KV tokens per GPU"]]) {
+      const g = sv[key];
+      add(key, title, g == null ? "none fits" : `${g.gpu} × ${g.num_gpus}: ${g.kv_cache_tokens.toLocaleString("en-US")} KV tokens, ${g.max_concurrency.toFixed(2)} requests at once`);
+    }
+    add("largest_max_model_len", "Longest max_model_len that fits", sv.largest_max_model_len.toLocaleString("en-US"));
+    planEl.solvers.replaceChildren(...rows);
+    return;
+  }
   const inf = solvers.inference;
   if (inf) {
     add("largest_batch", "Largest batch that fits", inf.largest_batch == null ? "none (not even 1)" : String(inf.largest_batch));
@@ -1109,13 +1253,14 @@ async function loadDefaults() {
     take("JobSpec", "");
     take("LoraSpec", "lora.");
     take("InferenceSpec", "inference.");
+    take("ServingSpec", "serving.");
   } catch {
     /* keep the built-in defaults */
   }
   document.querySelector("#attention option[data-default-label]").textContent = `Auto (${DEFAULTS.attention})`;
   for (const f of FIELDS) {
     const c = $(controlId(f.path));
-    if (c.type === "number" || c.tagName === "INPUT" && c.type === "text") c.placeholder = defaultRaw(f);
+    if ((c.type === "number" || c.tagName === "INPUT" && c.type === "text") && defaultRaw(f) !== "") c.placeholder = defaultRaw(f);
   }
   el.model.placeholder = "Search, e.g. llama-3.1 or qwen";
 }
