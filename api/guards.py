@@ -10,7 +10,8 @@ from typing import Any
 from memplan.spec import printable
 
 #: the API routes and their methods (kept beside the routes: tests/test_api.py checks they agree)
-API_METHODS = {"/v1/estimate": "POST", "/v1/check": "POST", "/v1/sweep": "POST", "/v1/plan": "POST",
+API_METHODS = {"/v1/estimate": "POST", "/v1/check": "POST", "/v1/sweep": "POST", "/v1/serving-sweep": "POST",
+               "/v1/plan": "POST",
                "/v1/models": "GET", "/v1/gpus": "GET", "/healthz": "GET"}
 #: the page and everything else: scripts and styles from this origin only, no framing
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "

@@ -22,6 +22,7 @@ from memplan.importers import accelerate, axolotl, deepspeed, job, peft, serving
 from memplan.importers._common import (
     KINDS, Assign, Collector, kinds_text, read_config_file, resolve_path,
 )
+from memplan.files import read_text
 from memplan.spec import JobSpec, SpecError
 
 __all__ = ["KINDS", "ImportResult", "detect_format", "import_configs"]
@@ -176,7 +177,7 @@ class _Importer:
             out.ignore(source, f"{target!r} not found; the {kind} config given as {', '.join(given)} is used")
 
     def load(self, path: str, kind: str | None) -> None:
-        data = read_config_file(path)
+        data = read_config_or_command(path)
         real = os.path.realpath(path)
         if real in self.seen:  # given twice, or given and referenced: read once
             return
@@ -184,6 +185,16 @@ class _Importer:
         if kind is None:
             kind = detect_format(path, data)
         self.run_reader(kind, data, Collector(path, kind, os.path.dirname(path) or "."))
+
+
+def read_config_or_command(path: str) -> dict[str, Any]:
+    """A config file's mapping, or the arguments of a serving command line (`vllm serve ...`, `python -m
+    sglang.launch_server ...`) kept in a text file that is not JSON or YAML by name."""
+    if not os.path.isdir(path) and not path.lower().endswith((".json", ".yaml", ".yml")):
+        command = serving.parse_command(read_text(path), path)
+        if command is not None:
+            return command
+    return read_config_file(path)
 
 
 def import_configs(paths: list[str], base: dict | None = None) -> ImportResult:

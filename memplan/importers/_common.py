@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from memplan.files import read_mapping, read_text
+from memplan.files import read_mapping
 from memplan.spec import SpecError
 
 KINDS = ("trainer", "peft", "deepspeed", "accelerate", "axolotl", "memplan", "vllm", "sglang")
@@ -46,12 +46,6 @@ def read_config_file(path: str) -> dict[str, Any]:
             raise SpecError([(path, "is a directory without an adapter_config.json; give a config file "
                                     f"(JSON or YAML), optionally as KIND:PATH with KIND one of {kinds_text()}")])
         path = inner
-    if not path.lower().endswith((".json", ".yaml", ".yml")):
-        from memplan.importers.serving import parse_command  # a `vllm serve ...` / sglang command in a text file
-
-        command = parse_command(read_text(path), path)
-        if command is not None:
-            return command
     return read_mapping(path)
 
 
