@@ -19,7 +19,7 @@ import yaml
 
 from memplan.files import parse_text, read_mapping
 from memplan.result import VERDICT_LABELS
-from memplan.spec import SpecError, printable
+from memplan.spec import InferenceSpec, LoraSpec, ServingSpec, SpecError, printable
 from memplan.terms.dtypes import GIB
 
 
@@ -33,12 +33,9 @@ _SCALAR_FIELDS = [
     "sequence_parallel_size",
     "zero3_prefetch_bucket_size", "zero3_max_live_parameters", "zero3_init",
 ]
-_NESTED_FIELDS = ["lora.r", "lora.alpha", "lora.dropout", "lora.target_modules", "inference.batch_size",
-                  "inference.prompt_len", "inference.max_new_tokens", "inference.kv_cache_dtype",
-                  "serving.engine", "serving.tensor_parallel_size", "serving.gpu_memory_utilization",
-                  "serving.max_model_len", "serving.max_num_seqs", "serving.max_num_batched_tokens",
-                  "serving.kv_cache_dtype", "serving.block_size", "serving.enforce_eager", "serving.max_loras",
-                  "serving.max_lora_rank", "serving.fully_sharded_loras", "serving.estimate_cuda_graphs"]
+#: every field of the nested blocks, as --lora-r, --inference-num-beams, --serving-max-model-len ...
+_NESTED_FIELDS = [f"{block}.{name}" for block, model in (("lora", LoraSpec), ("inference", InferenceSpec),
+                                                          ("serving", ServingSpec)) for name in model.model_fields]
 
 
 class UsageError(Exception):
@@ -68,7 +65,7 @@ def _add_job_args(p: argparse.ArgumentParser) -> None:
 #: fields whose values are names: passed as typed (YAML would read `--mixed-precision no` as false)
 _NAME_FIELDS = {"model", "task", "head", "method", "weight_dtype", "mixed_precision", "optimizer", "optimizer_impl",
                 "attention", "inference.kv_cache_dtype", "allocator", "parallelism", "serving.engine",
-                "serving.kv_cache_dtype"}
+                "serving.kv_cache_dtype", "inference.cache_implementation"}
 
 
 def _parse_value(path: str, raw: str) -> Any:

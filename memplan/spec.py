@@ -133,6 +133,11 @@ class InferenceSpec(StrictModel):
     prompt_len: int = Field(1024, ge=1, le=10_000_000)
     max_new_tokens: int = Field(256, ge=0, le=10_000_000)
     kv_cache_dtype: KvCacheDtype = "bf16"
+    num_beams: int = Field(1, ge=1, le=256, description="beam search: generate() runs batch_size x num_beams "
+                                                         "sequences from the prefill on")
+    cache_implementation: Literal["dynamic", "static"] = Field(
+        "dynamic", description="generate()'s cache: dynamic (DynamicCache, grown by torch.cat each step) or static "
+                               "(StaticCache, preallocated for prompt + new tokens)")
 
 
 ServingEngine = Literal["vllm", "sglang"]

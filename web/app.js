@@ -889,16 +889,20 @@ function renderServingChart(container, sweep, spec, currentValue) {
   container.append(root, legend);
 }
 
+/** A sweep the API refused: its message in the chart's place; true when so. */
+function sweepFailed(r, container, note) {
+  if (r.status !== "rejected") return false;
+  container.replaceChildren(node("p", { class: "chart-error", text: `No sweep: ${r.reason.message}` }));
+  note.textContent = "";
+  return true;
+}
+
 function renderServingSweeps(results, est) {
   SWEEPS.serve.forEach((spec, i) => {
     const container = $(i === 0 ? "chart-mb" : "chart-seq");
     const note = $(i === 0 ? "chart-mb-note" : "chart-seq-note");
     const r = results[i];
-    if (r.status === "rejected") {
-      container.replaceChildren(node("p", { class: "chart-error", text: `No sweep: ${r.reason.message}` }));
-      note.textContent = "";
-      return;
-    }
+    if (sweepFailed(r, container, note)) return;
     const s = est.serving;
     const current = spec.field === "serving.max_model_len" ? s.max_model_len : s.gpu_memory_utilization;
     renderServingChart(container, r.value, spec, current);
@@ -918,9 +922,7 @@ function renderSweeps(results, job, est) {
     const container = $(i === 0 ? "chart-mb" : "chart-seq");
     const note = $(i === 0 ? "chart-mb-note" : "chart-seq-note");
     const r = results[i];
-    if (r.status === "rejected") {
-      container.replaceChildren(node("p", { class: "chart-error", text: `No sweep: ${r.reason.message}` }));
-      note.textContent = "";
+    if (sweepFailed(r, container, note)) {
       if (i === 0) $("largest-mb").textContent = "–";
       return;
     }

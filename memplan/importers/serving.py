@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Callable
 
-from memplan.importers._common import NOT_MODELLED, TORCH_DTYPES, Collector, is_auto
+from memplan.importers._common import NOT_MODELLED, Collector, is_auto, map_torch_dtype
 from memplan.spec import SpecError
 
 #: how a text file holding a serving command starts -> the kind of its arguments
@@ -82,16 +82,6 @@ QUANTIZATION = {"fp8": "fp8", "fbgemm_fp8": "fp8", "modelopt": "fp8", "awq": "in
                 "gptq": "int4", "gptq_marlin": "int4", "marlin": "int4", "bitsandbytes": "nf4"}
 
 
-def _dtype(out: Collector, source: str, value: Any) -> None:
-    if is_auto(value):
-        out.ignore(source, "auto: the checkpoint's own dtype; left to the job default (bf16)")
-        return
-    dtype = TORCH_DTYPES.get(str(value).strip().lower())
-    if dtype is None:
-        raise out.error(source, f"unknown dtype {value!r}; allowed: auto, bfloat16, float16, float32")
-    out.set("weight_dtype", dtype, source, value)
-
-
 def _quantization(out: Collector, source: str, value: Any) -> None:
     dtype = QUANTIZATION.get(str(value).strip().lower())
     if dtype is None:
@@ -143,7 +133,7 @@ VLLM_RULES: dict[str, Rule] = {
     "enforce_eager": _to("serving.enforce_eager", "bool"),
     "max_loras": _to("serving.max_loras", "int"), "max_lora_rank": _to("serving.max_lora_rank", "int"),
     "fully_sharded_loras": _to("serving.fully_sharded_loras", "bool"),
-    "kv_cache_dtype": _kv, "dtype": _dtype, "quantization": _quantization, "q": _quantization,
+    "kv_cache_dtype": _kv, "dtype": map_torch_dtype, "quantization": _quantization, "q": _quantization,
     "pipeline_parallel_size": _not_modelled("pipeline parallelism"), "pp": _not_modelled("pipeline parallelism"),
     "data_parallel_size": _not_modelled("data parallelism (each replica is estimated as one)"),
     "speculative_config": _not_modelled("speculative decoding"),
@@ -172,7 +162,7 @@ SGLANG_RULES: dict[str, Rule] = {
     "page_size": _to("serving.block_size", "int"),
     "disable_cuda_graph": _to("serving.enforce_eager", "bool"),
     "max_loras_per_batch": _to("serving.max_loras", "int"), "max_lora_rank": _to("serving.max_lora_rank", "int"),
-    "kv_cache_dtype": _kv, "dtype": _dtype, "quantization": _quantization,
+    "kv_cache_dtype": _kv, "dtype": map_torch_dtype, "quantization": _quantization,
     "pp_size": _not_modelled("pipeline parallelism"), "dp_size": _not_modelled("data parallelism"),
     "dp": _not_modelled("data parallelism"), "speculative_algorithm": _not_modelled("speculative decoding"),
     "max_total_tokens": _not_modelled("a fixed KV pool size"), "enable_dp_attention": _not_modelled("DP attention"),

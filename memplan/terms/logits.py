@@ -37,3 +37,15 @@ def cross_entropy_backward_spike_bytes(tokens: int, vocab: int) -> int:
     Example: T=4096, V=128,256: 6,304,038,912 B (5.87 GiB).
     """
     return 12 * tokens * vocab
+
+
+def beam_search_scores_bytes(rows: int, vocab: int) -> int:
+    """Beam search's scores over the last position, beside the fp32 logits `logits_bytes` counts: the fp32
+    log-softmax and its sum with the running beam scores, both [b * beams, V] and alive together.
+
+    Formula: 2 * 4 * rows * V.
+    Source: transformers generation/utils.py GenerationMixin._beam_search (log_probs = log_softmax(logits);
+    log_probs = log_probs + running_beam_scores[:, :, None]).
+    Example: 4 beams of one Llama-3.1-8B prompt (V 128,256): 8 * 4 * 128,256 = 4,104,192 B.
+    """
+    return 8 * rows * vocab

@@ -20,10 +20,14 @@ def inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list
     weights = base_weights(info, spec.weight_dtype, float_dtype(spec), spec.double_quant)
     c = dtype_bytes(spec.compute_dtype)
     kvb = dtype_bytes(inf.kv_cache_dtype)
-    b, prompt, total = inf.batch_size, inf.prompt_len, inf.prompt_len + inf.max_new_tokens
+    # beam search expands the batch before the prefill (generate()'s _expand_inputs_for_generation)
+    b, prompt, total = inf.batch_size * inf.num_beams, inf.prompt_len, inf.prompt_len + inf.max_new_tokens
+    static = inf.cache_implementation == "static"
     dec = [s for s in info.layers if s.stack == "decoder"]
     widest = max(info.layers, key=lambda s: s.intermediate_size)
     logits_last = lg.logits_bytes(b, info.vocab_size, c + 4)  # last position, and generate()'s fp32 copy
+    if inf.num_beams > 1:
+        logits_last += lg.beam_search_scores_bytes(b, info.vocab_size)
 
     def cache(tokens: int) -> int:
         if info.head not in ("causal_lm", "seq2seq_lm"):
@@ -47,13 +51,14 @@ def inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list
         prefill_kv, decode_kv = cross, cross + cache(inf.max_new_tokens)
         notes.append("encoder-decoder: the prompt feeds the encoder; the decoder caches max_new_tokens "
                      "self-attention positions and a static cross-attention cache of prompt_len positions")
-    else:
-        prefill_kv, decode_kv = cache(prompt), cache(total)
+    else:  # a static cache is allocated whole before the prefill
+        prefill_kv, decode_kv = cache(total if static else prompt), cache(total)
     phases = [Phase("load", {"weights": weights}),
               Phase("prefill", {"weights": weights, "kv_cache": prefill_kv,
                                  "activations": transient, "logits": logits_last})]
     if info.head in ("causal_lm", "seq2seq_lm") and inf.max_new_tokens > 0:
-        append = kv.kv_append_transient_bytes(info.num_kv_heads, info.head_dim, b, total, kvb)
+        # a static cache writes each step in place (index_copy_); a dynamic one concatenates
+        append = 0 if static else kv.kv_append_transient_bytes(info.num_kv_heads, info.head_dim, b, total, kvb)
         step = kv.prefill_transient_bytes(b, info.hidden_size, widest.intermediate_size, widest.gated_mlp, c)
         phases.append(Phase("decode", {"weights": weights, "kv_cache": decode_kv, "activations": step,
                                         "logits": logits_last, "temporaries": append}))

@@ -16,6 +16,7 @@ from memplan.engines.serving.common import Budget
 from memplan.job import ResolvedJob
 from memplan.result import Estimate, assemble_serving
 from memplan.spec import SpecError
+from memplan.terms import tensor_parallel as tpt
 
 NAME = "serving"
 TASKS = ("serve",)
@@ -29,6 +30,11 @@ def estimate(job: ResolvedJob, progress: object = None) -> Estimate:
         raise SpecError([("model", f"{info.model_id} ({info.model_type}, {info.head}) is not a decoder-only causal "
                                    "LM: serving engines' budgets are modelled for those (use task 'inference' for "
                                    "generate())")])
+    tp = job.spec.serving.tensor_parallel_size
+    problem = tpt.tp_divisibility_problem(info.num_heads, info.num_kv_heads, tp)
+    if problem:  # vLLM and SGLang assert the same (QKVParallelLinear)
+        raise SpecError([("serving.tensor_parallel_size", f"{job.spec.serving.engine} cannot split "
+                                                           f"{info.model_id}: {problem}")])
     rules = importlib.import_module(f"{__name__}.{job.spec.serving.engine}")
     b: Budget = rules.budget(job)
     return assemble_serving(job, b.serving, b.components, b.notes, b.non_kv_modelled_bytes)

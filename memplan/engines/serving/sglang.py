@@ -9,7 +9,6 @@ from memplan.engines.serving.common import (Budget, cuda_total_bytes, kv_dtype, 
                                             rope_bytes)
 from memplan.job import ResolvedJob
 from memplan.result import ServingBudget
-from memplan.spec import SpecError
 from memplan.terms import kv_cache as kvt
 from memplan.terms import paged_kv as pkv
 from memplan.terms import sglang as sgt
@@ -40,9 +39,6 @@ def lora_bytes(job: ResolvedJob, dtype: str, tp: int) -> int:
 def budget(job: ResolvedJob) -> Budget:
     spec, info, sv = job.spec, job.info, job.spec.serving
     tp = sv.tensor_parallel_size
-    problem = tpt.tp_divisibility_problem(info.num_heads, info.num_kv_heads, tp)
-    if problem:
-        raise SpecError([("serving.tensor_parallel_size", f"SGLang cannot split {info.model_id}: {problem}")])
     if len(kv_groups(job)) > 1:
         note_sliding = ("sliding-window layers are cached in full (SGLang's token pool sizes every layer for every "
                         "token unless its SWA pool is configured)")

@@ -10,7 +10,6 @@ from memplan.engines.serving.common import (Budget, cuda_total_bytes, group_coun
                                             uniform_group_size)
 from memplan.job import ResolvedJob
 from memplan.result import ServingBudget
-from memplan.spec import SpecError
 from memplan.terms import kv_cache as kvt
 from memplan.terms import overhead as ov
 from memplan.terms import paged_kv as pkv
@@ -49,9 +48,6 @@ def lora_bytes(job: ResolvedJob, dtype: str, tp: int) -> int:
 def budget(job: ResolvedJob) -> Budget:
     spec, info, sv = job.spec, job.info, job.spec.serving
     tp = sv.tensor_parallel_size
-    problem = tpt.tp_divisibility_problem(info.num_heads, info.num_kv_heads, tp)
-    if problem:
-        raise SpecError([("serving.tensor_parallel_size", f"vLLM cannot split {info.model_id}: {problem}")])
     dtype = model_dtype(job)
     c = dtype_bytes(dtype)
     notes: list[str] = []

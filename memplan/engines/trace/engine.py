@@ -51,6 +51,9 @@ def check_traceable(r: ResolvedJob) -> None:
                                     "engine 'formula'")])
     if spec.weight_dtype == "int4":
         raise SpecError([("engine", "int4 (GPTQ/AWQ) kernels are not traced; use engine 'formula'")])
+    if spec.task == "inference" and (spec.inference.num_beams > 1 or spec.inference.cache_implementation != "dynamic"):
+        raise SpecError([("engine", "the trace runs greedy decoding with a DynamicCache; num_beams > 1 and a static "
+                                    "cache are estimated by engine 'formula'")])
     if spec.task == "inference" and spec.inference.kv_cache_dtype != spec.compute_dtype:
         raise SpecError([("engine", f"transformers' DynamicCache stores the compute dtype ({spec.compute_dtype}); "
                                     f"kv_cache_dtype {spec.inference.kv_cache_dtype} is not traced: use engine "
