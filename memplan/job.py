@@ -126,6 +126,15 @@ def checkpoint_quantization(raw: dict) -> tuple[str, dict, str] | None:
         group = qc.get("group_size", 128)
         same = "" if group == 128 else f"; its group size {group} is counted as 128"
         return "int4", {}, f"{method.upper()} 4-bit{same}"
+    if method in ("fp8", "fbgemm_fp8"):
+        return "fp8", {}, f"{method} (one byte per weight and its scales; served, not trained)"
+    if method == "compressed-tensors":
+        weights = [g.get("weights") or {} for g in (qc.get("config_groups") or {}).values() if isinstance(g, dict)]
+        kinds = {(w.get("type"), w.get("num_bits")) for w in weights if isinstance(w, dict)}
+        if kinds == {("float", 8)}:
+            return "fp8", {}, "compressed-tensors fp8 (served, not trained)"
+        if kinds == {("int", 4)}:
+            return "int4", {}, "compressed-tensors 4-bit integer weights (W4A16, GPTQ-style groups)"
     what = f"quant_method '{method}'" + (f" at {qc['bits']} bits" if "bits" in qc else "")
     raise SpecError([("weight_dtype", f"the checkpoint's quantization_config is {what}, which memplan does not model "
                                       "yet; set weight_dtype to estimate the weights another way (e.g. bf16, as "

@@ -242,3 +242,18 @@ def test_api_serves_the_serving_estimate_and_names_bad_fields():
         assert r.status_code == 422 and "'vllm' or 'sglang'" in r.text
         r = client.post("/v1/plan", json={"job": job})
         assert r.status_code == 200 and r.json()["solvers"]["serving"]["fewest_gpus"]["num_gpus"] == 1
+
+
+def test_fp8_checkpoints_are_read_from_their_quantization_config():
+    """A compressed-tensors fp8 config.json (RedHatAI's fp8-dynamic Llama-3.1-8B) serves at one byte per linear
+    weight: 8.49 GiB as vLLM 0.19 logged it for that checkpoint; training it is refused by name."""
+    from memplan import catalog
+
+    cfg = dict(catalog.get_model(LLAMA_8B).config, quantization_config={
+        "quant_method": "compressed-tensors", "format": "float-quantized",
+        "config_groups": {"group_0": {"weights": {"num_bits": 8, "type": "float"}, "targets": ["Linear"]}}})
+    e = memplan.estimate({"model_config": cfg, "task": "serve"})
+    assert round(e.serving.weights_bytes / GIB, 2) == 8.49
+    with pytest.raises(SpecError) as err:
+        memplan.estimate({"model_config": cfg, "task": "train"})
+    assert err.value.errors[0][0] == "weight_dtype" and "serving only" in err.value.errors[0][1]
