@@ -22,7 +22,7 @@ import memplan
 import memplan.plan as plan_pkg
 from memplan import sweep
 from memplan.engines.formula import static
-from memplan.plan import changes, configurations, plan, solvers, speed
+from memplan.plan import changes, configurations, plan, serving, solvers, speed
 
 CASES = [  # (job, target): the first is the typical request the 100 ms budget is for
     ({"model": "meta-llama/Llama-3.1-8B", "method": "lora", "seq_len": 4096, "gpu": "H100-SXM-80GB"},
@@ -35,6 +35,8 @@ CASES = [  # (job, target): the first is the typical request the 100 ms budget i
      {"global_batch_size": 64, "num_gpus": 8}),
     ({"model": "Qwen/Qwen2.5-7B", "task": "inference", "gpu": "L4-24GB", "inference": {"prompt_len": 4096}},
      None),
+    ({"model": "meta-llama/Llama-3.1-70B-Instruct", "task": "serve", "gpu": "A100-SXM-80GB",
+      "serving": {"max_model_len": 32768}}, None),
 ]
 
 _COUNT = [0]
@@ -68,7 +70,7 @@ def main() -> None:
     print(f"{'job':64s} {'estimate ms':>11} {'new recipes ms':>15} {'warm median ms':>15} {'warm p99 ms':>12} "
           f"{'estimates':>9} {'configs':>7} {'changes':>7}")
     est = _counting(memplan.estimate)
-    for mod in (plan_pkg, solvers, configurations, changes, sweep):
+    for mod in (plan_pkg, solvers, configurations, changes, sweep, serving):
         mod.estimate = est
     for job, target in CASES:
         memplan.estimate(job)  # build the model outside the timings
@@ -82,7 +84,7 @@ def main() -> None:
         p = plan(job, target)
         calls = _COUNT[0]
         warm = _ms(lambda: plan(job, target), 30)
-        label = ", ".join(f"{k}={v}" for k, v in job.items() if k not in ("inference", "gpu"))
+        label = ", ".join(f"{k}={v}" for k, v in job.items() if k not in ("inference", "gpu", "serving"))
         label = f"{label}, {job.get('gpu', 'H100-SXM-80GB')}, {target or {}}"[:64]
         print(f"{label:64s} {statistics.median(one):11.3f} {fresh:15.1f} {statistics.median(warm):15.1f} "
               f"{warm[int(0.99 * len(warm)) - 1]:12.1f} {calls:9d} {len(p.configurations):7d} {len(p.changes):7d}")
