@@ -467,6 +467,10 @@ def _build_info(model_id: str, raw: dict, head: str, num_labels: int) -> ModelIn
         sliding = None
 
     dtype = raw.get("torch_dtype") or raw.get("dtype")
+    latent = _cfg(config, "kv_lora_rank", default=None)
+    mla = (int(latent), int(_cfg(config, "qk_nope_head_dim", default=0) or 0),
+           int(_cfg(config, "qk_rope_head_dim", default=0) or 0), int(_cfg(config, "v_head_dim", default=0) or 0)
+           ) if latent else ()
     return ModelInfo(
         model_id=model_id,
         model_type=config.model_type,
@@ -498,6 +502,7 @@ def _build_info(model_id: str, raw: dict, head: str, num_labels: int) -> ModelIn
         sliding_window_layers=n_sliding,
         final_logit_softcap=bool(_cfg(config, "final_logit_softcapping", default=None)),
         outer_dropouts=_outer_dropouts(model, enc_dec, output_modules),
+        mla=mla,
     )
 
 

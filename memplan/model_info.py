@@ -67,6 +67,9 @@ class ModelInfo:
     # dropouts over [T, h] outside the blocks, per stack: after the embeddings (GPT-2, BERT, T5, Phi, GPT-NeoX)
     # and after T5's final norm; OPT has none
     outer_dropouts: int = 0
+    #: multi-head latent attention (DeepSeek-V2/V3): (kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim);
+    #: empty for every other attention
+    mla: tuple[int, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -92,6 +95,12 @@ class ModelInfo:
             if shape is not None:
                 out[module] = ((stack, layer), shape)
         return out
+
+    @property
+    def kv_latent_size(self) -> int:
+        """Values an MLA layer caches per token: the compressed latent and the shared rotary key (r_kv + d_rope);
+        0 for other attention."""
+        return self.mla[0] + self.mla[2] if self.mla else 0
 
     @property
     def active_params(self) -> int:
@@ -126,7 +135,7 @@ def relative_name(mname: str) -> str:
     return mname[m.end():] if m else mname
 
 
-_TUPLE_FIELDS = ("output_modules", "head_params")
+_TUPLE_FIELDS = ("output_modules", "head_params", "mla")
 
 
 def info_to_dict(info: ModelInfo) -> dict[str, Any]:
@@ -151,5 +160,6 @@ def info_from_dict(data: dict[str, Any]) -> ModelInfo:
                                            "linears": tuple(LinearShape(*x) for x in layer["linears"])})
                              for layer in data["layers"])
     for name in _TUPLE_FIELDS:
-        values[name] = tuple(values[name])
+        if name in values:  # files written before a field existed take its default
+            values[name] = tuple(values[name])
     return ModelInfo(**values)

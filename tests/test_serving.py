@@ -257,3 +257,17 @@ def test_fp8_checkpoints_are_read_from_their_quantization_config():
     with pytest.raises(SpecError) as err:
         memplan.estimate({"model_config": cfg, "task": "train"})
     assert err.value.errors[0][0] == "weight_dtype" and "serving only" in err.value.errors[0][1]
+
+
+def test_mla_caches_the_latent_whole_on_every_gpu():
+    """A DeepSeek-V3-shaped model (4 dense layers): vLLM pages and SGLang cells hold 576 values per token and
+    layer (DeepSeek-V2-Lite's vLLM 0.19 log: 31,103 B per token for 27 layers = 27 x 576 x 2), not split by TP."""
+    from tests.trace.crosscheck_configs import MLA_CONFIG
+
+    cfg = dict(MLA_CONFIG, num_hidden_layers=4, first_k_dense_replace=4)
+    for engine in ("vllm", "sglang"):
+        for tp in (1, 2, 4):
+            s = memplan.estimate({"model_config": cfg, "task": "serve",
+                                  "serving": {"engine": engine, "tensor_parallel_size": tp,
+                                              "max_model_len": 8192}}).serving
+            assert s.kv_bytes_per_token == 4 * 576 * 2

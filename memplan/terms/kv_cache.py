@@ -73,3 +73,49 @@ def eager_prefill_transient_bytes(batch: int, heads: int, seq: int, hidden: int,
       = 5,502,926,848 B.
     """
     return (8 + compute_bytes) * batch * heads * seq * seq + 4 * compute_bytes * batch * seq * hidden
+
+
+def mla_kv_cache_bytes(layers: int, latent: int, batch: int, tokens: int, kv_bytes: int) -> int:
+    """Multi-head latent attention (DeepSeek-V2/V3) as transformers 5 caches it: per layer the compressed latent
+    kv_nope [b, 1, s, r_kv] and the shared rotary key k_rot [b, 1, s, d_rope], no per-head keys or values.
+
+    Formula: L * (r_kv + d_rope) * b * tokens * bytes.
+    Source: transformers models/deepseek_v3/modeling_deepseek_v3.py DeepseekV3Attention.forward
+    (past_key_values.update(kv_nope, k_rot, layer_idx): "Cache read / write is performed while latent KV is still
+    compressed").
+    Example: DeepSeek-V3 (61 layers, r_kv 512 + d_rope 64), 8192 tokens, bf16: 61 * 576 * 8192 * 2 = 575,668,224 B
+    (0.54 GiB).
+    """
+    return layers * latent * batch * tokens * kv_bytes
+
+
+def mla_expand_transient_bytes(batch: int, tokens: int, heads: int, nope: int, rope: int, v_dim: int,
+                               compute_bytes: int) -> int:
+    """The keys and values an MLA layer expands from its cached latent for every cached token, at each forward
+    (prefill and every decode step): kv_b_proj's output [b, s, n * (d_nope + d_v)] (the nope keys and the values
+    are views of it) and the assembled keys [b, n, s, d_nope + d_rope]; freed when the layer's attention returns.
+
+    Formula: c * b * s * n * (2 * d_nope + d_v + d_rope).
+    Source: transformers modeling_deepseek_v3.py DeepseekV3Attention.expand_kv.
+    Example: DeepSeek-V3 (128 heads, d_nope 128, d_v 128, d_rope 64), one sequence of 8192 tokens, bf16:
+      2 * 8192 * 128 * (256 + 128 + 64) = 939,524,096 B.
+    """
+    return compute_bytes * batch * tokens * heads * (2 * nope + v_dim + rope)
+
+
+def mla_attention_query_bytes(batch: int, tokens: int, heads: int, hidden: int, nope: int, rope: int, v_dim: int,
+                              compute_bytes: int) -> int:
+    """What an MLA layer holds for the tokens it processes while its attention output is made contiguous (all are
+    locals of the attention's forward, alive until it returns), beside the expanded keys and values: the block
+    input, the embedding output and the normed input ([T, h] each), q_b_proj's queries [T, n * d_qk], their
+    rotated rotary part [T, n * d_rope], the queries assembled by torch.cat [T, n * d_qk], the attention output
+    [T, n * d_v] and its contiguous copy.
+
+    Formula: c * b * s * (3h + n * (2 * d_qk + d_rope + 2 * d_v)), d_qk = d_nope + d_rope.
+    Source: transformers modeling_deepseek_v3.py DeepseekV3Attention.forward; traced (2 DeepSeek-V3-shaped
+    layers, b 2 x 1024 tokens: 692 MB above weights against the trace's 695 MB, tests/trace/crosscheck_configs.py).
+    Example: DeepSeek-V3 (h 7168, 128 heads, d_nope 128, d_rope 64, d_v 128), 2 x 1024 tokens, bf16:
+      2 * 2048 * (21,504 + 128 * (384 + 64 + 256)) = 457,179,136 B.
+    """
+    qk = nope + rope
+    return compute_bytes * batch * tokens * (3 * hidden + heads * (2 * qk + rope + 2 * v_dim))

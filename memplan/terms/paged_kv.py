@@ -23,11 +23,13 @@ def attention_page_bytes(block_size: int, kv_heads: int, head_size: int, kv_byte
 
 def mla_page_bytes(block_size: int, latent_size: int, kv_bytes: int) -> int:
     """One MLA layer's page: the compressed latent (kv_lora_rank + qk_rope_head_dim values) per token, no separate
-    keys and values, not split across tensor-parallel GPUs (every GPU keeps the whole latent).
+    keys and values, not split across tensor-parallel GPUs (every GPU keeps the whole latent). With block 1 it is
+    SGLang's per-token MLA cell of one layer.
 
     Formula: block * (r_kv + d_rope) * bytes.
-    Source: vllm/v1/kv_cache_interface.py MLAAttentionSpec.page_size_bytes.
-    Example: DeepSeek-V3 (r_kv 512 + d_rope 64 = 576), block 64, bf16: 64 * 576 * 2 = 73,728 B.
+    Source: vllm/v1/kv_cache_interface.py MLAAttentionSpec.page_size_bytes; sglang model_runner cell_size for MLA.
+    Example: DeepSeek-V3 (r_kv 512 + d_rope 64 = 576), block 64, bf16: 64 * 576 * 2 = 73,728 B. The vLLM 0.19 log of
+    DeepSeek-V2-Lite (27 layers) on an H100 shows 43.61 GiB for 1,505,552 tokens: 31,103 B per token = 27 * 576 * 2.
     """
     return block_size * latent_size * kv_bytes
 

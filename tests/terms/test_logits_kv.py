@@ -28,3 +28,12 @@ def test_prefill_and_append():
     assert kv.prefill_transient_bytes(4096, 4096, 14336, True, 2) == 486_539_264
     assert kv.eager_prefill_transient_bytes(1, 32, 4096, 4096, 2) == 5_502_926_848
     assert kv.eager_probs_held_bytes(1, 32, 4096, 4096, 2) == 1_073_741_824
+
+
+def test_mla_cache_expansion_and_queries():
+    """DeepSeek-V3's latent cache at 8k tokens is 0.54 GiB; counted as 128 heads of keys and values of its
+    head_dim (64, the rotary part), as memplan did before, it came out at 15.25 GiB (issue #20)."""
+    assert kv.mla_kv_cache_bytes(61, 576, 1, 8192, 2) == 575_668_224
+    assert kv.kv_cache_bytes(61, 128, 64, 1, 8192, 2) == 16_374_562_816  # 15.25 GiB
+    assert kv.mla_expand_transient_bytes(1, 8192, 128, 128, 64, 128, 2) == 939_524_096
+    assert kv.mla_attention_query_bytes(2, 1024, 128, 7168, 128, 64, 128, 2) == 457_179_136

@@ -43,6 +43,16 @@ def _job(model: str, **fields: Any) -> dict[str, Any]:
     return {**base, **fields}
 
 
+#: DeepSeek-V3's attention and dense-MLP widths (multi-head latent attention: a 512-value latent and a 64-value
+#: rotary key cached per token; 128 heads of 128 + 64 for queries and keys, 128 for values), 2 dense layers: no
+#: catalog model has MLA yet, so the shape is written out (deepseek-ai/DeepSeek-V3 config.json values)
+MLA_CONFIG = {"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 2, "num_attention_heads": 128,
+              "num_key_value_heads": 128, "kv_lora_rank": 512, "q_lora_rank": 1536, "qk_nope_head_dim": 128,
+              "qk_rope_head_dim": 64, "v_head_dim": 128, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+              "n_routed_experts": 256, "num_experts_per_tok": 8, "first_k_dense_replace": 2, "vocab_size": 8192,
+              "max_position_embeddings": 163840}
+
+
 #: (name, job): at least 8 architectures; full, LoRA with several targets, QLoRA, prompt tuning, prefix tuning,
 #: (IA)3; checkpointing on and off; eager and sdpa; AMP and pure bf16; AdamW, 8-bit AdamW, SGD, Adafactor
 CONFIGS: list[tuple[str, dict[str, Any]]] = [
@@ -96,6 +106,8 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("llama-infer-bf16", _job(LLAMA, task="inference", inference={"batch_size": 4, "prompt_len": 512, "max_new_tokens": 64})),
     ("qwen-infer-nf4", _job(QWEN, task="inference", weight_dtype="nf4", inference={"batch_size": 2, "prompt_len": 1024, "max_new_tokens": 32})),
     ("gemma2-infer-eager", _job(GEMMA2, task="inference", attention="eager", inference={"batch_size": 2, "prompt_len": 512, "max_new_tokens": 32})),
+    ("mla-infer-bf16", {"model_config": MLA_CONFIG, "task": "inference",
+                        "inference": {"batch_size": 2, "prompt_len": 1024, "max_new_tokens": 64}}),
 ]
 
 

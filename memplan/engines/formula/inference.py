@@ -33,6 +33,8 @@ def inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list
         if info.head not in ("causal_lm", "seq2seq_lm"):
             return 0
         layers = len(dec)
+        if info.mla:
+            return kv.mla_kv_cache_bytes(layers, info.kv_latent_size, b, tokens, kvb)
         if info.sliding_window and info.sliding_window_layers:
             return kv.sliding_kv_cache_bytes(layers - info.sliding_window_layers, info.sliding_window_layers,
                                              info.sliding_window, info.num_kv_heads, info.head_dim, b, tokens, kvb)
@@ -41,6 +43,16 @@ def inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list
     prefill_tokens = b * prompt
     transient = kv.prefill_transient_bytes(prefill_tokens, info.hidden_size, widest.intermediate_size,
                                            widest.gated_mlp, c)
+
+    def mla_attention(new: int, cached: int) -> int:
+        """An MLA layer's attention: the keys and values expanded from every cached token, beside the queries,
+        the attention output and the block input of the `new` tokens."""
+        _, nope, rope, v_dim = info.mla
+        return (kv.mla_expand_transient_bytes(b, cached, info.num_heads, nope, rope, v_dim, c)
+                + kv.mla_attention_query_bytes(b, new, info.num_heads, info.hidden_size, nope, rope, v_dim, c))
+
+    if info.mla:
+        transient = max(transient, mla_attention(prompt, prompt))
     if attention == "eager":
         transient = max(transient + kv.eager_probs_held_bytes(b, info.num_heads, prompt, prompt, c),
                         kv.eager_prefill_transient_bytes(b, info.num_heads, prompt, info.hidden_size, c))
@@ -57,9 +69,13 @@ def inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list
               Phase("prefill", {"weights": weights, "kv_cache": prefill_kv,
                                  "activations": transient, "logits": logits_last})]
     if info.head in ("causal_lm", "seq2seq_lm") and inf.max_new_tokens > 0:
-        # a static cache writes each step in place (index_copy_); a dynamic one concatenates
-        append = 0 if static else kv.kv_append_transient_bytes(info.num_kv_heads, info.head_dim, b, total, kvb)
+        # a static cache writes each step in place (index_copy_); a dynamic one concatenates (MLA: the latent, the
+        # larger of its two cached tensors)
+        width = (info.num_kv_heads, info.head_dim) if not info.mla else (1, info.mla[0])
+        append = 0 if static else kv.kv_append_transient_bytes(*width, b, total, kvb)
         step = kv.prefill_transient_bytes(b, info.hidden_size, widest.intermediate_size, widest.gated_mlp, c)
+        if info.mla:
+            step = max(step, mla_attention(1, total))
         phases.append(Phase("decode", {"weights": weights, "kv_cache": decode_kv, "activations": step,
                                         "logits": logits_last, "temporaries": append}))
     return phases

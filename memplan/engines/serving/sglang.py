@@ -59,7 +59,10 @@ def budget(job: ResolvedJob) -> Budget:
     pool = sgt.kv_pool_bytes(free_before_load, fraction, weights, lora)
     layers = sum(1 for s in info.layers if s.stack == "decoder")
     heads = tpt.kv_heads_per_rank(info.num_kv_heads, tp)
-    cell = pkv.token_pool_cell_bytes(heads, info.head_dim, layers, dtype_bytes(kv_dtype(job)))
+    if info.mla:  # SGLang's MLATokenToKVPool: the latent per token and layer
+        cell = pkv.mla_page_bytes(1, info.kv_latent_size, dtype_bytes(kv_dtype(job))) * layers
+    else:
+        cell = pkv.token_pool_cell_bytes(heads, info.head_dim, layers, dtype_bytes(kv_dtype(job)))
     page = sv.block_size or 1
     tokens = sgt.pool_tokens(pool, cell, page)
     max_len = (info.max_positions or 131072) if sv.max_model_len in (None, -1) else sv.max_model_len

@@ -32,6 +32,8 @@ def rank_shape(p: ParamInfo, info: ModelInfo, tp: int) -> tuple[int, ...]:
     if found is None:
         return p.shape  # norms, routers, position tables: replicated
     (_, layer), lin = found
+    if info.mla and lin.name.endswith(("q_a_proj", "kv_a_proj_with_mqa")):
+        return p.shape  # MLA's down-projections to the latents are replicated (vLLM: ReplicatedLinear)
     shape = info.layers[layer].heads, info.layers[layer].kv_heads, info.layers[layer].head_dim
     if lin.group in ("attn_in", "cross_kv"):
         out_f = _attention_rows(lin.d_out, *shape, tp)

@@ -84,7 +84,10 @@ def budget(job: ResolvedJob) -> Budget:
     group_size = uniform_group_size(kinds)
     groups = group_count(kinds, group_size)
     heads = tpt.kv_heads_per_rank(info.num_kv_heads, tp)
-    page = pkv.attention_page_bytes(block, heads, info.head_dim, dtype_bytes(kv_dtype(job)))
+    if info.mla:  # the latent, whole on every GPU (MLAAttentionSpec)
+        page = pkv.mla_page_bytes(block, info.kv_latent_size, dtype_bytes(kv_dtype(job)))
+    else:
+        page = pkv.attention_page_bytes(block, heads, info.head_dim, dtype_bytes(kv_dtype(job)))
     blocks = pkv.num_blocks(available, page, group_size)
     tokens = pkv.kv_cache_tokens(blocks, block, groups)
     auto_len = largest_len(kinds, group_size, blocks, batched, block, max_len_cap)
@@ -98,9 +101,11 @@ def budget(job: ResolvedJob) -> Budget:
                  f"{utilization:g} x total = {requested / GIB:.2f} GiB per GPU; max_num_batched_tokens {batched}, "
                  f"max_num_seqs {seqs}" + (" (vllm serve's defaults for this GPU)" if not (sv.max_num_batched_tokens
                                                                                          and sv.max_num_seqs) else ""))
-    notes.append(f"KV cache: {kv_dtype(job)}, blocks of {block} tokens, {heads} KV head(s) of {info.head_dim} per "
-                 f"GPU (of {info.num_kv_heads}{', replicated' if tp > info.num_kv_heads else ''}), "
-                 f"{groups} layer group(s) of {group_size}")
+    layout = (f"the multi-head latent attention's {info.kv_latent_size}-value latent per layer, whole on every GPU"
+              if info.mla else f"{heads} KV head(s) of {info.head_dim} per GPU (of {info.num_kv_heads}"
+                               f"{', replicated' if tp > info.num_kv_heads else ''})")
+    notes.append(f"KV cache: {kv_dtype(job)}, blocks of {block} tokens, {layout}, {groups} layer group(s) of "
+                 f"{group_size}")
     if sv.max_model_len is None:
         notes.append(f"max_model_len: the model's max_position_embeddings, {max_len_cap:,}")
     if in_budget:

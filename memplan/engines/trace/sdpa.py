@@ -44,8 +44,10 @@ def cuda_sdpa(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p
             return cuda_sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     head_dim = query.shape[-1]
     same_heads = query.shape[-3] == key.shape[-3]
+    # flash needs one head size for q, k and v (torch sdp_utils check_head_dim_size_flash); MLA's values are
+    # narrower than its queries and keys, which CUDA sends to the memory-efficient kernel
     if (query.dtype in (torch.float16, torch.bfloat16) and attn_mask is None and head_dim <= 256
-            and head_dim % 8 == 0 and (same_heads or enable_gqa)):
+            and head_dim % 8 == 0 and value.shape[-1] == head_dim and (same_heads or enable_gqa)):
         return aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal, False,
                                                         scale=scale)[0]
     if same_heads:
