@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 
 import memplan
+from memplan.job import resolve
+from memplan.result import serving_family
 from memplan.terms import uncertainty as unc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,9 +43,10 @@ def score(row: dict[str, Any]) -> dict[str, Any]:
     the KV budget and tokens, and the measured / estimated ratio of the non-KV memory memplan models (everything
     but the weights: the profile peak and memory outside torch), which calibrates the range."""
     log = row["logged"]
-    s = memplan.estimate(row["job"]).serving
+    e = memplan.estimate(row["job"])
+    s = e.serving
     assert s is not None
-    out: dict[str, Any] = {"s": s}
+    out: dict[str, Any] = {"s": s, "family": serving_family(s.engine, resolve(row["job"]).info)}
     out["weights_gib"] = s.weights_bytes / GIB - log["model_loading_gib"]
     out["kv_error"] = s.kv_cache_bytes / (log["available_kv_cache_gib"] * GIB) - 1
     out["tokens_error"] = s.kv_cache_tokens / log["kv_cache_tokens"] - 1
@@ -69,10 +72,11 @@ def _gib(x: float | None) -> str:
 
 
 def calibration(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """{engine: {runs, low_ratio, high_ratio}} over the scored rows (memplan.terms.uncertainty.ratio_bounds)."""
+    """{family: {runs, low_ratio, high_ratio}} over the scored rows (memplan.terms.uncertainty.ratio_bounds); a
+    family is the engine, and apart its MoE models (memplan.result.serving_family)."""
     by_engine: dict[str, list[float]] = {}
     for r in results.values():
-        ratios = by_engine.setdefault(r["s"].engine, [])
+        ratios = by_engine.setdefault(r["family"], [])
         if r["non_kv_ratio"] is not None:
             ratios.append(r["non_kv_ratio"])
     out = {}

@@ -183,7 +183,7 @@ def assemble_serving(r: ResolvedJob, b: ServingBudget, components: dict[str, int
     context = components.get("cuda_context", 0)
     allocated = components["weights"] + components.get("lora_slots", 0) + components["kv_cache"] + \
         components["activations"]
-    runs, low_ratio, high_ratio = range_calibration("serving", b.engine)
+    runs, low_ratio, high_ratio = range_calibration("serving", serving_family(b.engine, info))
     fixed = b.required_bytes - non_kv_bytes
     need = context + b.required_bytes
     low = context + fixed + math.floor(non_kv_bytes * low_ratio)
@@ -229,6 +229,12 @@ def assemble_serving(r: ResolvedJob, b: ServingBudget, components: dict[str, int
         verdict=verdict(low, high, capacity),
         serving=b,
     )
+
+
+def serving_family(engine: str, info: ModelInfo) -> str:
+    """The family of serve jobs whose published logs calibrate the range: the engine, and apart its mixture-of-
+    experts models (whose fused-MoE buffers the profile run holds, not modelled yet)."""
+    return f"{engine}_moe" if info.num_experts else engine
 
 
 def serving_capacity_bytes(context: int, requested: int, peak: int, usable: int) -> int:
@@ -288,7 +294,7 @@ def range_calibration(engine: str, family: str) -> tuple[int, float, float]:
     with too few runs, or an engine not calibrated yet, uses the formula engine's runs of every family."""
     engines = catalog.calibration()["engines"]
     families = engines.get(engine) or engines["formula"]
-    entry = families.get(family) or families["all"]
+    entry = families.get(family) or families.get("all") or {"runs": 0, "low_ratio": 1.0, "high_ratio": 1.0}
     return entry["runs"], entry["low_ratio"], entry["high_ratio"]
 
 

@@ -35,14 +35,17 @@ def test_catalog_size():
 @pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_model_file_schema(path):
     raw = json.loads(path.read_text())
-    assert set(raw) <= {"id", "aliases", "source", "published_params", "published_params_source", "params",
-                        "config"}
+    assert set(raw) <= {"id", "aliases", "source", "published_params", "published_params_rounded",
+                        "published_params_source", "params", "config"}
     assert raw["id"] == f"{path.parent.name}/{path.stem}", "file must be named after its repo id"
     assert raw["source"].strip()
     assert isinstance(raw["config"], dict) and raw["config"].get("model_type")
     assert not BOOKKEEPING & set(raw["config"])
     if "published_params" in raw:
         assert isinstance(raw["published_params"], int) and raw["published_params_source"].strip()
+    if "published_params_rounded" in raw:  # a publisher's rounded figure ("30.5B in total"): value and unit
+        rounded = raw["published_params_rounded"]
+        assert set(rounded) == {"total", "unit"} and raw["published_params_source"].strip()
     assert isinstance(raw.get("params"), int) and raw["params"] > 0, "run scripts/catalog_params.py"
 
 
@@ -77,6 +80,18 @@ def test_gpu_aliases_unique_and_h100_driver_memory():
 
 PUBLISHED = [(p, json.loads(p.read_text())) for p in MODEL_FILES]
 PUBLISHED = [(raw["id"], raw["published_params"]) for _, raw in PUBLISHED if "published_params" in raw]
+
+
+ROUNDED = [(raw["id"], raw["published_params_rounded"]) for raw in (json.loads(p.read_text()) for p in MODEL_FILES)
+           if "published_params_rounded" in raw]
+
+
+@pytest.mark.parametrize("model_id,rounded", ROUNDED, ids=[m for m, _ in ROUNDED])
+def test_rounded_parameter_count(model_id, rounded):
+    """Publishers of MoE models state rounded totals ("30.5B in total", "671B total"): memplan's exact count
+    rounds to the same figure at the publisher's precision."""
+    total = introspect(model_id).total_params
+    assert abs(total - rounded["total"]) <= rounded["unit"] // 2, f"{model_id}: {total:,} vs {rounded}"
 
 
 def test_at_least_12_published_counts():
