@@ -577,6 +577,11 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
         for pname, p in module.named_parameters(recurse=False):
             if p.dim() == 3 and "expert" in f"{mname}.{pname}":
                 b["experts"] = p.shape[0]
+                # each expert's MLP width, from its fused tensors: down [E, h, I] or gate_up [E, 2I, h]
+                if p.shape[1] == h and p.shape[2] != h:
+                    b["expert_width"] = int(p.shape[2])
+                elif p.shape[2] == h and "expert_width" not in b:
+                    b["expert_width"] = int(p.shape[1]) // 2
 
     hidden_drop, attn_drop = _dropout_probs(config)
     act = str(_cfg(config, "hidden_act", "activation_function", "dense_act_fn", "feed_forward_proj", default="gelu"))
@@ -588,9 +593,9 @@ def _layer_shapes(model: Any, config: Any, enc_dec: bool, h: int, n_q: int, n_kv
         intermediate = mlp_out[0].d_in if mlp_out else 4 * h
         gated = len([lin for lin in mlp_in if lin.d_in == h]) >= 2 or any(
             lin.d_out == 2 * intermediate for lin in mlp_in)
-        if b["experts"]:
+        if b["experts"]:  # an expert's width (moe_intermediate_size where the config has one), not the dense MLP's
             gated = True
-            intermediate = int(getattr(config, "intermediate_size", intermediate))
+            intermediate = b.get("expert_width") or int(getattr(config, "intermediate_size", intermediate))
         shapes.append(LayerShape(
             stack=stack, index=layer, hidden=h, heads=n_q, kv_heads=n_kv, head_dim=d_head,
             intermediate_size=intermediate, gated_mlp=gated, activation=act, norm_kind=b["norm_kind"],

@@ -38,6 +38,33 @@ IA3_TARGETS = {
 }
 
 
+#: PEFT 0.21's conversion of LoRA targets for transformers 5's fused mixture-of-experts
+#: (peft/utils/transformers_weight_conversion.py _convert_peft_config_moe, _MOE_TARGET_MODULE_MAPPING,
+#: _MOE_FUSED_TARGETS): per conversion family, the v4 projection names that now name fused expert parameters (or the
+#: router's weight), which LoRA then adapts as parameters (ParamWrapper), and the v4 names each fused stack joins
+MOE_LORA_MAPPING = {
+    "mixtral": {"gate": "gate.weight", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"},
+    "qwen2_moe": {"gate": "gate.weight", "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj",
+                  "down_proj": "down_proj"},
+}
+MOE_LORA_FUSED = {"mixtral": {"gate_up_proj": ("w1", "w3")}, "qwen2_moe": {"gate_up_proj": ("gate_proj", "up_proj")}}
+#: model types PEFT converts, by family (transformers' _MODEL_TO_CONVERSION_PATTERN, as PEFT extends it)
+MOE_LORA_MODEL_TYPES = {
+    "mixtral": "mixtral", "minimax": "mixtral", "minimax_m2": "mixtral",
+    **dict.fromkeys(("qwen2_moe", "qwen3_moe", "qwen3_next", "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1",
+                     "ernie4_5_moe", "glm4_moe", "glm4_moe_lite", "olmoe", "flex_olmo", "hunyuan_v1_moe",
+                     "exaone_moe", "cohere2_moe", "afmoe", "longcat_flash", "solar_open", "mellum"), "qwen2_moe"),
+}
+
+
+class MethodFieldError(ValueError):
+    """A method setting the real stack refuses, reported under `field`."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class TrainableTensor:
     name: str
@@ -60,6 +87,11 @@ class Trainables:
     prefix_tokens: int = 0  # prefix tuning: extra key/value positions
     adapter_size: int = 0  # bottleneck adapters per block
     adapter_dtype: str = "fp32"
+    #: LoRA on fused expert stacks (PEFT ParamWrapper): per block, the numel of the parameters it merges with their
+    #: adapters at every forward (the expert stacks and the router's weight)
+    merged_params: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: and the numels of those parameters in the order backward reaches them (the last in the block first)
+    merged_order: dict[tuple[str, int], tuple[int, ...]] = field(default_factory=dict)
 
     @cached_property  # read on every estimate (ZeRO partitions, the trainable count): summed once
     def count(self) -> int:
@@ -119,6 +151,59 @@ def _shape(info: ModelInfo, module: str) -> tuple[tuple[str, int] | None, int, i
     return None, d_in, d_out, None
 
 
+def _moe_lora(info: ModelInfo, spec: JobSpec, tensors: list[TrainableTensor]
+              ) -> tuple[list[str], dict[tuple[str, int], int], dict[tuple[str, int], tuple[int, ...]]]:
+    """LoRA targets as PEFT 0.21 resolves them on a transformers-5 MoE model: the linear modules it adapts, and, for
+    the names that now denote fused expert parameters or the router's weight, their adapters (appended to `tensors`)
+    and the per-block numel of the parameters merged with them at every forward. Other models: every target module,
+    nothing merged."""
+    targets = lora_targets(info, spec.lora.target_modules)
+    family = MOE_LORA_MODEL_TYPES.get(info.model_type)
+    experts = [p for p in info.params if p.kind == "expert"]
+    if experts and kbit_prepared(spec):
+        raise MethodFieldError("method", f"{info.model_type}'s fused expert stacks are not quantized by bitsandbytes "
+                                         "(it replaces nn.Linear only); prepare_model_for_kbit_training upcasts them "
+                                         "to fp32, which transformers' grouped_mm experts refuse (they need bf16): "
+                                         "use method 'lora' on a bf16 base")
+    if family is None or not experts:
+        return targets, {}, {}
+    mapping, fused = MOE_LORA_MAPPING[family], MOE_LORA_FUSED[family]
+    given = spec.lora.target_modules
+    # "all-linear": the linears' leaf names and every mapped v4 name (PEFT _resolve_string_target_modules)
+    names = ({m.rsplit(".", 1)[-1] for m in targets} | set(mapping)) if given == "all-linear" else set(given)
+    mapped = {mapping[n] for n in names if n in mapping}
+    if not mapped:
+        return targets, {}, {}
+    for stack, parts in fused.items():
+        present = [x for x in parts if x in names]
+        if 0 < len(present) < len(parts):
+            raise MethodFieldError("lora.target_modules", f"PEFT cannot adapt {', '.join(present)} without "
+                                   f"{', '.join(sorted(set(parts) - set(present)))}: {info.model_type} fuses them "
+                                   f"into {stack}")
+    if spec.lora.dropout:
+        raise MethodFieldError("lora.dropout", f"PEFT adapts {info.model_type}'s fused experts as parameters "
+                                               f"({', '.join(sorted(mapped))}: lora.ParamWrapper), which refuses "
+                                               "lora_dropout != 0: set lora.dropout 0, or target the attention "
+                                               "projections only")
+    r, merged, order = spec.lora.r, {}, {}
+    for p in info.params:
+        leaf = p.name.rsplit(".", 1)[-1] if p.kind == "expert" else ".".join(p.name.rsplit(".", 2)[-2:])
+        if leaf not in mapped or p.layer is None:
+            continue
+        rank = r * len(fused.get(leaf, ("one",)))  # a fused stack takes the rank of each part it joins
+        experts_n = p.shape[0] if p.kind == "expert" else 1
+        n = tt.expert_lora_params(experts_n, p.shape[-2], p.shape[-1], rank)
+        tensors.append(TrainableTensor(p.name + ".lora", (n,), n, "fp32"))
+        key = (p.stack or "decoder", p.layer)
+        merged[key] = merged.get(key, 0) + p.numel
+        order.setdefault(key, []).append(p.numel)
+    # the v4 names mapped onto parameters no longer target modules (a DeepSeek dense MLP's gate/up/down included)
+    kept = [m for m in targets if m.rsplit(".", 1)[-1] not in mapping] if given == "all-linear" else \
+        [m for m in targets if not any(_matches(m, [n]) for n in names if n in mapping)]
+    # parameters are listed in forward order (router, gate_up, down): backward reaches them reversed
+    return kept, merged, {k: tuple(reversed(v)) for k, v in order.items()}
+
+
 def _head_tensors(info: ModelInfo, dtype: str) -> list[TrainableTensor]:
     return [TrainableTensor(p.name, p.shape, p.numel, dtype) for p in info.params if p.name in info.head_params]
 
@@ -142,7 +227,8 @@ def trainables(info: ModelInfo, spec: JobSpec) -> Trainables:
     if method in ("lora", "qlora"):
         tensors, adapted = list(cls_head), {}
         r = spec.lora.r
-        for module in lora_targets(info, spec.lora.target_modules):
+        module_targets, merged, merged_order = _moe_lora(info, spec, tensors)
+        for module in module_targets:
             block, d_in, d_out, lin = _shape(info, module)
             if lin is not None:
                 adapted.setdefault(block, []).append(lin)
@@ -160,7 +246,8 @@ def trainables(info: ModelInfo, spec: JobSpec) -> Trainables:
             if unmatched:
                 raise ValueError(f"{unmatched} match no linear layer of {info.model_id} (the others do); its linear "
                                  f"layers include {names}")
-        return Trainables(tensors=tuple(tensors), adapted={k: tuple(v) for k, v in adapted.items()})
+        return Trainables(tensors=tuple(tensors), adapted={k: tuple(v) for k, v in adapted.items()},
+                          merged_params=merged, merged_order=merged_order)
     submodules = 2 if info.is_encoder_decoder else 1
     if method == "prompt_tuning":
         n = tt.prompt_tuning_params(spec.num_virtual_tokens, info.hidden_size, submodules)

@@ -94,7 +94,9 @@ def test_inference_kv_cache():
                                       "mistralai/Mixtral-8x7B-v0.1", "google/gemma-2-2b", "tiiuae/falcon-7b"])
 @pytest.mark.parametrize("method", ["full", "lora", "prompt_tuning", "ia3", "adapter", "freeze"])
 def test_every_family_and_method_estimates(model_id, method):
-    e = memplan.estimate({"model": model_id, "method": method, "seq_len": 256, "gpu": "H200-141GB"})
+    # lora dropout 0: PEFT refuses dropout on Mixtral's fused experts (tests/test_moe.py)
+    e = memplan.estimate({"model": model_id, "method": method, "seq_len": 256, "gpu": "H200-141GB",
+                          "lora": {"dropout": 0.0}})
     assert e.peak_bytes > e.components["weights"] > 0
     assert 0 < e.params.trainable <= e.params.total + e.params.trainable
 

@@ -567,3 +567,36 @@ def block_backward_transient_bytes(layer: LayerShape, ctx: ActivationContext, ml
     else:
         attention += attention_backward_workspace_bytes(layer, ctx)
     return max(mlp_phase, attention - mlp_saved)
+
+
+def merged_params_saved_bytes(numel: int, weight_bytes: int) -> int:
+    """LoRA on a fused expert stack (PEFT ParamWrapper, `target_parameters`): each forward parametrizes the stack as
+    W + s * B @ A, materialized whole by one baddbmm in W's dtype and cached for the forward
+    (nn.utils.parametrize.cached); the expert matmuls save it for their input gradient, so every adapted block
+    keeps a full copy of its expert stacks (and router weight) until its backward.
+
+    Formula: numel(merged parameters of the block) * bytes(W).
+    Source: peft/tuners/lora/layer.py ParamWrapper._activate_lora, _LoraFactorsProxy.forward (torch.baddbmm);
+    traced (2 Qwen3-30B-A3B-shaped layers, LoRA all-linear: 1.21 GB of merged stacks per layer).
+    Example: Qwen3-30B-A3B, one layer (gate_up 128 x 1536 x 2048 + down 128 x 2048 x 768 + router 128 x 2048),
+      bf16: 2 * (402,653,184 + 201,326,592 + 262,144) = 1,208,483,840 B.
+    """
+    return numel * weight_bytes
+
+
+def merged_params_backward_transient_bytes(numels_backward_order: list[int], weight_bytes: int) -> int:
+    """The backward of LoRA on fused expert stacks: each expert matmul's backward makes the gradient of its whole
+    merged stack ([E, out, in] in W's dtype) before baddbmm's backward turns it into the adapters' gradients; the
+    merged stack it saved is freed after, so a later stack's gradient reuses the room of the ones done before it.
+
+    Formula: max over stacks k (in backward order) of (numel_k - sum of numel_j done before k) * bytes(W), at least 0.
+    Source: torch grouped_mm / baddbmm backward (autograd); peft ParamWrapper; traced (Qwen3-30B-A3B-shaped LoRA:
+    down_proj's gradient then gate_up_proj's, net 403 MB at the peak).
+    Example: Qwen3-30B-A3B (down 201,326,592, then gate_up 402,653,184), bf16:
+      max(201,326,592, 402,653,184 - 201,326,592) * 2 = 402,653,184 B.
+    """
+    done, peak = 0, 0
+    for n in numels_backward_order:
+        peak = max(peak, n - done)
+        done += n
+    return peak * weight_bytes

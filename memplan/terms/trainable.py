@@ -54,3 +54,16 @@ def bottleneck_adapter_params(hidden: int, adapter_size: int, num_layers: int, a
     Example: Llama-3.1-8B, m=64: 32 * 2 * (2*4096*64 + 64 + 4096) = 33,820,672.
     """
     return num_layers * adapters_per_layer * (2 * hidden * adapter_size + adapter_size + hidden)
+
+
+def expert_lora_params(experts: int, out_features: int, in_features: int, r: int) -> int:
+    """LoRA on a fused expert stack [E, out, in] (PEFT's ParamWrapper for `target_parameters`): a rank-r A and B per
+    expert, stored as A [E * r, in] and B [out, r * E]; a 2-D parameter (the router's weight) is one expert.
+
+    Formula: E * r * (in + out).
+    Source: peft/tuners/lora/layer.py ParamWrapper.update_layer / get_delta_weight (reshape to E x r x in and
+    out x r x E).
+    Example: Qwen3-30B-A3B's gate_up_proj (128 experts of 1536 x 2048) at r 16, fused from gate and up so rank 32:
+      128 * 32 * (1536 + 2048) = 14,680,064.
+    """
+    return experts * r * (in_features + out_features)

@@ -132,16 +132,19 @@ def quantized_tensor_bytes(shape: tuple[int, ...], weight_dtype: str, double_qua
 def model_weight_bytes(params: Iterable[_Param], weight_dtype: str, unquantized_dtype: str,
                        double_quant: bool = True) -> int:
     """All base weights: quantizable matrices at `weight_dtype`, everything else (embeddings, lm_head, norms,
-    biases: transformers' get_keys_to_not_convert plus non-Linear modules) at `unquantized_dtype`.
+    biases: transformers' get_keys_to_not_convert plus non-Linear modules) at `unquantized_dtype`. bitsandbytes
+    (nf4, fp4, int8) replaces nn.Linear modules only: transformers 5's fused expert stacks (3-D parameters) stay
+    unquantized (transformers integrations/bitsandbytes.py has no expert path); int4 / fp8 checkpoints quantize them.
 
     Formula: sum over quantizable p of quantized_tensor_bytes(p) + sum over the rest of numel * bytes(dtype).
     Example: a model of one 4096 x 4096 linear and one 4096 norm weight, nf4 + double quant, rest in bf16:
       8,655,872 + 8,192 = 8,664,064 B.
     """
     quantized = weight_dtype in ("int8", "nf4", "fp4", "int4", "fp8")
+    bnb = weight_dtype in ("int8", "nf4", "fp4")
     total = 0
     for p in params:
-        if quantized and p.quantizable:
+        if quantized and p.quantizable and not (bnb and len(p.shape) == 3):
             total += quantized_tensor_bytes(p.shape, weight_dtype, double_quant)
         else:
             total += dense_weight_bytes(p.numel, unquantized_dtype if quantized else weight_dtype)

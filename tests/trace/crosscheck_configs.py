@@ -36,6 +36,7 @@ def small_config(model_id: str, layers: int = 2, vocab: int = 8192) -> dict[str,
 GPT2, OPT, PYTHIA = "openai-community/gpt2", "facebook/opt-350m", "EleutherAI/pythia-410m"
 LLAMA, QWEN, GEMMA2 = "meta-llama/Llama-3.2-1B", "Qwen/Qwen2.5-0.5B", "google/gemma-2-2b"
 PHI, BERT, T5 = "microsoft/phi-2", "google-bert/bert-base-uncased", "google-t5/t5-small"
+QWEN_MOE, DEEPSEEK_V2, MIXTRAL = "Qwen/Qwen3-30B-A3B", "deepseek-ai/DeepSeek-V2-Lite", "mistralai/Mixtral-8x7B-v0.1"
 
 
 def _job(model: str, **fields: Any) -> dict[str, Any]:
@@ -108,6 +109,12 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("gemma2-infer-eager", _job(GEMMA2, task="inference", attention="eager", inference={"batch_size": 2, "prompt_len": 512, "max_new_tokens": 32})),
     ("mla-infer-bf16", {"model_config": MLA_CONFIG, "task": "inference",
                         "inference": {"batch_size": 2, "prompt_len": 1024, "max_new_tokens": 64}}),
+    # mixture of experts (transformers 5's fused experts, grouped_mm); LoRA "all-linear" adapts the expert stacks as
+    # parameters (PEFT's ParamWrapper), which needs lora_dropout 0
+    ("qwen3moe-lora-all", _job(QWEN_MOE, lora={"dropout": 0.0})),
+    ("mixtral-lora-all-gc", _job(MIXTRAL, lora={"dropout": 0.0}, gradient_checkpointing=True)),
+    ("qwen3moe-infer-bf16", _job(QWEN_MOE, task="inference", inference={"batch_size": 2, "prompt_len": 512, "max_new_tokens": 32})),
+    ("deepseekv2-infer-bf16", _job(DEEPSEEK_V2, task="inference", inference={"batch_size": 2, "prompt_len": 512, "max_new_tokens": 32})),
 ]
 
 

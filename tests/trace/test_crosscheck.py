@@ -18,7 +18,12 @@ from tests.trace.crosscheck_configs import CONFIGS, compared_bytes, traced
 
 TARGET_PCT = 2.0
 #: formula vs trace today, |%| rounded up, for the configurations outside TARGET_PCT (see the issue-5 note)
-KNOWN_GAPS: dict[str, float] = {}
+KNOWN_GAPS: dict[str, float] = {
+    # MLA prefill of DeepSeek-V2's attention (its complex-number rotary) and shared experts: 3.2% short, not found yet
+    "deepseekv2-infer-bf16": 4.0,
+    # LoRA on experts: the grouped_mm's per-route tensors the backward holds beside the merged stacks' gradient
+    "qwen3moe-lora-all": 4.0,
+}
 
 
 def test_enough_configurations():

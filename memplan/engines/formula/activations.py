@@ -36,17 +36,20 @@ def block_activations(info: ModelInfo, st: StaticTerms, ctx: act.ActivationConte
     tr = st.tr
     blocks = largest = transient = 0
     layer0 = info.layers[0]  # the bottom block, which backward reaches last: the first of its group
-    for count, layer, lora, ia3 in st.block_groups:  # identical blocks save identical tensors: one call per kind
-        one = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size)
+    for count, layer, lora, ia3, merged in st.block_groups:  # identical blocks save identical tensors: one call each
+        one = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size) + \
+            act.merged_params_saved_bytes(sum(merged), ctx.resid_bytes)
         out_adapted = act.mlp_out_adapter_saved_bytes(lora, ctx)
         # its backward transient, net of its MLP side, which is freed before its attention's backward
         one_transient = act.block_backward_transient_bytes(
-            layer, ctx, act.block_mlp_saved_bytes(layer, ctx, lora, ia3, tr.adapter_size), out_adapted)
+            layer, ctx, act.block_mlp_saved_bytes(layer, ctx, lora, ia3, tr.adapter_size), out_adapted) + \
+            act.merged_params_backward_transient_bytes(list(merged), ctx.resid_bytes)
         blocks, largest, transient = blocks + count * one, max(largest, one), max(transient, one_transient)
         if layer is layer0:
             bottom, bottom_transient = one, one_transient
             if not ctx.first_input_grad:  # under adapters it saves nothing before its first adapter
-                bottom = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size, input_grad=False)
+                bottom = act.block_activation_bytes(layer, ctx, lora, ia3, tr.adapter_size, input_grad=False) + \
+                    act.merged_params_saved_bytes(sum(merged), ctx.resid_bytes)
                 blocks -= one - bottom
                 bottom_transient = act.block_backward_transient_bytes(layer, ctx, act.block_mlp_saved_bytes(
                     layer, ctx, lora, ia3, tr.adapter_size, input_grad=False), out_adapted)
@@ -74,7 +77,7 @@ def block_activations(info: ModelInfo, st: StaticTerms, ctx: act.ActivationConte
             masks = stacks * (info.outer_dropouts - 1) + (stacks if ctx.first_input_grad else 0)
             persistent += masks * act.dropout_mask_bytes(T, h)
     lora_transient = recompute = 0
-    for _, layer, lora, _ in st.block_groups:
+    for _, layer, lora, _, _ in st.block_groups:
         for lin in lora:
             in_bytes = act.linear_input_bytes(layer, lin.group, ctx)
             one = act.lora_forward_transient_bytes(T, lin.d_in, in_bytes, ctx.adapter_input_bytes, ctx.autocast,

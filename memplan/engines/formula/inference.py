@@ -41,8 +41,15 @@ def inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list
         return kv.kv_cache_bytes(layers, info.num_kv_heads, info.head_dim, b, tokens, kvb)
 
     prefill_tokens = b * prompt
-    transient = kv.prefill_transient_bytes(prefill_tokens, info.hidden_size, widest.intermediate_size,
-                                           widest.gated_mlp, c)
+
+    def block_transient(tokens: int) -> int:
+        """The largest working set of a block over `tokens` tokens: a dense MLP's, or the routed experts'."""
+        return max(kv.moe_prefill_transient_bytes(tokens, info.hidden_size, s.intermediate_size,
+                                                  s.experts_per_token, c) if s.experts else
+                   kv.prefill_transient_bytes(tokens, info.hidden_size, s.intermediate_size, s.gated_mlp, c)
+                   for s in dec)
+
+    transient = block_transient(prefill_tokens)
 
     def mla_attention(new: int, cached: int) -> int:
         """An MLA layer's attention: the keys and values expanded from every cached token, beside the queries,
@@ -73,7 +80,7 @@ def inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list
         # larger of its two cached tensors)
         width = (info.num_kv_heads, info.head_dim) if not info.mla else (1, info.mla[0])
         append = 0 if static else kv.kv_append_transient_bytes(*width, b, total, kvb)
-        step = kv.prefill_transient_bytes(b, info.hidden_size, widest.intermediate_size, widest.gated_mlp, c)
+        step = block_transient(b)
         if info.mla:
             step = max(step, mla_attention(1, total))
         phases.append(Phase("decode", {"weights": weights, "kv_cache": decode_kv, "activations": step,

@@ -79,7 +79,8 @@ class StaticTerms:
     grads_head: int  # gradients alive when backward enters the top block: the head's, the final norm's
     grads_embedding: int  # input-embedding gradients not tied to the head, made at the very end of backward
     grads_tied: int  # the tied embedding / lm_head gradient, summed from both uses at the very end
-    block_groups: tuple[tuple[int, Any, tuple, tuple], ...]  # (count, layer, lora, ia3) of identical blocks
+    #: (count, layer, lora, ia3, merged expert numels in backward order) of identical blocks
+    block_groups: tuple[tuple[int, Any, tuple, tuple, tuple], ...]
 
 
 @lru_cache(maxsize=1024)
@@ -124,7 +125,8 @@ def _compute_static(info: ModelInfo, spec: JobSpec) -> StaticTerms:
     try:
         tr = trainables(info, spec)
     except ValueError as exc:
-        field = "lora.target_modules" if spec.method in ("lora", "qlora") else "method"
+        field = getattr(exc, "field", None) or ("lora.target_modules" if spec.method in ("lora", "qlora")
+                                                 else "method")
         raise SpecError([(field, str(exc))]) from None
     weights = base_weights(info, spec.weight_dtype, unquantized_dtype(spec), spec.double_quant)
     if spec.method not in ("full", "freeze"):  # adapters (and PEFT's trainable head copies) are extra parameters
@@ -133,8 +135,8 @@ def _compute_static(info: ModelInfo, spec: JobSpec) -> StaticTerms:
     groups: dict[tuple, list] = {}
     for layer in info.layers:
         key = (layer.stack, layer.index)
-        lora, ia3 = tr.adapted.get(key, ()), tr.ia3.get(key, ())
-        groups.setdefault((replace(layer, index=0), lora, ia3), [0, layer, lora, ia3])[0] += 1
+        lora, ia3, merged = tr.adapted.get(key, ()), tr.ia3.get(key, ()), tr.merged_order.get(key, ())
+        groups.setdefault((replace(layer, index=0), lora, ia3, merged), [0, layer, lora, ia3, merged])[0] += 1
     grads_where = _gradients_by_place(info, tr)
     return StaticTerms(
         tr=tr, weights=weights, grads=gradient_bytes((t.numel, t.dtype) for t in tr.tensors), **grads_where,

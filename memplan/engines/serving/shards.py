@@ -60,10 +60,11 @@ def served_weight_bytes(info: ModelInfo, weight_dtype: str, rest_dtype: str, dou
     """Weights on one GPU: quantizable matrices at `weight_dtype` (on their per-GPU shape), the rest at
     `rest_dtype`; a tied head is the embedding itself (listed once)."""
     quantized = weight_dtype in ("int8", "nf4", "fp4", "int4", "fp8")
+    bnb = weight_dtype in ("int8", "nf4", "fp4")  # bitsandbytes quantizes linears, not fused expert stacks
     total = 0
     for p in info.params:
         shape = rank_shape(p, info, tp)
-        if quantized and p.quantizable:
+        if quantized and p.quantizable and not (bnb and p.kind == "expert"):
             total += quantized_tensor_bytes(shape, weight_dtype, double_quant)
         else:
             numel = 1

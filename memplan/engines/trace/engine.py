@@ -137,4 +137,4 @@ def _place_held_states(r: ResolvedJob, one_gpu: Any, phases: list[Phase], outsid
 def _attention_workspace(r: ResolvedJob) -> int:
     st = static_terms(r.info, r.spec)
     ctx = activation_context(r.info, r.spec, st.tr, r.attention)
-    return max((attention_backward_workspace_bytes(layer, ctx) for _, layer, _, _ in st.block_groups), default=0)
+    return max((attention_backward_workspace_bytes(layer, ctx) for _, layer, *_ in st.block_groups), default=0)
