@@ -167,23 +167,66 @@ def remote_code_ignored(raw: dict) -> bool:
 
 
 def _refuse_remote_code(raw: dict) -> None:
-    if (raw.get("auto_map") or raw.get("trust_remote_code")) and not _native(raw.get("model_type")):
+    if (raw.get("auto_map") or raw.get("trust_remote_code")) and not _native(raw.get("model_type")) \
+            and approximation(raw) is None:
         names = sorted(raw["auto_map"]) if isinstance(raw.get("auto_map"), dict) else []
-        raise ArchitectureError(f"this config needs remote code (auto_map: {names}); memplan never executes code "
-                                "from a model repository", "model_config")
+        raise ArchitectureError(f"this config needs remote code (auto_map: {names}) and does not state the numbers "
+                                f"an approximation needs ({', '.join(_missing_numbers(raw))}); memplan never "
+                                "executes code from a model repository", "model_config")
+
+
+#: what a config must state to be approximated by a native architecture: (what, the spellings model repos use)
+_NUMBERS = (("hidden size", ("hidden_size", "n_embd", "d_model", "hidden_dim")),
+            ("layers", ("num_hidden_layers", "n_layer", "num_layers", "n_layers")),
+            ("attention heads", ("num_attention_heads", "n_head", "num_heads", "n_heads")),
+            ("MLP width", ("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim")),
+            ("vocabulary", ("vocab_size", "padded_vocab_size")))
+_KV_HEADS = ("num_key_value_heads", "multi_query_group_num", "num_kv_heads", "n_head_kv", "n_kv_heads")
+_POSITIONS = ("max_position_embeddings", "seq_length", "n_positions", "max_seq_len")
+
+
+def _first(raw: dict, names: tuple[str, ...]) -> Any:
+    return next((raw[n] for n in names if isinstance(raw.get(n), int) and not isinstance(raw.get(n), bool)), None)
+
+
+def _missing_numbers(raw: dict) -> list[str]:
+    return [what for what, names in _NUMBERS if _first(raw, names) is None]
+
+
+def approximation(raw: dict) -> dict | None:
+    """For a config whose model_type transformers does not ship (a model that needs remote code, which memplan never
+    runs): a Llama config with the numbers it states (hidden size, layers, heads, key/value heads, MLP width,
+    vocabulary, positions, tied embeddings), so the estimate is approximate but exact in weights of that shape;
+    None when a number is missing or the type is native."""
+    if _native(raw.get("model_type")) or _missing_numbers(raw):
+        return None
+    (h, layers, heads, inter, vocab) = (_first(raw, names) for _, names in _NUMBERS)
+    out = {"model_type": "llama", "hidden_size": h, "num_hidden_layers": layers, "num_attention_heads": heads,
+           "num_key_value_heads": _first(raw, _KV_HEADS) or heads, "intermediate_size": inter, "vocab_size": vocab,
+           "tie_word_embeddings": bool(raw.get("tie_word_embeddings", False))}
+    positions = _first(raw, _POSITIONS)
+    if positions:
+        out["max_position_embeddings"] = positions
+    if isinstance(raw.get("head_dim"), int):
+        out["head_dim"] = raw["head_dim"]
+    return out
 
 
 def _make_config(raw: dict) -> Any:
     from transformers import CONFIG_MAPPING
 
     _refuse_remote_code(raw)
+    approximated = approximation(raw) if raw.get("model_type") not in CONFIG_MAPPING else None
+    if approximated is not None:
+        raw = approximated
     model_type = raw.get("model_type")
     if model_type not in CONFIG_MAPPING:
         import transformers
 
         raise ArchitectureError(
             f"unknown model_type '{model_type}': transformers {transformers.__version__} has no built-in "
-            "implementation (a model that needs remote code is refused; memplan never executes it)"
+            f"implementation, and the config does not state {', '.join(_missing_numbers(raw))} to approximate it "
+            "by (memplan never executes a model repository's code)"
         )
     # a deep copy: transformers edits nested dicts in place (rope_scaling gains rope_theta), which would change
     # the shared catalog entry and every hash taken of it afterwards

@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from memplan import catalog
-from memplan.architecture import (ArchitectureError, ModelInfo, introspect, load_config, looks_like_path,
-                                  model_cache, remote_code_ignored)
+from memplan.architecture import (ArchitectureError, ModelInfo, approximation, introspect, load_config,
+                                  looks_like_path, model_cache, remote_code_ignored)
 from memplan.spec import GpuMemorySpec, JobSpec, SpecError, UnknownIdError, parse_spec
 from memplan.terms import overhead as ov
 from memplan.terms.dtypes import GIB
@@ -57,6 +57,7 @@ def resolve(job: dict[str, Any] | JobSpec, allow_path: bool = False) -> Resolved
     raw = _raw_config(spec, allow_path)
     if raw is not None:
         _note_ignored_remote_code(raw, info, notes)
+        _note_approximated(raw, notes)
     spec = resolve_weights(spec, raw, notes)
     spec = resolve_precision(spec, gpu.id, cc, notes)
     attention = resolve_attention(info, spec, notes)
@@ -160,6 +161,16 @@ def resolve_weights(spec: JobSpec, raw: dict | None, notes: list[str]) -> JobSpe
     notes.append(f"weight_dtype {dtype}: the checkpoint's quantization_config ({what}); set weight_dtype to "
                  "override it")
     return resolved
+
+
+def _note_approximated(raw: dict, notes: list[str]) -> None:
+    """A model_type transformers does not ship, estimated as a Llama of its stated numbers: say so."""
+    if approximation(raw) is not None:
+        notes.append(f"warning: approximate: transformers does not ship model_type '{raw.get('model_type')}' (its "
+                     "code is in the model repository, which memplan never runs); estimated as a Llama-architecture "
+                     "decoder with the config's numbers (hidden size, layers, heads, key/value heads, MLP width, "
+                     "vocabulary): weights of that shape are exact, layer details (norms, biases, attention and "
+                     "MLP kinds) may differ")
 
 
 def _note_ignored_remote_code(raw: dict, info: ModelInfo, notes: list[str]) -> None:

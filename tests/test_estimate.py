@@ -177,9 +177,19 @@ def test_remote_code_for_a_model_transformers_ships_is_ignored_with_a_note():
         e = memplan.estimate({"model_config": {**cfg, **extra}})
         assert e.peak_bytes == plain.peak_bytes
         assert any("auto_map / trust_remote_code was ignored: transformers ships phi" in a for a in e.assumptions)
-    with pytest.raises(SpecError) as err:  # a model_type transformers does not ship still needs remote code
-        memplan.estimate({"model_config": {**cfg, "model_type": "phi_custom", "auto_map": {"AutoConfig": "x.Y"}}})
+    # a model_type transformers does not ship: approximated as a Llama of its numbers, with a warning (phi-2's 51,200
+    # vocabulary, 2560 wide, 32 layers of 32 heads, MLP 10,240; a Llama of those shapes has gated MLPs and no biases)
+    custom = {**cfg, "model_type": "phi_custom", "auto_map": {"AutoConfig": "x.Y"}}
+    e = memplan.estimate({"model_config": custom})
+    assert e.model.model_type == "llama"
+    assert e.params.total == 2 * 51_200 * 2560 + 32 * (4 * 2560 * 2560 + 3 * 2560 * 10_240 + 2 * 2560) + 2560
+    assert any(a.startswith("warning: approximate: transformers does not ship model_type 'phi_custom'")
+               for a in e.assumptions)
+    with pytest.raises(SpecError) as err:  # without the numbers it still needs remote code, which never runs
+        memplan.estimate({"model_config": {"model_type": "phi_custom", "auto_map": {"AutoConfig": "x.Y"},
+                                           "hidden_size": 2560}})
     assert err.value.errors[0][0] == "model_config" and "never executes code" in err.value.errors[0][1]
+    assert "layers, attention heads, MLP width, vocabulary" in err.value.errors[0][1]
 
 
 def test_a_checkpoints_quantization_config_sets_the_weights():
