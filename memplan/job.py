@@ -92,10 +92,14 @@ def model_info(spec: JobSpec, allow_path: bool = False) -> ModelInfo:
 
 
 def _raw_config(spec: JobSpec, allow_path: bool) -> dict | None:
-    """The config.json a user gave (inline, or a path in the CLI); None for a catalog model (catalog configs carry
-    no quantization_config or auto_map)."""
+    """The config.json a user gave (inline, or a path in the CLI), or a catalog model's when it carries the
+    checkpoint's quantization_config (gpt-oss's MXFP4); None for other catalog models."""
     if spec.inline_config is None and not (allow_path and spec.model and looks_like_path(spec.model)):
-        return None
+        try:
+            config = catalog.get_model(spec.model).config if spec.model else None
+        except catalog.CatalogError:
+            return None
+        return config if config and "quantization_config" in config else None
     return load_config(spec.model, spec.inline_config, allow_path=True)[1]
 
 
@@ -127,6 +131,8 @@ def checkpoint_quantization(raw: dict) -> tuple[str, dict, str] | None:
         group = qc.get("group_size", 128)
         same = "" if group == 128 else f"; its group size {group} is counted as 128"
         return "int4", {}, f"{method.upper()} 4-bit{same}"
+    if method == "mxfp4":
+        return "mxfp4", {}, "MXFP4 expert stacks (4.25 bits), the rest in bf16 (modules_to_not_convert)"
     if method in ("fp8", "fbgemm_fp8"):
         return "fp8", {}, f"{method} (one byte per weight and its scales; served, not trained)"
     if method == "compressed-tensors":

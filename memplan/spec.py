@@ -15,7 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, Validatio
 Task = Literal["train", "inference", "serve"]
 Head = Literal["auto", "causal_lm", "seq2seq_lm", "masked_lm", "sequence_classification", "token_classification"]
 Method = Literal["full", "lora", "qlora", "freeze", "prompt_tuning", "prefix_tuning", "ia3", "adapter"]
-WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "int8", "nf4", "fp4", "int4", "fp8"]
+WeightDtype = Literal["auto", "fp32", "bf16", "fp16", "int8", "nf4", "fp4", "int4", "fp8", "mxfp4"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 Optimizer = Literal[
     "adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "sgd_momentum", "adafactor", "lion", "none"
@@ -27,7 +27,7 @@ Allocator = Literal["default", "expandable_segments"]
 Parallelism = Literal["auto", "none", "ddp", "fsdp", "deepspeed"]
 QuantStorage = Literal["auto", "uint8", "bf16", "fp16", "fp32"]
 
-QUANTIZED_DTYPES = ("int8", "nf4", "fp4", "int4", "fp8")
+QUANTIZED_DTYPES = ("int8", "nf4", "fp4", "int4", "fp8", "mxfp4")
 #: what zero_stage names under parallelism fsdp (torch.distributed.fsdp.ShardingStrategy)
 FSDP_STRATEGY = {3: "FULL_SHARD", 2: "SHARD_GRAD_OP", 0: "NO_SHARD"}
 
@@ -338,6 +338,10 @@ class JobSpec(StrictModel):
                                                           "checkpointing (peft refuses it when the adapter is set up)")
         if self.zero_stage and self.task != "train":
             raise FieldConflict("zero_stage", "zero_stage applies to training; use task 'train' or zero_stage 0")
+        if self.weight_dtype == "mxfp4" and self.task == "train":
+            raise FieldConflict("weight_dtype", "MXFP4 experts are not trained as such: fine-tuning dequantizes them on "
+                                                "load (transformers Mxfp4Config(dequantize=True)); set weight_dtype "
+                                                "bf16")
         if self.weight_dtype == "fp8" and self.task != "serve":
             raise FieldConflict("weight_dtype", "weight_dtype 'fp8' (fp8 checkpoints) is modelled for serving "
                                                 "only: use task 'serve'")

@@ -216,10 +216,12 @@ def test_a_checkpoints_quantization_config_sets_the_weights():
     e = memplan.estimate({"model_config": {**cfg, "quantization_config": bnb4}, **inf})
     assert ("weight_dtype nf4: the checkpoint's quantization_config (bitsandbytes 4-bit nf4, double quant); set "
             "weight_dtype to override it") in e.assumptions
-    for qc in ({"quant_method": "mxfp4"}, {"quant_method": "gptq", "bits": 8}):
+    for qc in ({"quant_method": "gptq", "bits": 8}, {"quant_method": "compressed-tensors", "config_groups": {}}):
         with pytest.raises(SpecError) as err:
             weights(qc)
         assert err.value.errors[0][0] == "weight_dtype" and "does not model yet" in err.value.errors[0][1]
+    # MXFP4 quantizes expert stacks only: a dense Llama's weights are unchanged by it
+    assert weights({"quant_method": "mxfp4"}) == weights()
     with pytest.raises(SpecError) as err:  # an fp8 checkpoint is modelled as served (task serve), not generated
         weights({"quant_method": "fp8"})
     assert err.value.errors[0][0] == "weight_dtype" and "serving only" in err.value.errors[0][1]

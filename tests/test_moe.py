@@ -67,3 +67,19 @@ def test_bitsandbytes_leaves_fused_experts_in_the_load_dtype():
     nf4 = memplan.estimate({"model": "mistralai/Mixtral-8x7B-v0.1", "task": "inference", "weight_dtype": "nf4"})
     bf16 = memplan.estimate({"model": "mistralai/Mixtral-8x7B-v0.1", "task": "inference"})
     assert 2 * experts < nf4.components["weights"] < bf16.components["weights"]
+
+
+def test_gpt_oss_serves_its_mxfp4_experts_and_refuses_training_them():
+    """gpt-oss-20b's config carries quant_method mxfp4: its 19.1B expert weights at 4.25 bits and the rest (embedding,
+    head, attention, router) in bf16; fine-tuning dequantizes them, so a train job must say bf16."""
+    info = introspect("openai/gpt-oss-20b")
+    experts = sum(p.numel for p in info.params if p.kind == "expert")
+    rest = info.total_params - experts
+    e = memplan.estimate({"model": "openai/gpt-oss-20b", "task": "inference"})
+    assert abs(e.components["weights"] - (experts * 4.25 / 8 + 2 * rest)) < 2**20
+    with pytest.raises(SpecError) as err:
+        memplan.estimate({"model": "openai/gpt-oss-20b"})
+    assert err.value.errors[0][0] == "weight_dtype" and "dequantize" in err.value.errors[0][1]
+    trained = memplan.estimate({"model": "openai/gpt-oss-20b", "weight_dtype": "bf16", "lora": {"dropout": 0.0},
+                                "gradient_checkpointing": True, "gpu": "H200-141GB"})
+    assert trained.components["weights"] > 2 * info.total_params

@@ -104,6 +104,18 @@ def fp8_weight_bytes(out_features: int, in_features: int, block: int | None = No
     return allocation_bytes(out_features * in_features) + allocation_bytes(4 * scales)
 
 
+def mxfp4_weight_bytes(numel: int) -> int:
+    """An MXFP4 tensor (OCP microscaling FP4, gpt-oss's expert stacks): 4-bit values packed two per byte (the
+    "_blocks" uint8 tensor) and one 8-bit power-of-two scale per 32 values (the "_scales" uint8 tensor).
+
+    Formula: n/2 + n/32 bytes = 4.25 bits per weight, each allocation rounded to 512 B.
+    Source: transformers integrations/mxfp4.py (gate_up_proj_blocks / _scales, 32-value blocks of 16 bytes).
+    Example: gpt-oss-20b's gate_up_proj of one layer (32 experts x 2880 x 5760 = 530,841,600 values):
+      265,420,800 + 16,588,800 = 282,009,600 B.
+    """
+    return allocation_bytes(numel // 2) + allocation_bytes(numel // 32)
+
+
 class _Param(Protocol):
     shape: tuple[int, ...]
     numel: int
@@ -126,7 +138,22 @@ def quantized_tensor_bytes(shape: tuple[int, ...], weight_dtype: str, double_qua
         return mats * int4_gptq_weight_bytes(out_f, in_f)
     if weight_dtype == "fp8":
         return mats * fp8_weight_bytes(out_f, in_f)
+    if weight_dtype == "mxfp4":
+        return mxfp4_weight_bytes(mats * out_f * in_f)
     return mats * dense_weight_bytes(out_f * in_f, weight_dtype)
+
+
+def quantizes(weight_dtype: str, shape: tuple[int, ...]) -> bool:
+    """Whether a quantizable parameter of this shape is stored at `weight_dtype`: bitsandbytes (nf4, fp4, int8)
+    replaces nn.Linear modules only, so transformers 5's fused expert stacks (3-D) stay in the load dtype
+    (transformers integrations/bitsandbytes.py has no expert path); MXFP4 checkpoints quantize the expert stacks
+    only (gpt-oss: attention, router, embeddings and head in modules_to_not_convert); int4 and fp8 both.
+    Example: quantizes("nf4", (8, 28672, 4096)) is False; quantizes("mxfp4", (4096, 4096)) is False."""
+    if weight_dtype in ("nf4", "fp4", "int8"):
+        return len(shape) != 3
+    if weight_dtype == "mxfp4":
+        return len(shape) == 3
+    return True
 
 
 def model_weight_bytes(params: Iterable[_Param], weight_dtype: str, unquantized_dtype: str,
@@ -140,11 +167,10 @@ def model_weight_bytes(params: Iterable[_Param], weight_dtype: str, unquantized_
     Example: a model of one 4096 x 4096 linear and one 4096 norm weight, nf4 + double quant, rest in bf16:
       8,655,872 + 8,192 = 8,664,064 B.
     """
-    quantized = weight_dtype in ("int8", "nf4", "fp4", "int4", "fp8")
-    bnb = weight_dtype in ("int8", "nf4", "fp4")
+    quantized = weight_dtype in ("int8", "nf4", "fp4", "int4", "fp8", "mxfp4")
     total = 0
     for p in params:
-        if quantized and p.quantizable and not (bnb and len(p.shape) == 3):
+        if quantized and p.quantizable and quantizes(weight_dtype, p.shape):
             total += quantized_tensor_bytes(p.shape, weight_dtype, double_quant)
         else:
             total += dense_weight_bytes(p.numel, unquantized_dtype if quantized else weight_dtype)

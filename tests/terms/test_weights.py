@@ -79,3 +79,12 @@ def test_model_weight_bytes_keeps_norms_in_float():
 
 def test_autocast_copies_8b():
     assert autocast_weight_copies_bytes(7_504_658_432, "bf16") == 15_009_316_864
+
+
+def test_mxfp4_and_which_tensors_each_format_quantizes():
+    from memplan.terms.weights import mxfp4_weight_bytes, quantizes
+
+    assert mxfp4_weight_bytes(32 * 2880 * 5760) == 282_009_600  # 4.25 bits per weight
+    assert quantizes("nf4", (4096, 4096)) and not quantizes("nf4", (8, 28672, 4096))
+    assert quantizes("mxfp4", (32, 5760, 2880)) and not quantizes("mxfp4", (4096, 2880))
+    assert quantizes("int4", (8, 28672, 4096)) and quantizes("fp8", (4096, 4096))

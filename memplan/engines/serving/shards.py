@@ -9,7 +9,7 @@ from functools import lru_cache
 from memplan.architecture import model_cache
 from memplan.model_info import ModelInfo, ParamInfo
 from memplan.terms import tensor_parallel as tpt
-from memplan.terms.weights import dense_weight_bytes, quantized_tensor_bytes
+from memplan.terms.weights import dense_weight_bytes, quantized_tensor_bytes, quantizes
 
 
 def _token_embedding(p: ParamInfo, info: ModelInfo) -> bool:
@@ -59,12 +59,11 @@ def _attention_rows(d_out: int, heads: int, kv_heads: int, head_dim: int, tp: in
 def served_weight_bytes(info: ModelInfo, weight_dtype: str, rest_dtype: str, double_quant: bool, tp: int) -> int:
     """Weights on one GPU: quantizable matrices at `weight_dtype` (on their per-GPU shape), the rest at
     `rest_dtype`; a tied head is the embedding itself (listed once)."""
-    quantized = weight_dtype in ("int8", "nf4", "fp4", "int4", "fp8")
-    bnb = weight_dtype in ("int8", "nf4", "fp4")  # bitsandbytes quantizes linears, not fused expert stacks
+    quantized = weight_dtype in ("int8", "nf4", "fp4", "int4", "fp8", "mxfp4")
     total = 0
     for p in info.params:
         shape = rank_shape(p, info, tp)
-        if quantized and p.quantizable and not (bnb and p.kind == "expert"):
+        if quantized and p.quantizable and quantizes(weight_dtype, p.shape):
             total += quantized_tensor_bytes(shape, weight_dtype, double_quant)
         else:
             numel = 1
