@@ -1,6 +1,6 @@
-"""The two engines on 44 small configurations (tests/trace/crosscheck_configs.py): 9 architectures, every method,
-checkpointing on and off, eager and sdpa, AMP and pure bf16, AdamW (fused / foreach), 8-bit and paged AdamW, SGD,
-Adafactor, inference.
+"""The two engines on 50 small configurations (tests/trace/crosscheck_configs.py): 13 architectures (mixture of
+experts and multi-head latent attention among them), every method, checkpointing on and off, eager and sdpa, AMP and
+pure bf16, AdamW (fused / foreach), 8-bit and paged AdamW, SGD, Adafactor, inference.
 
 The target is agreement of peak allocated within TARGET_PCT. The trace runs the real code and matches the stored
 CUDA runs to about 1% (docs/accuracy-trace.md), so where the engines disagree the formula is the one to fix.
