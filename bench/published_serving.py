@@ -12,7 +12,6 @@ Run: python bench/published_serving.py
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import sys
 from pathlib import Path

@@ -178,7 +178,7 @@ def assemble_serving(r: ResolvedJob, b: ServingBudget, components: dict[str, int
     GPU. `range` brackets that need: the modelled non-KV bytes (`non_kv_bytes`, activations, non-torch, graphs)
     times the measured / estimated ratios of the published startup logs (calibration.json, engine "serving").
     """
-    spec, info, gpu = r.spec, r.info, r.gpu
+    info, gpu = r.info, r.gpu
     peak = sum(components.values())
     context = components.get("cuda_context", 0)
     allocated = components["weights"] + components.get("lora_slots", 0) + components["kv_cache"] + \

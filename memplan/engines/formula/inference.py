@@ -24,7 +24,6 @@ def inference_phases(info: ModelInfo, spec: JobSpec, attention: str, notes: list
     b, prompt, total = inf.batch_size * inf.num_beams, inf.prompt_len, inf.prompt_len + inf.max_new_tokens
     static = inf.cache_implementation == "static"
     dec = [s for s in info.layers if s.stack == "decoder"]
-    widest = max(info.layers, key=lambda s: s.intermediate_size)
     logits_last = lg.logits_bytes(b, info.vocab_size, c + 4)  # last position, and generate()'s fp32 copy
     if inf.num_beams > 1:
         logits_last += lg.beam_search_scores_bytes(b, info.vocab_size)

@@ -93,7 +93,8 @@ def static_key(spec: JobSpec) -> tuple:
     targets = spec.lora.target_modules
     return (spec.task, spec.method, spec.weight_dtype, spec.mixed_precision, spec.double_quant, spec.optimizer,
             spec.optimizer_impl, spec.lora.r, spec.lora.dropout,  # dropout: PEFT refuses it on fused experts
-            targets if isinstance(targets, str) else tuple(targets), spec.num_virtual_tokens, spec.adapter_size, kbit_prepared(spec))
+            targets if isinstance(targets, str) else tuple(targets), spec.num_virtual_tokens, spec.adapter_size,
+            kbit_prepared(spec))
 
 
 _STATIC_CACHE: dict[tuple, StaticTerms] = {}

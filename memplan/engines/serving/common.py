@@ -68,7 +68,7 @@ def kv_groups(job: ResolvedJob) -> list[KvGroup]:
     """The model's attention layers by kind: full-attention layers, and sliding-window layers (Gemma 2/3, Mistral
     v0.1) with their window."""
     info = job.info
-    layers = sum(1 for s in info.layers if s.stack == "decoder")
+    layers = info.num_layers  # decoder layers: serve jobs are decoder-only
     sliding = info.sliding_window_layers if info.sliding_window else 0
     out = []
     if layers - sliding:
@@ -127,11 +127,19 @@ def largest_len(kinds: list[KvGroup], group_size: int, blocks: int, batched_toke
     return lo
 
 
-def kv_bytes_per_token(job: ResolvedJob, kv_heads_per_rank: int) -> int:
-    """KV bytes one token takes in every attention layer on one GPU (before paging)."""
-    info = job.info
-    layers = sum(1 for s in info.layers if s.stack == "decoder")
-    return pkv.attention_page_bytes(1, kv_heads_per_rank, info.head_dim, dtype_bytes(kv_dtype(job))) * layers
+def max_model_len_cap(job: ResolvedJob) -> int:
+    """The longest request the engines allow by default: the model's max_position_embeddings (131,072 when the
+    config states none)."""
+    return job.info.max_positions or 131072
+
+
+def kv_layout_note(job: ResolvedJob, kv_heads_per_rank: int) -> str:
+    """What one GPU caches per token and layer, said the same way for both engines."""
+    info, tp = job.info, job.spec.serving.tensor_parallel_size
+    if info.mla:
+        return f"the multi-head latent attention's {info.kv_latent_size}-value latent per layer, whole on every GPU"
+    replicated = ", replicated" if tp > info.num_kv_heads else ""
+    return f"{kv_heads_per_rank} KV head(s) of {info.head_dim} per GPU (of {info.num_kv_heads}{replicated})"
 
 
 def rope_bytes(job: ResolvedJob, dtype: str) -> int:

@@ -5,8 +5,8 @@ as vLLM shards them), the LoRA pool and the KV pool; activations and CUDA graphs
 from __future__ import annotations
 
 from memplan.engines.serving import shards
-from memplan.engines.serving.common import (Budget, cuda_total_bytes, kv_dtype, kv_groups, model_dtype,
-                                            rope_bytes)
+from memplan.engines.serving.common import (Budget, cuda_total_bytes, kv_dtype, kv_groups, kv_layout_note,
+                                            max_model_len_cap, model_dtype, rope_bytes)
 from memplan.job import ResolvedJob
 from memplan.result import ServingBudget
 from memplan.terms import kv_cache as kvt
@@ -54,10 +54,11 @@ def budget(job: ResolvedJob) -> Budget:
         gpu_mib, tp, chunk, decode_bs, sgt.prefill_graph_sizes(chunk))
     init = sgt.INIT_BYTES + (sgt.NCCL_INIT_BYTES if tp > 1 else 0)
     free_before_load = total - init
-    weights = shards.served_weight_bytes(info, spec.weight_dtype, dtype, spec.double_quant, tp) + rope_bytes(job, dtype)
+    weights = (shards.served_weight_bytes(info, spec.weight_dtype, dtype, spec.double_quant, tp)
+               + rope_bytes(job, dtype))
     lora = lora_bytes(job, dtype, tp)
     pool = sgt.kv_pool_bytes(free_before_load, fraction, weights, lora)
-    layers = sum(1 for s in info.layers if s.stack == "decoder")
+    layers = info.num_layers
     heads = tpt.kv_heads_per_rank(info.num_kv_heads, tp)
     if info.mla:  # SGLang's MLATokenToKVPool: the latent per token and layer
         cell = pkv.mla_page_bytes(1, info.kv_latent_size, dtype_bytes(kv_dtype(job))) * layers
@@ -65,7 +66,7 @@ def budget(job: ResolvedJob) -> Budget:
         cell = pkv.token_pool_cell_bytes(heads, info.head_dim, layers, dtype_bytes(kv_dtype(job)))
     page = sv.block_size or 1
     tokens = sgt.pool_tokens(pool, cell, page)
-    max_len = (info.max_positions or 131072) if sv.max_model_len in (None, -1) else sv.max_model_len
+    max_len = max_model_len_cap(job) if sv.max_model_len in (None, -1) else sv.max_model_len
     request_kv = -(-max_len // page) * page * cell
     widest = max(info.layers, key=lambda s: s.intermediate_size)
     activations = kvt.prefill_transient_bytes(chunk, info.hidden_size,
@@ -78,8 +79,7 @@ def budget(job: ResolvedJob) -> Budget:
              f"elsewhere); mem_fraction_static {fraction:g}"
              + ("" if sv.gpu_memory_utilization else " (SGLang's default for this GPU and TP)")
              + f" of the {free_before_load / GIB:.2f} GiB free before loading holds weights, LoRA pool and KV pool",
-             f"KV pool: {kv_dtype(job)}, {heads} KV head(s) of {info.head_dim} per GPU, {cell:,} B per token, "
-             f"page {page}",
+             f"KV pool: {kv_dtype(job)}, {kv_layout_note(job, heads)}, {cell:,} B per token, page {page}",
              f"activations and CUDA graphs live outside the static share: the prefill chunk's working set "
              f"({chunk} tokens) and the graph reserve SGLang itself sets aside (2 MiB per decode batch size up to "
              f"{decode_bs}, 8 MiB per prefill graph), priors not checked against a log"]
@@ -95,7 +95,8 @@ def budget(job: ResolvedJob) -> Budget:
     slot = lora // sv.max_loras if sv.max_loras else 0
     serving = ServingBudget(
         engine="sglang", engine_version=VERSION, tensor_parallel_size=tp, gpu_memory_utilization=fraction,
-        cuda_total_bytes=total, requested_bytes=requested, weights_bytes=weights + lora, lora_bytes=lora, activation_bytes=activations,
+        cuda_total_bytes=total, requested_bytes=requested, weights_bytes=weights + lora, lora_bytes=lora,
+        activation_bytes=activations,
         cuda_graph_bytes=graphs, cuda_graph_in_budget=False, non_torch_bytes=0, kv_cache_bytes=pool,
         kv_cache_tokens=tokens, max_concurrency=round(tokens / max_len, 2) if max_len else 0.0,
         max_model_len=max_len, max_num_seqs=seqs, max_num_batched_tokens=chunk, block_size=page,

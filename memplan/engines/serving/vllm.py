@@ -1,13 +1,14 @@
 """vLLM V1's memory budget at startup, per GPU (rules and defaults of v0.21, which v0.19-v0.27 share but for the
-defaults named in memplan.terms.vllm, where each term has its source): weights sharded by tensor parallelism with the LoRA slots, the profile run at max_num_batched_tokens, the
-memory outside torch, CUDA graphs, and the paged KV cache that gets the rest."""
+defaults named in memplan.terms.vllm, where each term has its source): weights sharded by tensor parallelism with
+the LoRA slots, the profile run at max_num_batched_tokens, the memory outside torch, CUDA graphs, and the paged KV
+cache that gets the rest."""
 
 from __future__ import annotations
 
 from memplan.engines.serving import shards
 from memplan.engines.serving.common import (Budget, cuda_total_bytes, group_count, kv_dtype, kv_groups,
-                                            largest_len, model_dtype, request_blocks, rope_bytes,
-                                            uniform_group_size)
+                                            kv_layout_note, largest_len, max_model_len_cap, model_dtype,
+                                            request_blocks, rope_bytes, uniform_group_size)
 from memplan.job import ResolvedJob
 from memplan.result import ServingBudget
 from memplan.terms import kv_cache as kvt
@@ -54,11 +55,11 @@ def budget(job: ResolvedJob) -> Budget:
     total, total_note = cuda_total_bytes(job)
     utilization = sv.gpu_memory_utilization or vt.DEFAULT_UTILIZATION
     requested = vt.requested_bytes(total, utilization)
-    default_tokens, default_seqs = vt.serve_batch_limits(job.gpu.memory_bytes / GIB, (job.gpu.name or job.gpu.id)
-                                                         .upper().find("A100") >= 0)
+    default_tokens, default_seqs = vt.serve_batch_limits(job.gpu.memory_bytes / GIB,
+                                                         "A100" in (job.gpu.name or job.gpu.id).upper())
     batched = sv.max_num_batched_tokens or default_tokens
     seqs = sv.max_num_seqs or default_seqs
-    max_len_cap = info.max_positions or 131072
+    max_len_cap = max_model_len_cap(job)
     block = sv.block_size or vt.BLOCK_SIZE
 
     weights = shards.served_weight_bytes(info, spec.weight_dtype, dtype, spec.double_quant, tp)
@@ -74,7 +75,7 @@ def budget(job: ResolvedJob) -> Budget:
     workspace = ov.cublas_workspace_bytes(job.compute_capability, 1)
     activations = vt.profile_peak_bytes(forward, sampler, workspace)
     non_torch = vt.non_torch_bytes(tp)
-    layers = sum(1 for s in info.layers if s.stack == "decoder")
+    layers = info.num_layers
     graphs = 0 if sv.enforce_eager else vt.cuda_graph_bytes(vt.capture_sizes(seqs, batched), layers)
     in_budget = sv.estimate_cuda_graphs
     available = vt.available_kv_bytes(requested, weights + lora, activations, non_torch,
@@ -97,15 +98,12 @@ def budget(job: ResolvedJob) -> Budget:
     per_token = page // block * layers
     slot = lora // sv.max_loras if sv.max_loras else 0
 
-    notes.append(f"vLLM {VERSION} (V1 engine, rules shared by v0.19-v0.27) as `vllm serve` starts it: {total_note}; requested "
-                 f"{utilization:g} x total = {requested / GIB:.2f} GiB per GPU; max_num_batched_tokens {batched}, "
+    notes.append(f"vLLM {VERSION} (V1 engine, rules shared by v0.19-v0.27) as `vllm serve` starts it: {total_note}; "
+                 f"requested {utilization:g} x total = {requested / GIB:.2f} GiB per GPU; max_num_batched_tokens {batched}, "
                  f"max_num_seqs {seqs}" + (" (vllm serve's defaults for this GPU)" if not (sv.max_num_batched_tokens
                                                                                          and sv.max_num_seqs) else ""))
-    layout = (f"the multi-head latent attention's {info.kv_latent_size}-value latent per layer, whole on every GPU"
-              if info.mla else f"{heads} KV head(s) of {info.head_dim} per GPU (of {info.num_kv_heads}"
-                               f"{', replicated' if tp > info.num_kv_heads else ''})")
-    notes.append(f"KV cache: {kv_dtype(job)}, blocks of {block} tokens, {layout}, {groups} layer group(s) of "
-                 f"{group_size}")
+    notes.append(f"KV cache: {kv_dtype(job)}, blocks of {block} tokens, {kv_layout_note(job, heads)}, {groups} "
+                 f"layer group(s) of {group_size}")
     if sv.max_model_len is None:
         notes.append(f"max_model_len: the model's max_position_embeddings, {max_len_cap:,}")
     if in_budget:
@@ -126,7 +124,8 @@ def budget(job: ResolvedJob) -> Budget:
                   "kv_cache": max(0, available), "cuda_graphs": graphs, "cuda_context": init}
     serving = ServingBudget(
         engine="vllm", engine_version=VERSION, tensor_parallel_size=tp, gpu_memory_utilization=utilization,
-        cuda_total_bytes=total, requested_bytes=requested, weights_bytes=weights + lora, lora_bytes=lora, activation_bytes=activations,
+        cuda_total_bytes=total, requested_bytes=requested, weights_bytes=weights + lora, lora_bytes=lora,
+        activation_bytes=activations,
         cuda_graph_bytes=graphs, cuda_graph_in_budget=in_budget, non_torch_bytes=non_torch,
         kv_cache_bytes=available, kv_cache_tokens=tokens,
         max_concurrency=round(pkv.max_concurrency(blocks, per_request), 2), max_model_len=max_len,
